@@ -1,0 +1,108 @@
+# llm-gateway developer and CI entry points. `make test` is exactly what CI runs (.ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+SAM := $(SAM_VENV)/bin/sam
+REGION ?= us-east-1
+
+# Same import roots as Lambda (layer python/ dir + function CodeUri) and as pytest's pythonpath;
+# set only for the commands that run project code outside pytest (dev, bench), never for sam.
+PYPATH := PYTHONPATH=layers/common:functions/api:functions/worker:.
+export SAM_CLI_TELEMETRY := 0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+
+# pip prints a harmless "WARNING: Location ... is ignored" per index on this machine: drop those
+# lines, keep everything else, keep pip's exit status (pipefail).
+PIP_FILTER := 2>&1 | { grep -v '^WARNING: Location' || true; }
+
+# pytest exits 5 when it collects no tests (an empty tests/ folder); that is not a failure.
+define pytest
+rc=0; $(PY) -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
+if [ $$rc -eq 5 ]; then echo "pytest: no tests collected in $(1)"; rc=0; fi; exit $$rc
+endef
+
+.PHONY: help venv lint fmt test test-unit test-integration test-e2e pytest sam-validate \
+        cfn-lint-expanded sam-build dev bench clean distclean
+
+help: ## list targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+# ---- virtualenvs: rebuilt only when a requirements file is newer than the stamp -----------------
+venv: $(VENV)/.stamp $(SAM_VENV)/.stamp ## create/update .venv and .venv-sam (no-op when up to date)
+
+$(VENV)/.stamp: requirements-dev.txt layers/common/requirements.txt
+	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing requirements-dev.txt into $(VENV)"
+	@$(PY) -m pip install -q -r requirements-dev.txt $(PIP_FILTER)
+	@touch $@
+
+$(SAM_VENV)/.stamp: tools/requirements-sam.txt
+	@test -x $(SAM_VENV)/bin/python || { echo "creating $(SAM_VENV) with $(PYTHON)"; $(PYTHON) -m venv $(SAM_VENV); }
+	@echo "installing aws-sam-cli into $(SAM_VENV)"
+	@$(SAM_VENV)/bin/python -m pip install -q -r tools/requirements-sam.txt $(PIP_FILTER)
+	@touch $@
+
+# ---- checks -------------------------------------------------------------------------------------
+lint: $(VENV)/.stamp ## ruff check
+	$(VENV)/bin/ruff check .
+
+fmt: $(VENV)/.stamp ## ruff format + autofix (rewrites files)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+pytest: $(VENV)/.stamp ## all tests under tests/
+	@$(call pytest,tests)
+
+test-unit: $(VENV)/.stamp ## tests/unit (no sockets)
+	@$(call pytest,tests/unit)
+
+test-integration: $(VENV)/.stamp ## tests/integration (moto, local servers)
+	@$(call pytest,tests/integration)
+
+test-e2e: $(VENV)/.stamp ## tests/e2e (local stack over HTTP)
+	@$(call pytest,tests/e2e)
+
+sam-validate: $(SAM_VENV)/.stamp ## sam validate --lint
+	$(SAM) validate --lint --region $(REGION)
+
+cfn-lint-expanded: $(VENV)/.stamp ## expand the SAM template offline, check invariants, cfn-lint the result
+	$(PY) tools/expand_template.py --region $(REGION)
+
+# sam build's Python workflow runs `python3.11` from PATH. If the machine has none, fall back to the
+# venv's interpreter (a python3.11 venv ships a python3.11 link).
+sam-build: $(SAM_VENV)/.stamp $(VENV)/.stamp ## sam build (python3.11, no container) into .aws-sam/
+	@if command -v python3.11 >/dev/null; then $(SAM) build; \
+	else echo "python3.11 not on PATH; using $(VENV)/bin"; PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build; fi
+
+test: venv ## everything CI checks: lint, pytest, sam validate, expanded cfn-lint, sam build
+	@$(MAKE) lint
+	@$(MAKE) pytest
+	@$(MAKE) sam-validate
+	@$(MAKE) cfn-lint-expanded
+	@$(MAKE) sam-build
+	@echo "make test: all checks passed"
+
+# ---- running ------------------------------------------------------------------------------------
+dev: $(VENV)/.stamp ## local stack: moto + fake upstream + API on http://127.0.0.1:3000 + SQS poller
+	$(PYPATH) $(PY) -m local.stack
+
+bench: $(VENV)/.stamp ## run every bench/*.py
+	@shopt -s nullglob; scripts=(bench/*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no bench/*.py scripts"; exit 0; fi; \
+	for s in "$${scripts[@]}"; do [ "$$(basename $$s)" = "__init__.py" ] && continue; \
+	  echo "== $$s"; $(PYPATH) $(PY) "$$s"; done
+
+clean: ## remove build outputs and caches (keeps the venvs)
+	rm -rf .aws-sam build .pytest_cache .ruff_cache .local-stack
+	find . -path ./$(VENV) -prune -o -path ./$(SAM_VENV) -prune -o -name __pycache__ -type d -print0 \
+	  | xargs -0 rm -rf
+
+distclean: clean ## clean + remove the venvs
+	rm -rf $(VENV) $(SAM_VENV)
