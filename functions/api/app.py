@@ -1,0 +1,287 @@
+"""The HTTP API: one FastAPI app for every route, thin over ``llm_gateway``.
+
+In AWS it runs under the Lambda Web Adapter (``run.sh``); locally under uvicorn.
+Routes translate HTTP into service calls and back; every error leaves through
+``llm_gateway.errors.to_http`` in OpenAI's shape.
+"""
+
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llm_gateway.auth import Caller
+from llm_gateway.deadline import Deadline
+from llm_gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    PayloadTooLarge,
+    error_body,
+    internal_error,
+    to_http,
+)
+from llm_gateway.models import ChatCompletionRequest, CreateConversation
+from llm_gateway.observability import RequestMetrics, logger
+from llm_gateway.runtime import Services, build_services
+from llm_gateway.service import TurnReport
+from llm_gateway.settings import get_settings
+
+VERSION = "0.1.0"
+
+
+@lru_cache(maxsize=1)
+def default_services() -> Services:
+    return build_services(get_settings())
+
+
+def request_id_from(headers: dict[str, str]) -> str:
+    context = headers.get("x-amzn-request-context")  # set by the Lambda Web Adapter
+    if context:
+        try:
+            return json.loads(context)["requestId"]
+        except (ValueError, KeyError, TypeError):
+            pass
+    return headers.get("x-request-id") or uuid.uuid4().hex
+
+
+def deadline_for(headers: dict[str, str], seconds: float, margin: float) -> Deadline:
+    """The configured request deadline, cut short by the Lambda's own deadline when known."""
+    context = headers.get("x-amzn-lambda-context")
+    if context:
+        try:
+            lambda_deadline_ms = int(json.loads(context)["deadline"])
+            seconds = min(seconds, lambda_deadline_ms / 1000 - time.time() - margin)
+        except (ValueError, KeyError, TypeError):
+            pass
+    return Deadline.after(max(0.0, seconds))
+
+
+class GatewayMiddleware:
+    """Request id and correlation id, body size limit, access log and metrics flush.
+
+    A pure ASGI middleware, so streamed responses pass through unbuffered.
+    """
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = request_id_from(headers)
+        metrics = RequestMetrics(scope["path"] if scope["path"] in ("/health",) else "api")
+        scope.setdefault("state", {}).update(request_id=request_id, metrics=metrics, headers=headers)
+        logger.set_correlation_id(request_id)
+        status = {"code": 500}
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            declared = int(headers.get("content-length") or 0)
+        except ValueError:
+            declared = 0
+        received = {"bytes": 0}
+
+        async def receive_limited() -> dict:
+            message = await receive()
+            if message["type"] == "http.request":
+                received["bytes"] += len(message.get("body", b""))
+                if received["bytes"] > self.max_body_bytes:
+                    raise PayloadTooLarge(self._too_large())
+            return message
+
+        try:
+            if declared > self.max_body_bytes:
+                await self._reply(send_wrapper, PayloadTooLarge(self._too_large()))
+            else:
+                await self.app(scope, receive_limited, send_wrapper)
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            route = scope.get("route")
+            logger.info("request", extra={"method": scope["method"], "route": getattr(route, "path", "unmatched"),
+                                          "status": status["code"], "latency_ms": round(elapsed_ms, 2)})
+            metrics.add("Latency", elapsed_ms, "Milliseconds")
+            metrics.add(f"Status{status['code'] // 100}xx", 1)
+            metrics.flush()
+
+    def _too_large(self) -> str:
+        return f"Request body exceeds the {self.max_body_bytes}-byte limit."
+
+    @staticmethod
+    async def _reply(send: Callable, exc: GatewayError) -> None:
+        error = to_http(exc)
+        body = json.dumps(error.body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def error_response(exc: GatewayError) -> JSONResponse:
+    error = to_http(exc)
+    return JSONResponse(error.body, status_code=error.status, headers=error.headers)
+
+
+def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    """A readable message naming the offending field. Never echoes the input value."""
+    errors = exc.errors()
+    if not errors:
+        return "Invalid request.", None
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return "We could not parse the JSON body of your request.", None
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    param = ""
+    for part in loc:
+        param += f"[{part}]" if part.isdigit() else (f".{part}" if param else part)
+    if first.get("type") == "missing":
+        return f"Missing required parameter: '{param}'.", param or None
+    if first.get("type") == "model_attributes_type":
+        return "The request body must be a JSON object.", None
+    return f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param or None
+
+
+def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="llm-gateway",
+        version=VERSION,
+        summary="OpenAI-compatible LLM gateway with server-side conversations.",
+    )
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = validation_message(exc)
+        return error_response(InvalidRequest(message, param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, GatewayError):  # e.g. the body limit, hit while FastAPI read the body
+            return error_response(exc.__cause__)
+        code = {404: "unknown_route", 405: "method_not_allowed"}.get(exc.status_code)
+        message = "Unknown route." if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse(error_body(message, "invalid_request_error", code), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
+        error = internal_error()
+        return JSONResponse(error.body, status_code=error.status)
+
+    def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+        return services().auth.authenticate(authorization)
+
+    CallerDep = Annotated[Caller, Depends(caller)]
+
+    @app.get("/health", tags=["meta"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": VERSION}
+
+    @app.get("/v1/models", tags=["models"])
+    def list_models(_: CallerDep) -> dict[str, Any]:
+        aliases = services().routing.aliases
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "llm-gateway"} for name in aliases],
+        }
+
+    @app.post("/v1/chat/completions", tags=["chat"])
+    def chat_completions(body: ChatCompletionRequest, request: Request, who: CallerDep) -> dict[str, Any]:
+        if body.stream:
+            raise InvalidRequest("Streaming is not supported yet; send 'stream': false.", param="stream")
+        svc = services()
+        state = request.state
+        deadline = deadline_for(state.headers, svc.settings.request_deadline_seconds,
+                                svc.settings.deadline_margin_seconds)
+        report = TurnReport()
+        try:
+            return svc.chat.complete(who.tenant, body, deadline, report)
+        finally:
+            state.metrics.turn(report)
+
+    @app.post("/v1/conversations", status_code=201, tags=["conversations"])
+    def create_conversation(who: CallerDep, body: CreateConversation | None = None) -> dict[str, Any]:
+        body = body or CreateConversation()
+        svc = services()
+        if body.model is not None:
+            svc.routing.resolve(body.model)
+        system_tokens = 0
+        if body.system:
+            from llm_gateway.tokens import count_message
+
+            system_tokens = count_message({"role": "system", "content": body.system})
+        conversation = svc.conversations.create(
+            who.tenant, model=body.model, system=body.system, system_tokens=system_tokens, metadata=body.metadata
+        )
+        return conversation.public()
+
+    @app.get("/v1/conversations", tags=["conversations"])
+    def list_conversations(
+        who: CallerDep,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> dict[str, Any]:
+        conversations, cursor = services().conversations.list(who.tenant, limit=limit, after=after)
+        return {
+            "object": "list",
+            "data": [c.public() for c in conversations],
+            "has_more": cursor is not None,
+            "next_cursor": cursor,
+        }
+
+    @app.get("/v1/conversations/{conversation_id}", tags=["conversations"])
+    def get_conversation(
+        conversation_id: str,
+        who: CallerDep,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        after_seq = None
+        if after is not None:
+            try:
+                after_seq = int(after.removeprefix("msg_"))
+            except ValueError:
+                raise InvalidRequest("'after' must be a message id such as 'msg_41'.", param="after") from None
+        store = services().conversations
+        conversation = store.get(who.tenant, conversation_id)
+        messages, has_more = store.messages(who.tenant, conversation_id, limit=limit, after=after_seq)
+        data = [m.public() for m in messages]
+        out = conversation.public()
+        out["messages"] = {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+        return out
+
+    @app.delete("/v1/conversations/{conversation_id}", tags=["conversations"])
+    def delete_conversation(conversation_id: str, who: CallerDep) -> dict[str, Any]:
+        services().conversations.delete(who.tenant, conversation_id)
+        return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+    return app
+
+
+app = create_app()

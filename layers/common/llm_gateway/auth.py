@@ -1,0 +1,157 @@
+"""Gateway API keys: tenants, SHA-256 hashes, constant-time checks.
+
+Keys are stored only as ``sha256(key)`` (``PK = APIKEY#<hash>``); the plaintext is
+shown once, when the key is created. A key maps to exactly one tenant, and the
+tenant is the only scope every read and write uses. Successful lookups are cached
+per container for ``AUTH_CACHE_SECONDS`` (so a revocation takes effect within that
+time); failures are never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import AuthenticationFailed, NotFound
+from .store import now_ms
+
+KEY_PREFIX = "sk-gw-"
+_TENANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    tenant: str
+    name: str
+    created_at: int
+    revoked: bool = False
+    key_hash: str = field(default="", repr=False)
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.key_id, "tenant": self.tenant, "name": self.name,
+                "created_at": self.created_at // 1000, "revoked": self.revoked}
+
+
+class ApiKeyStore:
+    def __init__(self, table_name: str, client: Any = None) -> None:
+        if client is None:
+            from .aws import client as aws_client
+
+            client = aws_client("dynamodb")
+        self.table = table_name
+        self.client = client
+
+    @staticmethod
+    def _record(item: dict) -> ApiKey:
+        return ApiKey(
+            key_id=item["key_id"]["S"], tenant=item["tenant"]["S"], name=item.get("name", {}).get("S", ""),
+            created_at=int(item["created_at"]["N"]), revoked=item.get("revoked", {}).get("BOOL", False),
+            key_hash=item["key_hash"]["S"],
+        )
+
+    def create(self, tenant: str, name: str = "", key: str | None = None) -> tuple[str, ApiKey]:
+        """Create a key for ``tenant``; returns the plaintext (shown once) and its record."""
+        if not _TENANT_RE.match(tenant):
+            raise ValueError("tenant ids are 1-64 characters of letters, digits, '_', '.', '-'")
+        key = key or KEY_PREFIX + secrets.token_urlsafe(32)
+        digest = hash_key(key)
+        record = ApiKey(key_id="key_" + digest[:12], tenant=tenant, name=name, created_at=now_ms(), key_hash=digest)
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "PK": {"S": f"APIKEY#{digest}"}, "SK": {"S": "APIKEY"},
+                "key_hash": {"S": digest}, "key_id": {"S": record.key_id}, "tenant": {"S": tenant},
+                "name": {"S": name}, "created_at": {"N": str(record.created_at)}, "revoked": {"BOOL": False},
+                "GSI1PK": {"S": "APIKEYS"}, "GSI1SK": {"S": f"{tenant}#{record.key_id}"},
+            },
+            ConditionExpression="attribute_not_exists(PK)",
+        )
+        return key, record
+
+    def lookup(self, key: str) -> ApiKey | None:
+        digest = hash_key(key)
+        item = self.client.get_item(
+            TableName=self.table, Key={"PK": {"S": f"APIKEY#{digest}"}, "SK": {"S": "APIKEY"}}
+        ).get("Item")
+        if not item or not hmac.compare_digest(item["key_hash"]["S"], digest):
+            return None
+        return self._record(item)
+
+    def list(self, tenant: str | None = None) -> list[ApiKey]:
+        params: dict[str, Any] = {
+            "TableName": self.table, "IndexName": "GSI1",
+            "KeyConditionExpression": "GSI1PK = :pk", "ExpressionAttributeValues": {":pk": {"S": "APIKEYS"}},
+        }
+        if tenant:
+            params["KeyConditionExpression"] += " AND begins_with(GSI1SK, :t)"
+            params["ExpressionAttributeValues"][":t"] = {"S": f"{tenant}#"}
+        keys: list[ApiKey] = []
+        while True:
+            resp = self.client.query(**params)
+            keys += [self._record(item) for item in resp.get("Items", [])]
+            if "LastEvaluatedKey" not in resp:
+                return keys
+            params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def revoke(self, key_id: str) -> ApiKey:
+        for record in self.list():
+            if record.key_id == key_id:
+                self.client.update_item(
+                    TableName=self.table, Key={"PK": {"S": f"APIKEY#{record.key_hash}"}, "SK": {"S": "APIKEY"}},
+                    UpdateExpression="SET revoked = :t", ExpressionAttributeValues={":t": {"BOOL": True}},
+                )
+                return replace(record, revoked=True)
+        raise NotFound(f"No API key with id '{key_id}'.")
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: str
+    key_id: str
+
+
+class Authenticator:
+    def __init__(self, keys: ApiKeyStore, cache_seconds: float = 30.0, clock=time.monotonic) -> None:
+        self.keys = keys
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._cache: dict[str, tuple[float, Caller]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, authorization: str | None) -> Caller:
+        if not authorization:
+            raise AuthenticationFailed(
+                "Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key"
+            )
+        scheme, _, key = authorization.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise AuthenticationFailed("Malformed Authorization header; expected 'Bearer <key>'.")
+        digest = hash_key(key)
+        now = self.clock()
+        cached = self._cache.get(digest)
+        if cached and cached[0] > now:
+            return cached[1]
+        record = self.keys.lookup(key)
+        if record is None or record.revoked:
+            with self._lock:
+                self._cache.pop(digest, None)
+            raise AuthenticationFailed("Incorrect or revoked API key.")
+        caller = Caller(record.tenant, record.key_id)
+        if self.cache_seconds > 0:
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[digest] = (now + self.cache_seconds, caller)
+        return caller

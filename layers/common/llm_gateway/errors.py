@@ -1,0 +1,139 @@
+"""Domain errors in, HTTP out: the one table that maps them.
+
+Domain code raises these exceptions; only :func:`to_http` knows statuses. Bodies use
+OpenAI's error shape so the official SDKs raise their typed errors. Messages are
+written by us and never carry prompts or key material.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports to a client."""
+
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.param = param
+        self.retry_after = retry_after
+
+
+class InvalidRequest(GatewayError):
+    default_code = "invalid_request"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    default_code = "context_length_exceeded"
+
+
+class AuthenticationFailed(GatewayError):
+    default_code = "invalid_api_key"
+
+
+class NotFound(GatewayError):
+    default_code = "not_found"
+
+
+class ConversationBusy(GatewayError):
+    default_code = "conversation_busy"
+
+
+class PayloadTooLarge(GatewayError):
+    default_code = "request_too_large"
+
+
+class IdempotencyConflict(GatewayError):
+    default_code = "idempotency_key_reused"
+
+
+class RateLimited(GatewayError):
+    default_code = "rate_limit_exceeded"
+
+
+class UpstreamError(GatewayError):
+    """The upstream answered with an error we cannot retry away (502)."""
+
+    default_code = "upstream_error"
+
+
+class UpstreamRejected(GatewayError):
+    """The upstream refused the request as invalid (its 400/404/422)."""
+
+    default_code = "upstream_invalid_request"
+
+
+class UpstreamUnavailable(GatewayError):
+    default_code = "upstream_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    default_code = "upstream_timeout"
+
+
+class ProviderKeyUnavailable(GatewayError):
+    """A provider key could not be decrypted: fail closed, say nothing about the key."""
+
+    default_code = "provider_key_unavailable"
+
+
+class ConfigurationError(GatewayError):
+    default_code = "configuration_error"
+
+
+# exception class -> (HTTP status, OpenAI error type). Subclasses resolve through the MRO.
+ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
+    InvalidRequest: (400, "invalid_request_error"),
+    UpstreamRejected: (400, "invalid_request_error"),
+    AuthenticationFailed: (401, "authentication_error"),
+    NotFound: (404, "invalid_request_error"),
+    ConversationBusy: (409, "conflict_error"),
+    PayloadTooLarge: (413, "invalid_request_error"),
+    IdempotencyConflict: (422, "invalid_request_error"),
+    RateLimited: (429, "rate_limit_error"),
+    ProviderKeyUnavailable: (500, "server_error"),
+    ConfigurationError: (500, "server_error"),
+    UpstreamError: (502, "upstream_error"),
+    UpstreamUnavailable: (503, "service_unavailable"),
+    UpstreamTimeout: (504, "timeout_error"),
+    GatewayError: (500, "server_error"),
+}
+
+
+@dataclass(frozen=True)
+class HttpError:
+    status: int
+    body: dict
+    headers: dict[str, str]
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def to_http(exc: GatewayError) -> HttpError:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            status, type_ = ERROR_TABLE[cls]
+            break
+    else:  # pragma: no cover - GatewayError is in the table
+        status, type_ = 500, "server_error"
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return HttpError(status, error_body(exc.message, type_, exc.code, exc.param), headers)
+
+
+def internal_error() -> HttpError:
+    return HttpError(500, error_body("Internal server error.", "server_error", "internal_error"), {})

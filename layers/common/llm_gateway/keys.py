@@ -1,0 +1,83 @@
+"""Provider keys: stored only as KMS ciphertext, decrypted on first use.
+
+Each ciphertext is bound to an encryption context naming its key reference
+(``{"llm-gateway:key-ref": <ref>}``), so a ciphertext copied to another reference
+fails to decrypt. Plaintext lives only in this process's memory, is cached for the
+life of the container, and is refreshed once when the upstream answers 401.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+from typing import Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import ProviderKeyUnavailable
+
+CONTEXT_KEY = "llm-gateway:key-ref"
+
+
+def encryption_context(key_ref: str) -> dict[str, str]:
+    return {CONTEXT_KEY: key_ref}
+
+
+class KeyProvider(Protocol):
+    def get(self, key_ref: str) -> str: ...
+    def refresh(self, key_ref: str) -> str: ...
+
+
+class KmsKeyProvider:
+    def __init__(self, ciphertexts: dict[str, str], client: Any = None) -> None:
+        self._ciphertexts = {ref: c for ref, c in ciphertexts.items() if c}
+        self._client = client
+        self._cache: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:  # built on first decrypt: keeps KMS off the cold-start path
+            from .aws import client
+
+            self._client = client("kms")
+        return self._client
+
+    def has(self, key_ref: str) -> bool:
+        return key_ref in self._ciphertexts
+
+    def get(self, key_ref: str) -> str:
+        cached = self._cache.get(key_ref)
+        if cached is not None:
+            return cached
+        with self._lock:
+            if key_ref not in self._cache:
+                self._cache[key_ref] = self._decrypt(key_ref)
+            return self._cache[key_ref]
+
+    def refresh(self, key_ref: str) -> str:
+        with self._lock:
+            self._cache[key_ref] = self._decrypt(key_ref)
+            return self._cache[key_ref]
+
+    def _decrypt(self, key_ref: str) -> str:
+        ciphertext = self._ciphertexts.get(key_ref)
+        if ciphertext is None:
+            raise ProviderKeyUnavailable(f"No provider key is configured for '{key_ref}'.")
+        try:
+            blob = base64.b64decode(ciphertext, validate=True)
+            resp = self.client.decrypt(CiphertextBlob=blob, EncryptionContext=encryption_context(key_ref))
+            return resp["Plaintext"].decode("utf-8")
+        except (binascii.Error, ValueError, ClientError, BotoCoreError, UnicodeDecodeError) as exc:
+            # Fail closed. The message names the reference, never the ciphertext or plaintext.
+            raise ProviderKeyUnavailable(f"The provider key for '{key_ref}' could not be decrypted.") from exc
+
+
+def encrypt_key(plaintext: str, key_ref: str, kms_key_id: str, client: Any) -> str:
+    """Encrypt a provider key for ``key_ref``: the base64 ciphertext a deployment takes."""
+    resp = client.encrypt(
+        KeyId=kms_key_id, Plaintext=plaintext.encode("utf-8"), EncryptionContext=encryption_context(key_ref)
+    )
+    return base64.b64encode(resp["CiphertextBlob"]).decode("ascii")
+

@@ -1,0 +1,89 @@
+"""Pydantic models of the OpenAI Chat Completions wire format (and our extension).
+
+Fields we interpret are typed strictly, so wrong types are rejected with a 400.
+Everything else (``tools``, ``response_format``, ``seed``, ``logprobs``, ``user`` …)
+is kept as given and passed through to the upstream unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Role
+    content: StrictStr | list[dict[str, Any]] | None = None
+    name: StrictStr | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: StrictStr | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The message as the upstream receives it (no nulls we did not get)."""
+        return self.model_dump(exclude_none=True)
+
+    def text(self) -> str:
+        """All text in the message, for token counting."""
+        return message_text(self.wire())
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: StrictBool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: StrictStr = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    temperature: StrictFloat | StrictInt | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)
+    n: StrictInt | None = Field(None, ge=1, le=128)
+    stop: StrictStr | list[StrictStr] | None = None
+    # --- llm-gateway extension -------------------------------------------------
+    conversation_id: StrictStr | None = Field(None, min_length=1, max_length=128)
+
+    def completion_budget(self, default: int) -> int:
+        return self.max_completion_tokens or self.max_tokens or default
+
+    def upstream_body(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The request as the upstream receives it: our extension removed, alias resolved."""
+        body = self.model_dump(exclude_none=True, exclude={"conversation_id", "messages", "model"})
+        body["model"] = model
+        body["messages"] = messages
+        return body
+
+
+class CreateConversation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr | None = None
+    system: StrictStr | None = None
+    metadata: dict[StrictStr, StrictStr] | None = Field(None, max_length=16)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """Concatenate every piece of text a wire-format message carries."""
+    content = message.get("content")
+    parts: list[str] = []
+    if isinstance(content, str):
+        parts.append(content)
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        parts.append(str(function.get("name", "")))
+        parts.append(str(function.get("arguments", "")))
+    return "\n".join(parts)

@@ -1,0 +1,77 @@
+"""OpenAI Chat Completions, and any server that speaks it (vLLM, Ollama, Groq, …)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import requests
+
+from ..keys import KeyProvider
+from ..retry import UpstreamHTTPError, parse_retry_after
+from ..routing import Deployment
+from .base import Timeout, UpstreamReply, Usage
+
+_SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-*]{3,}|Bearer\s+\S+)")
+
+
+def scrub(message: str, secret: str | None) -> str:
+    """An upstream's error text, without our key or anything shaped like one."""
+    if secret:
+        message = message.replace(secret, "[redacted]")
+    return _SECRETISH.sub("[redacted]", message)[:500]
+
+
+def http_error(resp: requests.Response, secret: str | None) -> UpstreamHTTPError:
+    message, code = f"Upstream returned HTTP {resp.status_code}.", None
+    try:
+        error = resp.json().get("error")
+        if isinstance(error, dict):
+            message = str(error.get("message") or message)
+            code = error.get("code") or error.get("type")
+        elif isinstance(error, str):
+            message = error
+    except (ValueError, AttributeError):
+        pass
+    return UpstreamHTTPError(
+        resp.status_code, scrub(message, secret), code=code, retry_after=parse_retry_after(resp.headers)
+    )
+
+
+class OpenAIProvider:
+    def __init__(self, deployment: Deployment, keys: KeyProvider, session: requests.Session | None = None):
+        self.deployment = deployment
+        self.name = deployment.name
+        self.keys = keys
+        self.session = session or requests.Session()
+        self.url = deployment.base_url.rstrip("/") + "/chat/completions"
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _key(self, refresh: bool = False) -> str | None:
+        ref = self.deployment.key_ref
+        if ref is None:
+            return None
+        return self.keys.refresh(ref) if refresh else self.keys.get(ref)
+
+    def complete(self, body: dict[str, Any], timeout: Timeout) -> UpstreamReply:
+        body = {**body, "model": self.deployment.model}
+        key = self._key()
+        resp = self.session.post(self.url, json=body, headers=self._headers(key), timeout=timeout)
+        if resp.status_code == 401 and key is not None:
+            # The key may have been rotated: decrypt it again, once, and retry at once.
+            resp.close()
+            key = self._key(refresh=True)
+            resp = self.session.post(self.url, json=body, headers=self._headers(key), timeout=timeout)
+        if resp.status_code >= 400:
+            raise http_error(resp, key)
+        try:
+            data = resp.json()
+            data["choices"][0]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise UpstreamHTTPError(502, "Upstream returned a malformed completion.") from exc
+        return UpstreamReply(data, Usage.from_openai(data.get("usage")))

@@ -1,0 +1,216 @@
+"""The one retry layer for upstream calls: named, bounded, testable.
+
+* What is retried (:func:`should_retry`): connection errors, timeouts, 408, 409, 429,
+  5xx and Anthropic's 529 — never 400/401/403/404/422, nor a 429 that means a spend
+  limit (``insufficient_quota``).
+* How long to wait (:meth:`RetryPolicy.wait`): the upstream's ``retry-after-ms`` /
+  ``Retry-After`` when given, else full-jitter exponential backoff.
+* When to stop (:meth:`RetryPolicy.stop`): after ``max_attempts``; when the next sleep
+  plus a minimal attempt would pass the request's deadline (then we fail fast, with no
+  sleep); or when the container's retry budget is spent, so an outage cannot multiply
+  traffic.
+
+tenacity runs the loop. The retry budget is written here because tenacity has none:
+a token bucket credited a fraction of a token per request plus a small floor per
+second, debited one token per retry (the scheme of gRPC's retry throttling and
+Finagle's RetryBudget).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception
+
+from .deadline import Deadline
+
+T = TypeVar("T")
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+SPEND_LIMIT_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "spend_limit_reached"})
+MIN_ATTEMPT_SECONDS = 0.25  # never start an attempt with less time than this left
+
+
+class UpstreamHTTPError(Exception):
+    """A non-2xx answer from an upstream. Internal: mapped to a GatewayError by the caller."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, retry_after: float | None = None):
+        super().__init__(f"upstream answered {status}")
+        self.status = status
+        self.message = message
+        self.code = code
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(Exception):
+    """No time was left for a (further) attempt."""
+
+
+def should_retry(exc: BaseException) -> bool:
+    if isinstance(exc, UpstreamHTTPError):
+        if exc.status == 429 and exc.code in SPEND_LIMIT_CODES:
+            return False
+        return exc.status in RETRYABLE_STATUSES or exc.status >= 500
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+
+
+def parse_retry_after(headers: dict[str, str] | requests.structures.CaseInsensitiveDict) -> float | None:
+    """Seconds from ``retry-after-ms`` (preferred) or ``Retry-After`` (seconds or HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class RetryBudget:
+    """Container-wide token bucket bounding retries to a fraction of requests."""
+
+    def __init__(self, ratio: float = 0.2, min_per_second: float = 2.0, *, clock: Callable[[], float] = time.monotonic):
+        self.ratio = ratio
+        self.min_per_second = min_per_second
+        self.capacity = max(10.0, min_per_second * 10)
+        self._clock = clock
+        self._balance = self.capacity
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._balance = min(self.capacity, self._balance + (now - self._last) * self.min_per_second)
+        self._last = now
+
+    def on_request(self) -> None:
+        with self._lock:
+            self._refill()
+            self._balance = min(self.capacity, self._balance + self.ratio)
+
+    def try_spend(self) -> bool:
+        with self._lock:
+            self._refill()
+            if self._balance >= 1.0:
+                self._balance -= 1.0
+                return True
+            return False
+
+
+@dataclass
+class CallStats:
+    """What one request's upstream calls cost, for metrics and the response."""
+
+    attempts: int = 0
+    retries: int = 0
+    stopped_by: str | None = None  # "attempts" | "deadline" | "budget"
+    errors: dict[str, int] = field(default_factory=dict)
+    upstream_seconds: float = 0.0
+
+    def error(self, error_class: str) -> None:
+        self.errors[error_class] = self.errors.get(error_class, 0) + 1
+
+
+def error_class(exc: BaseException) -> str:
+    """A bounded label for metrics."""
+    if isinstance(exc, UpstreamHTTPError):
+        if exc.status == 429:
+            return "rate_limited"
+        if exc.status in (401, 403):
+            return "auth"
+        if exc.status >= 500:
+            return "server_error"
+        return "client_error"
+    if isinstance(exc, requests.Timeout):
+        return "timeout"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection"
+    return "other"
+
+
+class RetryPolicy:
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 3,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        budget: RetryBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.budget = budget or RetryBudget()
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+
+    def backoff(self, retry_number: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2^(n-1))]."""
+        return self.rng.uniform(0.0, min(self.backoff_max, self.backoff_base * 2 ** (retry_number - 1)))
+
+    def wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return retry_after
+        return self.backoff(state.attempt_number)
+
+    def run(self, attempt: Callable[[], T], deadline: Deadline, stats: CallStats) -> T:
+        """Call ``attempt`` until it succeeds, may not be retried, or a bound is reached.
+
+        The last failure is re-raised as it was; ``stats.stopped_by`` says which bound
+        stopped a retryable one.
+        """
+        self.budget.on_request()
+
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number >= self.max_attempts:
+                stats.stopped_by = "attempts"
+                return True
+            if state.upcoming_sleep + MIN_ATTEMPT_SECONDS > deadline.remaining():
+                stats.stopped_by = "deadline"
+                return True
+            if not self.budget.try_spend():
+                stats.stopped_by = "budget"
+                return True
+            return False
+
+        def counted() -> T:
+            if deadline.remaining() < MIN_ATTEMPT_SECONDS:
+                raise DeadlineExceeded()
+            stats.attempts += 1
+            try:
+                return attempt()
+            except Exception as exc:
+                stats.error(error_class(exc))
+                raise
+
+        def before_sleep(state: RetryCallState) -> None:
+            stats.retries += 1
+
+        retrying = Retrying(
+            stop=stop,
+            wait=self.wait,
+            retry=retry_if_exception(should_retry),
+            sleep=self.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(counted)

@@ -1,0 +1,75 @@
+"""The composition root: settings in, wired services out, built once per container."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from .auth import ApiKeyStore, Authenticator
+from .errors import ConfigurationError
+from .keys import KeyProvider, KmsKeyProvider
+from .providers import OpenAIProvider
+from .retry import RetryBudget, RetryPolicy
+from .router import Router
+from .routing import DEFAULT_KEY_REF, Routing, load_routing
+from .service import ChatService
+from .settings import Settings
+from .store import DynamoConversationStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    routing: Routing
+    chat: ChatService
+    conversations: DynamoConversationStore
+    auth: Authenticator
+    keys: KeyProvider
+
+
+def key_ciphertexts(settings: Settings) -> dict[str, str]:
+    ciphertexts: dict[str, str] = {}
+    if settings.provider_keys:
+        try:
+            ciphertexts.update(json.loads(settings.provider_keys))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ConfigurationError("PROVIDER_KEYS must be a JSON object of key ref -> ciphertext") from exc
+    if settings.provider_key_ciphertext:
+        ciphertexts[DEFAULT_KEY_REF] = settings.provider_key_ciphertext
+    return ciphertexts
+
+
+def build_services(
+    settings: Settings,
+    *,
+    dynamodb: Any = None,
+    kms: Any = None,
+    session: requests.Session | None = None,
+    keys: KeyProvider | None = None,
+    policy: RetryPolicy | None = None,
+) -> Services:
+    routing = load_routing(settings)
+    keys = keys or KmsKeyProvider(key_ciphertexts(settings), client=kms)
+    for ref in sorted(routing.key_refs()):
+        if isinstance(keys, KmsKeyProvider) and not keys.has(ref):
+            raise ConfigurationError(f"A deployment names key ref '{ref}', but no ciphertext is configured for it.")
+    session = session or requests.Session()
+    providers = {
+        deployment.name: OpenAIProvider(deployment, keys, session)
+        for alias in routing.aliases.values()
+        for deployment in alias.deployments
+    }
+    policy = policy or RetryPolicy(
+        max_attempts=settings.max_attempts,
+        backoff_base=settings.backoff_base_seconds,
+        backoff_max=settings.backoff_max_seconds,
+        budget=RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_second),
+    )
+    router = Router(providers, policy, connect_timeout=settings.connect_timeout_seconds,
+                    read_timeout=settings.read_timeout_seconds)
+    store = DynamoConversationStore(settings.table_name, client=dynamodb, ttl_days=settings.conversation_ttl_days)
+    auth = Authenticator(ApiKeyStore(settings.table_name, client=store.client), settings.auth_cache_seconds)
+    return Services(settings, routing, ChatService(store, routing, router, settings), store, auth, keys)

@@ -1,0 +1,201 @@
+"""ChatService: one chat turn, stateless or on a server-side conversation."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .deadline import Deadline
+from .errors import ContextLengthExceeded, InvalidRequest, PayloadTooLarge
+from .models import ChatCompletionRequest, ChatMessage
+from .retry import CallStats
+from .router import RoutedReply, Router
+from .routing import ModelAlias, Routing
+from .settings import Settings
+from .store import ConversationStore, History, NewMessage, StoredMessage, TurnUsage
+from .tokens import TOKENS_PER_REPLY, count_message
+
+SYSTEM_ROLES = ("system", "developer")
+
+
+@dataclass
+class TurnReport:
+    """What a turn did, for metrics and logs (no content)."""
+
+    alias: str = ""
+    deployment: str | None = None
+    stats: CallStats = field(default_factory=CallStats)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    history_messages: int = 0
+    history_items_read: int = 0
+    conversation: bool = False
+
+
+@dataclass
+class PreparedTurn:
+    """A validated turn: what goes upstream and what will be stored."""
+
+    alias: ModelAlias
+    upstream_messages: list[dict[str, Any]]
+    new_messages: list[NewMessage]
+    system: tuple[str, int] | None = None  # a new system prompt for the conversation
+
+
+def system_text(messages: list[ChatMessage]) -> str:
+    return "\n\n".join(m.text() for m in messages)
+
+
+class ChatService:
+    def __init__(self, store: ConversationStore, routing: Routing, router: Router, settings: Settings) -> None:
+        self.store = store
+        self.routing = routing
+        self.router = router
+        self.settings = settings
+
+    # ---- validation -------------------------------------------------------------
+    def check_sizes(self, request: ChatCompletionRequest) -> None:
+        limit = self.settings.max_message_bytes
+        for index, message in enumerate(request.messages):
+            size = len(json.dumps(message.wire(), ensure_ascii=False).encode())
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"Message {index} is {size} bytes; the limit is {limit} bytes per message.",
+                    param=f"messages[{index}]",
+                )
+
+    def validate(self, request: ChatCompletionRequest) -> ModelAlias:
+        alias = self.routing.resolve(request.model)
+        self.check_sizes(request)
+        if request.conversation_id is not None:
+            if request.n not in (None, 1):
+                raise InvalidRequest("'n' must be 1 when 'conversation_id' is given.", param="n")
+            if len(request.messages) > self.settings.max_messages_per_turn:
+                raise InvalidRequest(
+                    f"A turn on a conversation may add at most {self.settings.max_messages_per_turn} messages.",
+                    param="messages",
+                )
+        return alias
+
+    # ---- turns ------------------------------------------------------------------
+    def complete(self, tenant: str, request: ChatCompletionRequest, deadline: Deadline,
+                 report: TurnReport | None = None) -> dict[str, Any]:
+        report = report or TurnReport()
+        alias = self.validate(request)
+        report.alias = alias.name
+        if request.conversation_id is None:
+            messages = [m.wire() for m in request.messages]
+            routed = self._call(alias, request, messages, deadline, report)
+            return self._response(routed, None)
+        return self._conversation_turn(tenant, alias, request, deadline, report)
+
+    def _call(self, alias: ModelAlias, request: ChatCompletionRequest, messages: list[dict[str, Any]],
+              deadline: Deadline, report: TurnReport) -> RoutedReply:
+        routed = self.router.complete(alias, request.upstream_body(alias.name, messages), deadline, report.stats)
+        usage = routed.reply.usage
+        report.deployment = routed.deployment.name
+        report.prompt_tokens = usage.prompt_tokens
+        report.completion_tokens = usage.completion_tokens
+        report.cost_usd = routed.deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+        return routed
+
+    def _conversation_turn(self, tenant: str, alias: ModelAlias, request: ChatCompletionRequest,
+                           deadline: Deadline, report: TurnReport) -> dict[str, Any]:
+        report.conversation = True
+        conversation_id = request.conversation_id
+        assert conversation_id is not None
+        lease = self.store.acquire_lease(
+            tenant, conversation_id, deadline.remaining() + self.settings.lease_grace_seconds
+        )
+        try:
+            turn = self.prepare(tenant, alias, request, lease.conversation, report)
+            routed = self._call(alias, request, turn.upstream_messages, deadline, report)
+            reply = self.reply_message(routed)
+            self.store.commit_turn(
+                lease, [*turn.new_messages, reply], system=turn.system,
+                usage=TurnUsage(report.prompt_tokens, report.completion_tokens, report.cost_usd),
+            )
+        except BaseException:
+            self.store.release_lease(lease)
+            raise
+        return self._response(routed, conversation_id)
+
+    def prepare(self, tenant: str, alias: ModelAlias, request: ChatCompletionRequest, conversation: Any,
+                report: TurnReport) -> PreparedTurn:
+        """Split the new messages, size the history budget, read the history that fits."""
+        leading: list[ChatMessage] = []
+        for message in request.messages:
+            if message.role not in SYSTEM_ROLES:
+                break
+            leading.append(message)
+        rest = request.messages[len(leading):]
+        if leading:
+            text = system_text(leading)
+            system = (text, count_message({"role": "system", "content": text}))
+        else:
+            system = None
+        system_prompt = system or ((conversation.system, conversation.system_tokens) if conversation.system else None)
+        new_messages = [NewMessage(m.wire(), count_message(m.wire())) for m in rest]
+        if not new_messages:
+            raise InvalidRequest("A turn must add at least one non-system message.", param="messages")
+
+        fixed = (system_prompt[1] if system_prompt else 0) + sum(m.tokens for m in new_messages)
+        hard_cap = alias.context_window - request.completion_budget(self.settings.completion_reserve_tokens)
+        room = hard_cap - fixed - TOKENS_PER_REPLY
+        if room < 0:
+            raise ContextLengthExceeded(
+                f"The new messages need {fixed} tokens; the model's context window leaves {hard_cap} "
+                "after the completion budget.",
+                param="messages",
+            )
+        history: History = History([], 0)
+        if conversation.message_count:
+            history = self.store.read_history(
+                tenant, conversation.id,
+                max_messages=alias.history_max_messages,
+                max_tokens=min(alias.history_max_tokens, room),
+            )
+        kept = drop_orphans(history.messages)
+        report.history_messages = len(kept)
+        report.history_items_read = history.items_read
+        upstream = []
+        if system_prompt:
+            upstream.append({"role": "system", "content": system_prompt[0]})
+        upstream += [m.body for m in kept]
+        upstream += [m.body for m in new_messages]
+        return PreparedTurn(alias, upstream, new_messages, system)
+
+    @staticmethod
+    def reply_message(routed: RoutedReply) -> NewMessage:
+        choice = routed.reply.body["choices"][0]
+        body = {k: v for k, v in (choice.get("message") or {}).items() if v is not None}
+        body["role"] = "assistant"
+        usage = routed.reply.usage
+        meta = {
+            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+            "model": routed.reply.body.get("model"),
+            "deployment": routed.deployment.name,
+            "finish_reason": choice.get("finish_reason"),
+        }
+        tokens = usage.completion_tokens or count_message(body)
+        return NewMessage(body, tokens, meta=meta)
+
+    @staticmethod
+    def _response(routed: RoutedReply, conversation_id: str | None) -> dict[str, Any]:
+        body = dict(routed.reply.body)
+        body.setdefault("object", "chat.completion")
+        body.setdefault("created", int(time.time()))
+        if conversation_id:
+            body["conversation_id"] = conversation_id
+        return body
+
+
+def drop_orphans(messages: list[StoredMessage]) -> list[StoredMessage]:
+    """Trimming may cut a tool exchange in two: never start history with a tool result."""
+    start = 0
+    while start < len(messages) and messages[start].role in ("tool", "function"):
+        start += 1
+    return messages[start:]

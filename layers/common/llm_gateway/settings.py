@@ -1,0 +1,76 @@
+"""The one settings object, validated at cold start.
+
+Every knob the gateway reads from its environment lives here; nothing else in the
+package reads ``os.environ``. Names are the environment variables the SAM template
+and the local stack set (case-insensitive).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # --- AWS resources -------------------------------------------------------------
+    table_name: str = "llm-gateway"
+    jobs_queue_url: str | None = None
+    kms_key_id: str | None = None
+    aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    # boto3 honours AWS_ENDPOINT_URL itself; the local stack points it at moto.
+
+    # --- the `default` model alias -----------------------------------------------
+    default_model: str = "gpt-4o-mini"
+    openai_base_url: str = "https://api.openai.com/v1"
+    provider_key_ciphertext: str = ""  # base64 KMS ciphertext, key ref "default"
+    default_context_window: int = Field(128_000, gt=0)
+    # Extra aliases / deployments as JSON (see routing.py); the default alias is always present.
+    routing_config: str | None = None
+    # Extra provider key ciphertexts as a JSON object {key_ref: base64 ciphertext}.
+    provider_keys: str | None = None
+
+    # --- conversation history budget (per alias overridable in routing config) ---
+    history_max_tokens: int = Field(8_000, gt=0)
+    history_max_messages: int = Field(200, gt=0, le=1_000)
+    completion_reserve_tokens: int = Field(1_024, gt=0)  # reserved when the request names no max_tokens
+    conversation_ttl_days: int = Field(0, ge=0)  # 0 = keep forever
+    max_messages_per_turn: int = Field(64, gt=0, le=98)  # TransactWriteItems holds 100 items
+
+    # --- request limits -------------------------------------------------------------
+    max_body_bytes: int = Field(1_048_576, gt=0)
+    max_message_bytes: int = Field(262_144, gt=0)  # keeps every message item far below 400 KB
+
+    # --- deadlines and upstream calls --------------------------------------------
+    request_deadline_seconds: float = Field(28.0, gt=0)  # REST API buffered limit is 29 s
+    stream_deadline_seconds: float = Field(840.0, gt=0)
+    deadline_margin_seconds: float = Field(0.5, ge=0)
+    connect_timeout_seconds: float = Field(3.05, gt=0)
+    read_timeout_seconds: float = Field(60.0, gt=0)
+    max_attempts: int = Field(3, ge=1, le=10)
+    backoff_base_seconds: float = Field(0.5, gt=0)
+    backoff_max_seconds: float = Field(8.0, gt=0)
+    retry_budget_ratio: float = Field(0.2, ge=0, le=1)
+    retry_budget_min_per_second: float = Field(2.0, ge=0)
+    lease_grace_seconds: float = Field(5.0, ge=0)
+
+    # --- auth --------------------------------------------------------------------
+    auth_cache_seconds: float = Field(30.0, ge=0)
+
+    # --- observability -----------------------------------------------------------
+    log_prompts: bool = False
+    powertools_service_name: str = "llm-gateway"
+    powertools_metrics_namespace: str = "LlmGateway"
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

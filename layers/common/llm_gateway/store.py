@@ -1,0 +1,570 @@
+"""Conversation state in DynamoDB: one head item and one item per message.
+
+Layout (one table, see DESIGN.md):
+
+* head      ``PK = T#<tenant>#C#<conversation>``, ``SK = META`` — version, message count,
+  token totals, system prompt, lease, timestamps; ``GSI1`` lists a tenant's conversations.
+* message   same PK, ``SK = M#<10-digit seq>`` — role, the wire message as JSON, its
+  token count. Never one growing item per conversation (400 KB item limit).
+* turn      same PK, ``SK = TURN#<turn id>`` — written with the messages of an idempotent
+  turn (jobs), so a redelivered job can never store a second reply.
+
+A turn leases the head with a conditional update (expiring, so a crashed turn blocks
+nothing for long), reads the newest history that fits its budget with a descending
+Query, and commits with one TransactWriteItems: head version + lease check, and the
+new message items with ``attribute_not_exists``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from .errors import ConversationBusy, InvalidRequest, NotFound
+
+META = "META"
+MSG_PREFIX = "M#"
+TURN_PREFIX = "TURN#"
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_conversation_id() -> str:
+    return "conv_" + uuid.uuid4().hex
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class Conversation:
+    id: str
+    tenant: str
+    created_at: int  # epoch ms
+    updated_at: int
+    version: int = 0
+    message_count: int = 0
+    model: str | None = None
+    system: str | None = None
+    system_tokens: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "conversation",
+            "created_at": self.created_at // 1000,
+            "updated_at": self.updated_at // 1000,
+            "model": self.model,
+            "system": self.system,
+            "metadata": self.metadata,
+            "message_count": self.message_count,
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "cost_usd": round(self.cost_usd, 8),
+            },
+        }
+
+
+@dataclass
+class StoredMessage:
+    seq: int
+    body: dict[str, Any]  # the wire-format message (role, content, tool_calls, …)
+    tokens: int
+    created_at: int
+    incomplete: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def role(self) -> str:
+        return self.body["role"]
+
+    def public(self) -> dict[str, Any]:
+        out = {"id": f"msg_{self.seq}", "object": "conversation.message", "seq": self.seq}
+        out.update(self.body)
+        out["created_at"] = self.created_at // 1000
+        out["tokens"] = self.tokens
+        if self.incomplete:
+            out["incomplete"] = True
+        out.update({k: v for k, v in self.meta.items() if k in ("usage", "model", "deployment", "finish_reason")})
+        return out
+
+
+@dataclass
+class NewMessage:
+    body: dict[str, Any]
+    tokens: int
+    incomplete: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Lease:
+    conversation: Conversation
+    lease_id: str
+    expires_at: int  # epoch ms
+
+
+@dataclass
+class History:
+    messages: list[StoredMessage]  # oldest first
+    items_read: int
+
+
+@dataclass
+class TurnUsage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class TurnAlreadyCommitted(Exception):
+    """An idempotent turn (``turn_id``) was committed before; nothing was written."""
+
+
+class ConversationStore(Protocol):
+    def create(
+        self, tenant: str, *, model: str | None = None, system: str | None = None,
+        system_tokens: int = 0, metadata: dict[str, str] | None = None,
+    ) -> Conversation: ...
+    def get(self, tenant: str, conversation_id: str) -> Conversation: ...
+    def list(self, tenant: str, *, limit: int, after: str | None) -> tuple[list[Conversation], str | None]: ...
+    def delete(self, tenant: str, conversation_id: str) -> None: ...
+    def messages(
+        self, tenant: str, conversation_id: str, *, limit: int, after: int | None
+    ) -> tuple[list[StoredMessage], bool]: ...
+    def acquire_lease(self, tenant: str, conversation_id: str, ttl_seconds: float) -> Lease: ...
+    def extend_lease(self, lease: Lease, ttl_seconds: float) -> None: ...
+    def release_lease(self, lease: Lease) -> None: ...
+    def read_history(
+        self, tenant: str, conversation_id: str, *, max_messages: int, max_tokens: int
+    ) -> History: ...
+    def commit_turn(
+        self, lease: Lease, messages: list[NewMessage], *, usage: TurnUsage,
+        system: tuple[str, int] | None = None, turn_id: str | None = None,
+    ) -> list[StoredMessage]: ...
+    def turn_messages(self, tenant: str, conversation_id: str, turn_id: str) -> list[StoredMessage] | None: ...
+
+
+# --------------------------------------------------------------------------- DynamoDB
+
+
+def _s(value: str) -> dict:
+    return {"S": value}
+
+
+def _n(value: int | float) -> dict:
+    return {"N": str(value)}
+
+
+def _num(item: dict, name: str, default: int = 0) -> int:
+    attr = item.get(name)
+    return int(attr["N"]) if attr else default
+
+
+def _str(item: dict, name: str) -> str | None:
+    attr = item.get(name)
+    return attr["S"] if attr else None
+
+
+def _code(err: ClientError) -> str:
+    return err.response.get("Error", {}).get("Code", "")
+
+
+def conversation_pk(tenant: str, conversation_id: str) -> str:
+    return f"T#{tenant}#C#{conversation_id}"
+
+
+def message_sk(seq: int) -> str:
+    return f"{MSG_PREFIX}{seq:010d}"
+
+
+class DynamoConversationStore:
+    """:class:`ConversationStore` on one DynamoDB table, through a low-level client."""
+
+    def __init__(self, table_name: str, client: Any = None, *, ttl_days: int = 0) -> None:
+        if client is None:
+            from .aws import client as aws_client
+
+            client = aws_client("dynamodb")
+        self.table = table_name
+        self.client = client
+        self.ttl_days = ttl_days
+
+    # ---- helpers ------------------------------------------------------------------
+    def _key(self, tenant: str, conversation_id: str, sk: str = META) -> dict:
+        if not _ID_RE.match(conversation_id):
+            raise NotFound(f"No conversation found with id '{conversation_id[:64]}'.", param="conversation_id")
+        return {"PK": _s(conversation_pk(tenant, conversation_id)), "SK": _s(sk)}
+
+    def _ttl(self, now: int) -> dict | None:
+        return _n(now // 1000 + self.ttl_days * 86400) if self.ttl_days else None
+
+    @staticmethod
+    def _not_found(conversation_id: str) -> NotFound:
+        return NotFound(f"No conversation found with id '{conversation_id[:64]}'.", param="conversation_id")
+
+    @staticmethod
+    def _conversation(item: dict) -> Conversation:
+        metadata = _str(item, "metadata")
+        return Conversation(
+            id=item["conversation_id"]["S"],
+            tenant=item["tenant"]["S"],
+            created_at=_num(item, "created_at"),
+            updated_at=_num(item, "updated_at"),
+            version=_num(item, "version"),
+            message_count=_num(item, "message_count"),
+            model=_str(item, "model"),
+            system=_str(item, "system"),
+            system_tokens=_num(item, "system_tokens"),
+            metadata=json.loads(metadata) if metadata else {},
+            prompt_tokens=_num(item, "prompt_tokens"),
+            completion_tokens=_num(item, "completion_tokens"),
+            cost_usd=float(item["cost_usd"]["N"]) if "cost_usd" in item else 0.0,
+        )
+
+    @staticmethod
+    def _message(item: dict) -> StoredMessage:
+        meta = _str(item, "meta")
+        return StoredMessage(
+            seq=int(item["SK"]["S"][len(MSG_PREFIX):]),
+            body=json.loads(item["msg"]["S"]),
+            tokens=_num(item, "tokens"),
+            created_at=_num(item, "created_at"),
+            incomplete=item.get("incomplete", {}).get("BOOL", False),
+            meta=json.loads(meta) if meta else {},
+        )
+
+    # ---- conversations ------------------------------------------------------------
+    def create(self, tenant, *, model=None, system=None, system_tokens=0, metadata=None) -> Conversation:
+        now = now_ms()
+        conv = Conversation(
+            id=new_conversation_id(), tenant=tenant, created_at=now, updated_at=now, model=model,
+            system=system, system_tokens=system_tokens if system else 0, metadata=metadata or {},
+        )
+        item = {
+            **self._key(tenant, conv.id),
+            "conversation_id": _s(conv.id),
+            "tenant": _s(tenant),
+            "created_at": _n(now),
+            "updated_at": _n(now),
+            "version": _n(0),
+            "message_count": _n(0),
+            "prompt_tokens": _n(0),
+            "completion_tokens": _n(0),
+            "cost_usd": _n(0),
+            "system_tokens": _n(conv.system_tokens),
+            "metadata": _s(json.dumps(conv.metadata)),
+            "GSI1PK": _s(f"T#{tenant}#CONV"),
+            "GSI1SK": _s(f"{now:015d}#{conv.id}"),
+        }
+        if model:
+            item["model"] = _s(model)
+        if system:
+            item["system"] = _s(system)
+        if ttl := self._ttl(now):
+            item["ttl"] = ttl
+        self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(PK)")
+        return conv
+
+    def get(self, tenant, conversation_id) -> Conversation:
+        resp = self.client.get_item(TableName=self.table, Key=self._key(tenant, conversation_id), ConsistentRead=True)
+        if "Item" not in resp:
+            raise self._not_found(conversation_id)
+        return self._conversation(resp["Item"])
+
+    def list(self, tenant, *, limit, after):
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "GSI1",
+            "KeyConditionExpression": "GSI1PK = :pk",
+            "ExpressionAttributeValues": {":pk": _s(f"T#{tenant}#CONV")},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if after:
+            try:
+                sort_key = base64.urlsafe_b64decode(after.encode()).decode()
+                created, conversation_id = sort_key.split("#", 1)
+                int(created)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise InvalidRequest("Invalid 'after' cursor.", param="after") from exc
+            params["ExclusiveStartKey"] = {
+                "GSI1PK": _s(f"T#{tenant}#CONV"),
+                "GSI1SK": _s(sort_key),
+                "PK": _s(conversation_pk(tenant, conversation_id)),
+                "SK": _s(META),
+            }
+        resp = self.client.query(**params)
+        conversations = [self._conversation(item) for item in resp.get("Items", [])]
+        cursor = None
+        if "LastEvaluatedKey" in resp and conversations:
+            cursor = base64.urlsafe_b64encode(resp["LastEvaluatedKey"]["GSI1SK"]["S"].encode()).decode()
+        return conversations, cursor
+
+    def delete(self, tenant, conversation_id) -> None:
+        key = self._key(tenant, conversation_id)
+        try:
+            self.client.delete_item(
+                TableName=self.table,
+                Key=key,
+                ConditionExpression="attribute_exists(PK) AND (attribute_not_exists(lease_id) OR lease_expires < :now)",
+                ExpressionAttributeValues={":now": _n(now_ms())},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if _code(err) == "ConditionalCheckFailedException":
+                if err.response.get("Item"):
+                    raise ConversationBusy("A turn is in progress on this conversation; retry later.") from err
+                raise self._not_found(conversation_id) from err
+            raise
+        # The head is gone, so the conversation is invisible; now remove its other items.
+        self._delete_items(key["PK"])
+
+    def _delete_items(self, pk: dict) -> None:
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "PK = :pk",
+            "ExpressionAttributeValues": {":pk": pk},
+            "ProjectionExpression": "PK, SK",
+        }
+        while True:
+            resp = self.client.query(**params)
+            keys = [{"PK": item["PK"], "SK": item["SK"]} for item in resp.get("Items", [])]
+            for start in range(0, len(keys), 25):
+                self._batch_delete(keys[start:start + 25])
+            if "LastEvaluatedKey" not in resp:
+                return
+            params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def _batch_delete(self, keys: list[dict]) -> None:
+        requests = {self.table: [{"DeleteRequest": {"Key": k}} for k in keys]}
+        for attempt in range(8):
+            resp = self.client.batch_write_item(RequestItems=requests)
+            requests = resp.get("UnprocessedItems") or {}
+            if not requests:
+                return
+            time.sleep(min(1.0, 0.05 * 2**attempt))
+        raise RuntimeError("DynamoDB kept items unprocessed while deleting a conversation")
+
+    # ---- messages -------------------------------------------------------------------
+    def messages(self, tenant, conversation_id, *, limit, after):
+        # Callers check the head first (get): an unknown id has no messages either.
+        key = self._key(tenant, conversation_id)
+        start = message_sk((after or -1) + 1)
+        resp = self.client.query(
+            TableName=self.table,
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={":pk": key["PK"], ":lo": _s(start), ":hi": _s(MSG_PREFIX + "9" * 10)},
+            ScanIndexForward=True,
+            Limit=limit + 1,
+            ConsistentRead=True,
+        )
+        items = resp.get("Items", [])
+        return [self._message(item) for item in items[:limit]], len(items) > limit
+
+    def read_history(self, tenant, conversation_id, *, max_messages, max_tokens) -> History:
+        """The newest complete messages that fit both budgets, oldest first.
+
+        Reads pages newest-first, starting small and doubling, so the items read are
+        bounded by the budget however long the conversation is.
+        """
+        key = self._key(tenant, conversation_id)
+        kept: list[StoredMessage] = []
+        tokens = 0
+        items_read = 0
+        page = min(max_messages, 16)
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :m)",
+            "ExpressionAttributeValues": {":pk": key["PK"], ":m": _s(MSG_PREFIX)},
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        while len(kept) < max_messages:
+            params["Limit"] = min(page, max_messages - len(kept))
+            resp = self.client.query(**params)
+            full = False
+            for item in resp.get("Items", []):
+                items_read += 1
+                message = self._message(item)
+                if message.incomplete:
+                    continue  # partial replies are never sent upstream as history
+                if tokens + message.tokens > max_tokens:
+                    full = True
+                    break
+                kept.append(message)
+                tokens += message.tokens
+            if full or "LastEvaluatedKey" not in resp:
+                break
+            params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+            page *= 2
+        kept.reverse()
+        return History(kept, items_read)
+
+    # ---- turns ----------------------------------------------------------------------
+    def acquire_lease(self, tenant, conversation_id, ttl_seconds) -> Lease:
+        key = self._key(tenant, conversation_id)
+        now = now_ms()
+        lease_id = uuid.uuid4().hex
+        expires = now + int(ttl_seconds * 1000)
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="SET lease_id = :l, lease_expires = :exp",
+                ConditionExpression="attribute_exists(PK) AND (attribute_not_exists(lease_id) OR lease_expires < :now)",
+                ExpressionAttributeValues={":l": _s(lease_id), ":exp": _n(expires), ":now": _n(now)},
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if _code(err) == "ConditionalCheckFailedException":
+                if err.response.get("Item"):
+                    raise ConversationBusy(
+                        "Another turn is in progress on this conversation; retry when it completes."
+                    ) from err
+                raise self._not_found(conversation_id) from err
+            raise
+        return Lease(self._conversation(resp["Attributes"]), lease_id, expires)
+
+    def extend_lease(self, lease: Lease, ttl_seconds: float) -> None:
+        expires = now_ms() + int(ttl_seconds * 1000)
+        conv = lease.conversation
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self._key(conv.tenant, conv.id),
+                UpdateExpression="SET lease_expires = :exp",
+                ConditionExpression="lease_id = :l",
+                ExpressionAttributeValues={":l": _s(lease.lease_id), ":exp": _n(expires)},
+            )
+        except ClientError as err:
+            if _code(err) == "ConditionalCheckFailedException":
+                raise ConversationBusy("The turn lost its lease on the conversation.") from err
+            raise
+        lease.expires_at = expires
+
+    def release_lease(self, lease: Lease) -> None:
+        conv = lease.conversation
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self._key(conv.tenant, conv.id),
+                UpdateExpression="REMOVE lease_id, lease_expires",
+                ConditionExpression="lease_id = :l",
+                ExpressionAttributeValues={":l": _s(lease.lease_id)},
+            )
+        except ClientError as err:
+            if _code(err) != "ConditionalCheckFailedException":
+                raise  # someone else holds it now (ours expired): nothing to release
+
+    def commit_turn(self, lease, messages, *, usage, system=None, turn_id=None) -> list[StoredMessage]:
+        conv = lease.conversation
+        key = self._key(conv.tenant, conv.id)
+        now = now_ms()
+        ttl = self._ttl(now)
+        first = conv.message_count
+        sets = [
+            "version = version + :one", "message_count = :count", "updated_at = :now",
+            "prompt_tokens = prompt_tokens + :pt", "completion_tokens = completion_tokens + :ct",
+            "cost_usd = cost_usd + :cost",
+        ]
+        values: dict[str, Any] = {
+            ":one": _n(1), ":count": _n(first + len(messages)), ":now": _n(now),
+            ":pt": _n(usage.prompt_tokens), ":ct": _n(usage.completion_tokens),
+            ":cost": _n(round(usage.cost_usd, 10)), ":l": _s(lease.lease_id), ":v": _n(conv.version),
+        }
+        if system is not None:
+            sets += ["#system = :sys", "system_tokens = :st"]
+            values.update({":sys": _s(system[0]), ":st": _n(system[1])})
+        if ttl:
+            sets.append("#ttl = :ttl")
+            values[":ttl"] = ttl
+        names = {}
+        if system is not None:
+            names["#system"] = "system"
+        if ttl:
+            names["#ttl"] = "ttl"
+        update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": key,
+            "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE lease_id, lease_expires",
+            "ConditionExpression": "lease_id = :l AND version = :v",
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            update["ExpressionAttributeNames"] = names
+        stored: list[StoredMessage] = []
+        items: list[dict] = [{"Update": update}]
+        for offset, message in enumerate(messages):
+            seq = first + offset
+            item = {
+                "PK": key["PK"], "SK": _s(message_sk(seq)),
+                "msg": _s(json.dumps(message.body, separators=(",", ":"))),
+                "tokens": _n(message.tokens), "created_at": _n(now),
+            }
+            if message.incomplete:
+                item["incomplete"] = {"BOOL": True}
+            if message.meta:
+                item["meta"] = _s(json.dumps(message.meta, separators=(",", ":")))
+            if turn_id:
+                item["turn_id"] = _s(turn_id)
+            if ttl:
+                item["ttl"] = ttl
+            items.append({"Put": {"TableName": self.table, "Item": item,
+                                  "ConditionExpression": "attribute_not_exists(PK)"}})
+            stored.append(StoredMessage(seq, message.body, message.tokens, now, message.incomplete, message.meta))
+        if turn_id:
+            marker = {"PK": key["PK"], "SK": _s(TURN_PREFIX + turn_id), "first_seq": _n(first),
+                      "count": _n(len(messages)), "created_at": _n(now)}
+            if ttl:
+                marker["ttl"] = ttl
+            items.append({"Put": {"TableName": self.table, "Item": marker,
+                                  "ConditionExpression": "attribute_not_exists(PK)"}})
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as err:
+            if _code(err) == "TransactionCanceledException":
+                reasons = [r.get("Code") for r in err.response.get("CancellationReasons", [])]
+                if turn_id and len(reasons) == len(items) and reasons[-1] == "ConditionalCheckFailed":
+                    raise TurnAlreadyCommitted(turn_id) from err
+                raise ConversationBusy("The conversation changed while this turn ran; nothing was stored.") from err
+            raise
+        conv.version += 1
+        conv.message_count = first + len(messages)
+        return stored
+
+    def turn_messages(self, tenant, conversation_id, turn_id) -> list[StoredMessage] | None:
+        key = self._key(tenant, conversation_id)
+        resp = self.client.get_item(
+            TableName=self.table, Key={"PK": key["PK"], "SK": _s(TURN_PREFIX + turn_id)}, ConsistentRead=True
+        )
+        marker = resp.get("Item")
+        if not marker:
+            return None
+        first, count = _num(marker, "first_seq"), _num(marker, "count")
+        keys = [{"PK": key["PK"], "SK": _s(message_sk(seq))} for seq in range(first, first + count)]
+        found: list[StoredMessage] = []
+        for start in range(0, len(keys), 100):
+            got = self.client.batch_get_item(
+                RequestItems={self.table: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+            )
+            found += [self._message(item) for item in got["Responses"].get(self.table, [])]
+        return sorted(found, key=lambda m: m.seq)
+

@@ -1,0 +1,50 @@
+"""Fixtures shared by every test boundary."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+# No test may reach a real AWS account: fixed dummy credentials, one region.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_REGION="us-east-1",
+)
+os.environ.pop("AWS_PROFILE", None)
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "LlmGatewayTest")
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto in server mode (its own process) on loopback, for the whole session."""
+    from local.resources import MotoServer
+
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def aws(moto_server):
+    """A fresh table, KMS key and queues, provisioned from template.yaml, for one test."""
+    from local.resources import boto_session, provision
+
+    session = boto_session()
+    resources = provision(session, moto_server.endpoint, prefix=f"t{uuid.uuid4().hex[:10]}")
+
+    class Aws:
+        endpoint = moto_server.endpoint
+        res = resources
+
+        @staticmethod
+        def client(service: str):
+            from botocore.config import Config
+
+            return session.client(service, endpoint_url=moto_server.endpoint,
+                                  config=Config(retries={"mode": "standard"}, max_pool_connections=64))
+
+    return Aws
