@@ -49,6 +49,14 @@ class UpstreamHTTPError(Exception):
         self.retry_after = retry_after
 
 
+class UpstreamStreamError(Exception):
+    """A stream failed after it had begun: ``reason`` is cut / malformed / stall / error."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or f"upstream stream failed: {reason}")
+        self.reason = reason
+
+
 class DeadlineExceeded(Exception):
     """No time was left for a (further) attempt."""
 

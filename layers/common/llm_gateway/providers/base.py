@@ -7,6 +7,7 @@ the router owns retries, fallback and the deadline, so no layer multiplies attem
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,4 +38,17 @@ class UpstreamReply:
 class Provider(Protocol):
     name: str  # the deployment's name
 
-    def complete(self, body: dict[str, Any], timeout: Timeout) -> UpstreamReply: ...
+    def complete(self, body: dict[str, Any], timeout: Timeout) -> UpstreamReply:
+        """One attempt; raises UpstreamHTTPError or a requests exception on failure."""
+        ...
+
+    def stream(self, body: dict[str, Any], timeout: Timeout) -> Iterator[dict[str, Any]]:
+        """One streamed attempt, as a generator of OpenAI ``chat.completion.chunk`` dicts.
+
+        The connection opens at the first ``next()``; an HTTP error raises
+        UpstreamHTTPError there, before any chunk. The read timeout applies between
+        chunks. A failure after the first chunk (cut, malformed chunk, stall) raises
+        UpstreamStreamError. The generator ends normally only when the upstream said
+        the reply is complete; closing it closes the upstream connection.
+        """
+        ...
