@@ -1,0 +1,195 @@
+"""``make dev``: the whole gateway on one machine, no Docker, no AWS account, no model key.
+
+One process tree, loopback only:
+
+* moto in server mode (its own process) holding the table, KMS key and SQS queues
+  that ``template.yaml`` declares (provisioned from the template itself);
+* the fake OpenAI-compatible upstream as the ``default`` model — unless
+  ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` are set, which route ``default`` to that
+  real upstream instead; either way the provider key goes through KMS encryption
+  exactly as a deployment's does;
+* a dev tenant with the API key ``sk-local-dev`` (``GATEWAY_API_KEY`` overrides);
+* the SQS poller feeding the worker handler like the Lambda event source mapping;
+* the FastAPI app under uvicorn on 127.0.0.1:3000 (``PORT`` overrides).
+
+Ctrl-C (or SIGTERM) stops all of it. A port already in use is reported before
+anything starts, and the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from local.resources import MotoServer, boto_session, provision
+
+HOST = "127.0.0.1"
+DEV_TENANT = "local-dev"
+FAKE_UPSTREAM_KEY = "sk-fake-upstream-local"
+
+
+@dataclass
+class StackConfig:
+    port: int
+    api_key: str
+    moto_port: int
+    upstream_port: int
+    real_base_url: str | None
+    real_api_key: str | None
+    default_model: str
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> StackConfig:
+        def port(name: str, default: int) -> int:
+            value = env.get(name)
+            try:
+                return int(value) if value else default
+            except ValueError:
+                raise SystemExit(f"error: {name}={value!r} is not a port number") from None
+
+        real_url, real_key = env.get("OPENAI_BASE_URL"), env.get("OPENAI_API_KEY")
+        return cls(
+            port=port("PORT", 3000),
+            api_key=env.get("GATEWAY_API_KEY") or "sk-local-dev",
+            moto_port=port("MOTO_PORT", 0),
+            upstream_port=port("FAKE_UPSTREAM_PORT", 0),
+            real_base_url=real_url if real_url and real_key else None,
+            real_api_key=real_key if real_url and real_key else None,
+            default_model=env.get("DEFAULT_MODEL") or ("gpt-4o-mini" if real_url and real_key else "fake-model"),
+        )
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_ports(config: StackConfig) -> None:
+    wanted = {"PORT (the API)": config.port, "MOTO_PORT": config.moto_port}
+    if not config.real_base_url:
+        wanted["FAKE_UPSTREAM_PORT"] = config.upstream_port
+    for name, port in wanted.items():
+        if port and not port_free(port):
+            raise SystemExit(
+                f"error: {HOST}:{port} ({name}) is already in use. Stop whatever holds it, "
+                f"or choose another port, e.g. `PORT={config.port + 1} make dev`."
+            )
+
+
+def banner(config: StackConfig, upstream: str) -> str:
+    base = f"http://{HOST}:{config.port}"
+    return f"""
+llm-gateway is running (local stack: moto + {upstream})
+
+  API       {base}/v1        docs: {base}/docs
+  API key   {config.api_key}
+  model     default
+
+  curl {base}/v1/chat/completions \\
+    -H "Authorization: Bearer {config.api_key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "default", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  python -c 'from openai import OpenAI
+  c = OpenAI(base_url="{base}/v1", api_key="{config.api_key}")
+  print(c.chat.completions.create(model="default",
+        messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
+
+Ctrl-C stops everything.
+"""
+
+
+@contextlib.contextmanager
+def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
+    """Start moto, the upstream, resources and the dev tenant; yield the app's environment."""
+    with contextlib.ExitStack() as stack:
+        moto = stack.enter_context(MotoServer(config.moto_port))
+        session = boto_session()
+        resources = provision(session, moto.endpoint)
+        kms = session.client("kms", endpoint_url=moto.endpoint)
+
+        if config.real_base_url:
+            base_url, plaintext_key, upstream = config.real_base_url, config.real_api_key, config.real_base_url
+        else:
+            from local.fake_upstream import FakeUpstream
+
+            fake = stack.enter_context(FakeUpstream(HOST, config.upstream_port, api_key=FAKE_UPSTREAM_KEY))
+            base_url, plaintext_key, upstream = fake.url, FAKE_UPSTREAM_KEY, f"fake upstream at {fake.url}"
+
+        from llm_gateway.keys import encrypt_key
+        from llm_gateway.routing import DEFAULT_KEY_REF
+
+        ciphertext = encrypt_key(plaintext_key, DEFAULT_KEY_REF, resources.kms_key_id, kms)
+        env = {
+            "AWS_ENDPOINT_URL": moto.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "TABLE_NAME": resources.table_name,
+            "KMS_KEY_ID": resources.kms_key_id,
+            "JOBS_QUEUE_URL": resources.jobs_queue_url,
+            "DEAD_LETTER_QUEUE_URL": resources.dead_letter_queue_url,
+            "OPENAI_BASE_URL": base_url,
+            "DEFAULT_MODEL": config.default_model,
+            "PROVIDER_KEY_CIPHERTEXT": ciphertext,
+            "LOCAL_UPSTREAM": upstream,
+        }
+        os.environ.pop("OPENAI_API_KEY", None)  # the app only ever sees the ciphertext
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.update(env)
+
+        from llm_gateway.auth import ApiKeyStore
+
+        ApiKeyStore(resources.table_name, client=session.client("dynamodb", endpoint_url=moto.endpoint)).create(
+            DEV_TENANT, "make dev", key=config.api_key
+        )
+        poller = start_poller(session, moto.endpoint, resources)
+        if poller is not None:
+            stack.callback(poller.stop)
+        yield env
+
+
+def start_poller(session, endpoint: str, resources):
+    """The SQS poller feeding the worker handler, when the worker is there."""
+    try:
+        from local.poller import SqsPoller
+        from worker import handler
+    except ImportError:
+        return None
+    sqs = session.client("sqs", endpoint_url=endpoint)
+    return SqsPoller(sqs, resources.jobs_queue_url, handler).start()
+
+
+def main() -> int:
+    config = StackConfig.from_env(dict(os.environ))
+    check_ports(config)
+    import uvicorn
+
+    # SIGTERM stops like Ctrl-C: uvicorn shuts down, then the ExitStack stops the rest.
+    with local_stack(config) as env:
+        from app import app
+
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=HOST, port=config.port, log_level="warning", access_log=False,
+                           timeout_graceful_shutdown=5)
+        )
+        print(banner(config, env["LOCAL_UPSTREAM"]), flush=True)
+        server.run()
+        if not server.started:
+            print(f"error: could not serve on {HOST}:{config.port}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    raise SystemExit(main())
