@@ -48,11 +48,8 @@ def cmd_encrypt_key(args: argparse.Namespace) -> int:
     from .aws import client
     from .keys import encrypt_key
 
-    if sys.stdin.isatty():
-        plaintext = getpass.getpass("Provider API key (input hidden): ")
-    else:
-        plaintext = sys.stdin.read()
-    plaintext = plaintext.strip()
+    hidden = sys.stdin.isatty()
+    plaintext = (getpass.getpass("Provider API key (input hidden): ") if hidden else sys.stdin.read()).strip()
     if not plaintext:
         print("error: no key given on standard input", file=sys.stderr)
         return 2
