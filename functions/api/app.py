@@ -162,6 +162,7 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
         title="llm-gateway",
         version=VERSION,
         summary="OpenAI-compatible LLM gateway with server-side conversations.",
+        root_path=settings.api_root_path,
     )
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
 

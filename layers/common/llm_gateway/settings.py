@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # --- auth --------------------------------------------------------------------
     auth_cache_seconds: float = Field(30.0, ge=0)
 
+    # --- HTTP -----------------------------------------------------------------------
+    # The stage prefix API Gateway adds (the Web Adapter strips it from paths); /docs links use it.
+    api_root_path: str = ""
+
     # --- observability -----------------------------------------------------------
     log_prompts: bool = False
     powertools_service_name: str = "llm-gateway"

@@ -381,14 +381,14 @@ class DynamoConversationStore:
     def read_history(self, tenant, conversation_id, *, max_messages, max_tokens) -> History:
         """The newest complete messages that fit both budgets, oldest first.
 
-        Reads pages newest-first, starting small and doubling, so the items read are
-        bounded by the budget however long the conversation is.
+        One descending Query with ``Limit = max_messages`` (more pages only when
+        DynamoDB's 1 MB page limit cuts it short), so the items read are bounded by the
+        budget however long the conversation is, in one round trip.
         """
         key = self._key(tenant, conversation_id)
         kept: list[StoredMessage] = []
         tokens = 0
         items_read = 0
-        page = min(max_messages, 16)
         params: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "PK = :pk AND begins_with(SK, :m)",
@@ -397,7 +397,7 @@ class DynamoConversationStore:
             "ConsistentRead": True,
         }
         while len(kept) < max_messages:
-            params["Limit"] = min(page, max_messages - len(kept))
+            params["Limit"] = max_messages - len(kept)
             resp = self.client.query(**params)
             full = False
             for item in resp.get("Items", []):
@@ -413,7 +413,6 @@ class DynamoConversationStore:
             if full or "LastEvaluatedKey" not in resp:
                 break
             params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-            page *= 2
         kept.reverse()
         return History(kept, items_read)
 
