@@ -39,10 +39,17 @@ help: ## list targets
 # ---- virtualenvs: rebuilt only when a requirements file is newer than the stamp -----------------
 venv: $(VENV)/.stamp $(SAM_VENV)/.stamp ## create/update .venv and .venv-sam (no-op when up to date)
 
-$(VENV)/.stamp: requirements-dev.txt layers/common/requirements.txt
+$(VENV)/.stamp: requirements-dev.txt requirements-local.txt layers/common/requirements.txt
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@echo "installing requirements-dev.txt into $(VENV)"
 	@$(PY) -m pip install -q -r requirements-dev.txt $(PIP_FILTER)
+	@touch $@ $(VENV)/.stamp-local
+
+# `make dev` needs only the runtime and the local stack: a lean install, so a fresh clone is up fast.
+$(VENV)/.stamp-local: requirements-local.txt layers/common/requirements.txt
+	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing requirements-local.txt into $(VENV)"
+	@$(PY) -m pip install -q -r requirements-local.txt $(PIP_FILTER)
 	@touch $@
 
 $(SAM_VENV)/.stamp: tools/requirements-sam.txt
@@ -92,7 +99,7 @@ test: venv ## everything CI checks: lint, pytest, sam validate, expanded cfn-lin
 	@echo "make test: all checks passed"
 
 # ---- running ------------------------------------------------------------------------------------
-dev: $(VENV)/.stamp ## local stack: moto + fake upstream + API on http://127.0.0.1:3000 + SQS poller
+dev: $(VENV)/.stamp-local ## local stack: moto + fake upstream + API on http://127.0.0.1:3000 + SQS poller
 	$(PYPATH) $(PY) -m local.stack
 
 bench: $(VENV)/.stamp ## run every bench/*.py
