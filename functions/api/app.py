@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -281,6 +281,26 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
     def delete_conversation(conversation_id: str, who: CallerDep) -> dict[str, Any]:
         services().conversations.delete(who.tenant, conversation_id)
         return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+    @app.post("/v1/jobs", status_code=202, tags=["jobs"])
+    def create_jobs(
+        request: Request,
+        who: CallerDep,
+        body: Annotated[dict[str, Any], Body()],
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> JSONResponse:
+        """A chat completion request (optionally with ``conversation_id``), or ``{"requests": [...]}``
+        (up to 100), run asynchronously. Answers 202 with the job, or the list of jobs in order."""
+        submission = services().jobs.submit(who.tenant, body, idempotency_key)
+        if not submission.replayed:
+            request.state.metrics.add("JobsQueued", len(submission.jobs))
+        content = {"object": "list", "data": submission.jobs} if submission.batch else submission.jobs[0]
+        headers = {"Idempotent-Replayed": "true"} if submission.replayed else None
+        return JSONResponse(content, status_code=202, headers=headers)
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"])
+    def get_job(job_id: str, who: CallerDep) -> dict[str, Any]:
+        return services().jobs.get(who.tenant, job_id)
 
     return app
 

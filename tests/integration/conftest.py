@@ -66,7 +66,7 @@ def make_gateway(aws, **overrides) -> Gateway:
     policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_base=0.01, backoff_max=0.05,
                          budget=RetryBudget(1.0, 100.0), sleep=sleeps.append)
     dynamodb = aws.client("dynamodb")
-    services = build_services(settings, dynamodb=dynamodb, kms=kms, policy=policy)
+    services = build_services(settings, dynamodb=dynamodb, kms=kms, sqs=aws.client("sqs"), policy=policy)
     keys = ApiKeyStore(settings.table_name, client=dynamodb)
     keys.create("tenant-a", "test", key=TENANT_KEY)
     keys.create("tenant-b", "test", key=OTHER_KEY)

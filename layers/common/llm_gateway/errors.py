@@ -92,6 +92,12 @@ class ConfigurationError(GatewayError):
     default_code = "configuration_error"
 
 
+class QueueUnavailable(GatewayError):
+    """The jobs queue did not accept a job; nothing the client sent was wrong."""
+
+    default_code = "queue_unavailable"
+
+
 # exception class -> (HTTP status, OpenAI error type). Subclasses resolve through the MRO.
 ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     InvalidRequest: (400, "invalid_request_error"),
@@ -106,6 +112,7 @@ ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     ConfigurationError: (500, "server_error"),
     UpstreamError: (502, "upstream_error"),
     UpstreamUnavailable: (503, "service_unavailable"),
+    QueueUnavailable: (503, "service_unavailable"),
     UpstreamTimeout: (504, "timeout_error"),
     GatewayError: (500, "server_error"),
 }

@@ -33,9 +33,13 @@ class RequestMetrics:
     def model(self, alias: str) -> None:
         self._metrics.add_dimension("model", alias)
 
-    def turn(self, report: TurnReport) -> None:
-        """Everything a chat turn reports, upstream errors by bounded class."""
-        if report.alias:
+    def turn(self, report: TurnReport, *, model_dimension: bool = True) -> None:
+        """Everything a chat turn reports, upstream errors by bounded class.
+
+        ``model_dimension=False`` when one metrics object aggregates turns of several models
+        (a worker batch): a blob has one set of dimensions.
+        """
+        if report.alias and model_dimension:
             self.model(report.alias)
         stats = report.stats
         if stats.attempts:

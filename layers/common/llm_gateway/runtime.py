@@ -10,6 +10,7 @@ import requests
 
 from .auth import ApiKeyStore, Authenticator
 from .errors import ConfigurationError
+from .jobs import JobService, JobStore
 from .keys import KeyProvider, KmsKeyProvider
 from .providers import OpenAIProvider
 from .retry import RetryBudget, RetryPolicy
@@ -28,6 +29,7 @@ class Services:
     conversations: DynamoConversationStore
     auth: Authenticator
     keys: KeyProvider
+    jobs: JobService
 
 
 def key_ciphertexts(settings: Settings) -> dict[str, str]:
@@ -47,6 +49,7 @@ def build_services(
     *,
     dynamodb: Any = None,
     kms: Any = None,
+    sqs: Any = None,
     session: requests.Session | None = None,
     keys: KeyProvider | None = None,
     policy: RetryPolicy | None = None,
@@ -72,4 +75,15 @@ def build_services(
                     read_timeout=settings.read_timeout_seconds)
     store = DynamoConversationStore(settings.table_name, client=dynamodb, ttl_days=settings.conversation_ttl_days)
     auth = Authenticator(ApiKeyStore(settings.table_name, client=store.client), settings.auth_cache_seconds)
-    return Services(settings, routing, ChatService(store, routing, router, settings), store, auth, keys)
+    chat = ChatService(store, routing, router, settings)
+
+    def sqs_client() -> Any:  # built on the first job submission, not at cold start
+        if sqs is not None:
+            return sqs
+        from .aws import client as aws_client
+
+        return aws_client("sqs")
+
+    jobs = JobService(settings, JobStore(settings.table_name, store.client, ttl_days=settings.job_ttl_days), store,
+                      chat.validate, sqs_client, settings.jobs_queue_url)
+    return Services(settings, routing, chat, store, auth, keys, jobs)

@@ -14,7 +14,7 @@ from .retry import CallStats
 from .router import RoutedReply, Router
 from .routing import ModelAlias, Routing
 from .settings import Settings
-from .store import ConversationStore, History, NewMessage, StoredMessage, TurnUsage
+from .store import ConversationStore, History, NewMessage, StoredMessage, TurnAlreadyCommitted, TurnUsage
 from .tokens import TOKENS_PER_REPLY, count_message
 
 SYSTEM_ROLES = ("system", "developer")
@@ -82,7 +82,10 @@ class ChatService:
 
     # ---- turns ------------------------------------------------------------------
     def complete(self, tenant: str, request: ChatCompletionRequest, deadline: Deadline,
-                 report: TurnReport | None = None) -> dict[str, Any]:
+                 report: TurnReport | None = None, *, turn_id: str | None = None) -> dict[str, Any]:
+        """One turn. With ``turn_id`` (jobs) a conversation turn is idempotent: if a turn with
+        that id was committed before, its stored reply is returned and nothing is called or written.
+        """
         report = report or TurnReport()
         alias = self.validate(request)
         report.alias = alias.name
@@ -90,7 +93,31 @@ class ChatService:
             messages = [m.wire() for m in request.messages]
             routed = self._call(alias, request, messages, deadline, report)
             return self._response(routed, None)
-        return self._conversation_turn(tenant, alias, request, deadline, report)
+        if turn_id is not None:
+            replay = self.committed_turn(tenant, request.conversation_id, turn_id)
+            if replay is not None:
+                return replay
+        return self._conversation_turn(tenant, alias, request, deadline, report, turn_id)
+
+    def committed_turn(self, tenant: str, conversation_id: str, turn_id: str) -> dict[str, Any] | None:
+        """The chat.completion of an already committed idempotent turn, rebuilt from its stored reply."""
+        stored = self.store.turn_messages(tenant, conversation_id, turn_id)
+        if not stored:
+            return None
+        reply = stored[-1]
+        meta = reply.meta
+        usage = meta.get("usage") or {}
+        prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        return {
+            "id": meta.get("id") or f"chatcmpl-{turn_id}",
+            "object": "chat.completion",
+            "created": meta.get("created") or reply.created_at // 1000,
+            "model": meta.get("model"),
+            "choices": [{"index": 0, "message": reply.body, "finish_reason": meta.get("finish_reason")}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion},
+            "conversation_id": conversation_id,
+        }
 
     def _call(self, alias: ModelAlias, request: ChatCompletionRequest, messages: list[dict[str, Any]],
               deadline: Deadline, report: TurnReport) -> RoutedReply:
@@ -103,7 +130,7 @@ class ChatService:
         return routed
 
     def _conversation_turn(self, tenant: str, alias: ModelAlias, request: ChatCompletionRequest,
-                           deadline: Deadline, report: TurnReport) -> dict[str, Any]:
+                           deadline: Deadline, report: TurnReport, turn_id: str | None = None) -> dict[str, Any]:
         report.conversation = True
         conversation_id = request.conversation_id
         assert conversation_id is not None
@@ -117,7 +144,15 @@ class ChatService:
             self.store.commit_turn(
                 lease, [*turn.new_messages, reply], system=turn.system,
                 usage=TurnUsage(report.prompt_tokens, report.completion_tokens, report.cost_usd),
+                turn_id=turn_id,
             )
+        except TurnAlreadyCommitted:
+            # A redelivered job whose earlier attempt committed while this one ran: that reply stands.
+            self.store.release_lease(lease)
+            replay = self.committed_turn(tenant, conversation_id, turn_id or "")
+            if replay is None:  # pragma: no cover - the marker exists, so its messages do
+                raise
+            return replay
         except BaseException:
             self.store.release_lease(lease)
             raise
@@ -175,6 +210,8 @@ class ChatService:
         body["role"] = "assistant"
         usage = routed.reply.usage
         meta = {
+            "id": routed.reply.body.get("id"),
+            "created": routed.reply.body.get("created"),
             "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
             "model": routed.reply.body.get("model"),
             "deployment": routed.deployment.name,

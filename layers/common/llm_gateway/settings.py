@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     retry_budget_min_per_second: float = Field(2.0, ge=0)
     lease_grace_seconds: float = Field(5.0, ge=0)
 
+    # --- async jobs (POST /v1/jobs -> SQS FIFO -> WorkerFunction) ----------------
+    jobs_max_batch: int = Field(100, ge=1, le=100)  # requests per POST /v1/jobs {"requests": [...]}
+    job_ttl_days: int = Field(7, ge=0)  # job items (status + result) expire after this; 0 = keep
+    idempotency_key_ttl_seconds: int = Field(86_400, gt=0)  # Idempotency-Key replays within 24 h
+    job_max_message_bytes: int = Field(262_144, gt=0, le=1_048_576)  # one SQS message (256 KiB)
+    # Must equal the JobsQueue RedrivePolicy maxReceiveCount (the template sets both; the expanded-
+    # template check compares them): on this receive a still-failing job is marked failed.
+    jobs_max_receive_count: int = Field(4, ge=1, le=1000)
+    job_deadline_seconds: float = Field(110.0, gt=0)  # per job, capped by the invocation's time left
+    job_busy_wait_seconds: float = Field(10.0, ge=0)  # wait for an HTTP turn's lease before redelivery
+    worker_concurrency: int = Field(10, ge=1, le=64)  # message groups processed at once per invocation
+    worker_idempotency_ttl_seconds: int = Field(86_400, gt=0)  # Powertools idempotency records
+
     # --- auth --------------------------------------------------------------------
     auth_cache_seconds: float = Field(30.0, ge=0)
 

@@ -1,0 +1,22 @@
+"""SQS jobs worker: a thin Lambda handler over ``llm_gateway.job_worker``.
+
+The event source mapping delivers batches from the FIFO jobs queue with
+``ReportBatchItemFailures``; the answer lists the records SQS must redeliver.
+"""
+
+from functools import lru_cache
+
+from llm_gateway.job_worker import JobWorker, build_worker
+from llm_gateway.observability import logger
+from llm_gateway.runtime import build_services
+from llm_gateway.settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def default_worker() -> JobWorker:
+    return build_worker(build_services(get_settings()))
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict, context) -> dict:
+    return default_worker().handle(event, context)

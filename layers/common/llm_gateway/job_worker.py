@@ -1,0 +1,246 @@
+"""The jobs worker: one SQS FIFO batch in, one ``batchItemFailures`` response out.
+
+Per record:
+
+1. **Validate** the message (``schemas/job-message.v1.json`` + the Chat Completions model).
+   Invalid → if it names a job that exists, that job is marked ``failed`` and the record is
+   acknowledged; otherwise the record fails (redelivered until the redrive policy moves it to
+   the DLQ) and the reason is logged. Never dropped silently.
+2. **Idempotency on tenant + job id** (Powertools, DynamoDB persistence on our table, the
+   Lambda context registered so an attempt that timed out expires and can be retried). A
+   duplicate delivery while an attempt runs fails the record (redelivered later); after the job
+   completed it is acknowledged without work. Beneath it, two more guards: a finished job is
+   never re-run (its status is checked and every transition is conditional), and a conversation
+   turn commits with ``turn_id = job id``, so a redelivered job can never store a second reply.
+3. **Run** the chat turn. Permanent failures (invalid request, upstream 400, unknown
+   conversation, spend limit) → job ``failed``, record acknowledged. Retryable failures (upstream
+   5xx/429/timeouts, a conversation leased by an HTTP turn after a short wait, anything
+   unexpected) → job back to ``queued`` with ``last_error``, record failed for redelivery; on the
+   receive that reaches ``maxReceiveCount`` the job is marked ``failed`` instead and the record
+   still fails, so SQS moves it to the DLQ on its next receive. A poison message thus always
+   ends with its job ``failed`` *and* the message in the DLQ.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import process_partial_response
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from .batch import GroupedFifoProcessor
+from .deadline import Deadline
+from .errors import (
+    AuthenticationFailed,
+    ConversationBusy,
+    GatewayError,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    UpstreamRejected,
+    error_body,
+    to_http,
+)
+from .jobs import TERMINAL, InvalidJobMessage, Job, JobMessage, JobStore, parse_job_message
+from .models import ChatCompletionRequest
+from .observability import RequestMetrics, logger
+from .retry import SPEND_LIMIT_CODES
+from .service import ChatService, TurnReport
+from .settings import Settings
+
+IDEMPOTENCY_PK = "IDEMPOTENCY#jobs"  # partition of the Powertools idempotency records
+PERMANENT = (InvalidRequest, UpstreamRejected, NotFound, PayloadTooLarge, AuthenticationFailed, IdempotencyConflict)
+
+
+class RetryLater(Exception):
+    """Leave the record for redelivery; the job was requeued (or, on the last receive, failed)."""
+
+
+class JobMetrics:
+    """One EMF blob per invocation, fed by concurrent records."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._metrics = RequestMetrics("worker")
+        self.oldest_age_ms = 0.0
+
+    def count(self, name: str, value: float = 1) -> None:
+        with self._lock:
+            self._metrics.add(name, value)
+
+    def age(self, sent_ms: int | None) -> None:
+        if sent_ms:
+            with self._lock:
+                self.oldest_age_ms = max(self.oldest_age_ms, time.time() * 1000 - sent_ms)
+
+    def turn(self, report: TurnReport) -> None:
+        with self._lock:
+            self._metrics.turn(report, model_dimension=False)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._metrics.add("OldestMessageAge", round(self.oldest_age_ms, 1), "Milliseconds")
+            self._metrics.flush()
+
+
+def is_permanent(exc: BaseException) -> bool:
+    if isinstance(exc, PERMANENT):
+        return True
+    return isinstance(exc, RateLimited) and exc.code in SPEND_LIMIT_CODES
+
+
+def error_of(exc: BaseException) -> dict[str, Any]:
+    """The OpenAI-shaped error for a job record. Unexpected exceptions say nothing of themselves."""
+    if isinstance(exc, GatewayError):
+        return to_http(exc).body["error"]
+    return error_body("The job failed with an internal error.", "server_error", "internal_error")["error"]
+
+
+def persistence_layer(settings: Settings, client: Any) -> DynamoDBPersistenceLayer:
+    return DynamoDBPersistenceLayer(
+        table_name=settings.table_name, key_attr="PK", sort_key_attr="SK", static_pk_value=IDEMPOTENCY_PK,
+        expiry_attr="ttl", boto3_client=client,
+    )
+
+
+class JobWorker:
+    def __init__(self, chat: ChatService, jobs: JobStore, settings: Settings,
+                 persistence: DynamoDBPersistenceLayer) -> None:
+        self.chat = chat
+        self.jobs = jobs
+        self.settings = settings
+        self.idempotency = IdempotencyConfig(
+            event_key_jmespath="[tenant_id, job_id]",  # job ids are unique per tenant only
+            raise_on_no_idempotency_key=True,
+            expires_after_seconds=settings.worker_idempotency_ttl_seconds,
+        )
+        self._run_idempotent = idempotent_function(
+            data_keyword_argument="job_ref", persistence_store=persistence, config=self.idempotency,
+            key_prefix="jobs",
+        )(self._run)
+
+    # ---- the batch ----------------------------------------------------------------
+    def handle(self, event: dict, context: Any) -> dict:
+        self.idempotency.register_lambda_context(context)
+        remaining = context.get_remaining_time_in_millis() / 1000 - self.settings.deadline_margin_seconds
+        deadline = Deadline.after(max(0.0, min(remaining, self.settings.job_deadline_seconds)))
+        metrics = JobMetrics()
+        processor = GroupedFifoProcessor(max_workers=self.settings.worker_concurrency)
+
+        def record_handler(record: Any) -> dict:
+            return self.process_record(record, deadline, metrics)
+
+        try:
+            return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                            context=context)
+        finally:
+            metrics.flush()
+
+    # ---- one record -----------------------------------------------------------------
+    def process_record(self, record: Any, deadline: Deadline, metrics: JobMetrics) -> dict:
+        attrs = record.attributes
+        receive_count = int(attrs.approximate_receive_count or 1)
+        metrics.age(int(attrs.sent_timestamp) if attrs.sent_timestamp else None)
+        log = {"message_id": record.message_id, "receive_count": receive_count}
+        try:
+            message, request = parse_job_message(record.body)
+        except InvalidJobMessage as exc:
+            return self._invalid(exc, log, metrics)
+        log["job_id"] = message.job_id
+        if request.conversation_id and attrs.message_group_id not in (None, request.conversation_id):
+            logger.warning("job message group is not its conversation: ordering is not guaranteed", extra=log)
+        try:
+            return self._run_idempotent(job_ref={"tenant_id": message.tenant_id, "job_id": message.job_id},
+                                        message=message, request=request, receive_count=receive_count,
+                                        deadline=deadline, metrics=metrics)
+        except IdempotencyAlreadyInProgressError:
+            logger.info("job already in progress elsewhere; leaving the record for redelivery", extra=log)
+            metrics.count("JobsRetried")
+            raise
+
+    def _invalid(self, exc: InvalidJobMessage, log: dict, metrics: JobMetrics) -> dict:
+        metrics.count("InvalidMessages")
+        job = self.jobs.get(exc.tenant_id, exc.job_id) if exc.tenant_id and exc.job_id else None
+        if job is not None and job.status not in TERMINAL:
+            self.jobs.fail(job, error_body(f"The job message is invalid: {exc.reason}.", "invalid_request_error",
+                                           "invalid_job_message")["error"])
+            metrics.count("JobsFailed")
+            logger.error("invalid job message; job marked failed", extra={**log, "job_id": job.id,
+                                                                            "reason": exc.reason})
+            return {"status": "failed"}
+        logger.error("invalid job message names no known job; leaving it for the dead-letter queue",
+                     extra={**log, "reason": exc.reason})
+        raise RetryLater(exc.reason) from exc
+
+    def _run(self, job_ref: dict, message: JobMessage, request: ChatCompletionRequest, receive_count: int,
+             deadline: Deadline, metrics: JobMetrics) -> dict:
+        log = {"job_id": message.job_id, "receive_count": receive_count}
+        job = self.jobs.ensure(message, request)
+        if job.status in TERMINAL:
+            logger.info("job already finished; acknowledging the duplicate", extra={**log, "status": job.status})
+            return {"status": job.status}
+        started = self.jobs.start(job)
+        if started is None:
+            return {"status": "finished-elsewhere"}
+        report = TurnReport()
+        try:
+            result = self._complete(message, request, deadline, report)
+        except Exception as exc:
+            metrics.turn(report)
+            return self._failed(started, exc, receive_count, metrics, log)
+        metrics.turn(report)
+        self.jobs.succeed(started, result)
+        metrics.count("JobsSucceeded")
+        logger.info("job succeeded", extra={**log, "attempts": started.attempts})
+        return {"status": "succeeded"}
+
+    def _complete(self, message: JobMessage, request: ChatCompletionRequest, deadline: Deadline,
+                  report: TurnReport) -> dict:
+        if not request.conversation_id:
+            return self.chat.complete(message.tenant_id, request, deadline, report)
+        # An HTTP turn holds the conversation's lease for at most its deadline: wait a little for it
+        # before handing the job back to SQS (whose redelivery waits a whole visibility timeout).
+        retrying = Retrying(
+            retry=retry_if_exception_type(ConversationBusy),
+            stop=stop_after_delay(max(0.0, min(self.settings.job_busy_wait_seconds, deadline.remaining() - 1))),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            reraise=True,
+        )
+        return retrying(self.chat.complete, message.tenant_id, request, deadline, report, turn_id=message.job_id)
+
+    def _failed(self, job: Job, exc: Exception, receive_count: int, metrics: JobMetrics, log: dict) -> dict:
+        error = error_of(exc)
+        log = {**log, "error_type": type(exc).__name__, "code": error.get("code"), "attempts": job.attempts}
+        if is_permanent(exc):
+            self.jobs.fail(job, error)
+            metrics.count("JobsFailed")
+            logger.warning("job failed permanently", extra=log)
+            return {"status": "failed"}
+        if not isinstance(exc, GatewayError):
+            logger.exception("job attempt failed unexpectedly", extra=log)
+        if receive_count >= self.settings.jobs_max_receive_count:
+            error = {**error, "message": f"Gave up after {receive_count} deliveries: {error['message']}"}
+            self.jobs.fail(job, error)
+            metrics.count("JobsFailed")
+            logger.error("job exhausted its deliveries; marked failed, message goes to the DLQ", extra=log)
+        else:
+            self.jobs.requeue(job, error)
+            metrics.count("JobsRetried")
+            logger.warning("job attempt failed; leaving it for redelivery", extra=log)
+        raise RetryLater(error.get("code") or "retry") from exc
+
+
+def build_worker(services: Any) -> JobWorker:
+    settings = services.settings
+    persistence = persistence_layer(settings, services.conversations.client)
+    return JobWorker(services.chat, services.jobs.store, settings, persistence)
