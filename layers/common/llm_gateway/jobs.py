@@ -54,6 +54,7 @@ TENANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 MAX_RESULT_BYTES = 350_000  # a DynamoDB item holds 400 KB; keep room for the other attributes
 SQS_BATCH_ENTRIES = 10
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
 
 
 def new_job_id() -> str:
@@ -147,6 +148,8 @@ def pydantic_reason(exc: ValidationError, prefix: str = "") -> tuple[str, str | 
     param = prefix
     for part in first.get("loc", ()):
         part = str(part)
+        if part in _UNION_TAGS or "[" in part or "-" in part:
+            break  # pydantic names the union member it tried ('float', 'list[str]'): not a field
         param += f"[{part}]" if part.isdigit() else (f".{part}" if param else part)
     if first.get("type") == "missing":
         return f"Missing required parameter: '{param}'.", param or None
