@@ -39,7 +39,6 @@ class GroupedFifoProcessor(BatchProcessor):
     Never raises on an entirely failed batch: every failure is listed in ``batchItemFailures``.
     """
 
-    _pool: ThreadPoolExecutor | None = None
     _pool_lock = threading.Lock()
 
     def __init__(self, max_workers: int = 10, logger: logging.Logger | Any | None = None) -> None:
@@ -47,12 +46,14 @@ class GroupedFifoProcessor(BatchProcessor):
         self.max_workers = max_workers
         self._lock = threading.Lock()
 
+    _pools: dict[int, ThreadPoolExecutor] = {}  # by size; one per container in practice
+
     @classmethod
     def pool(cls, max_workers: int) -> ThreadPoolExecutor:
         with cls._pool_lock:
-            if cls._pool is None or cls._pool._max_workers < max_workers:
-                cls._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sqs-group")
-            return cls._pool
+            if max_workers not in cls._pools:
+                cls._pools[max_workers] = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sqs-group")
+            return cls._pools[max_workers]
 
     # success/failure bookkeeping appends to shared lists: serialise it
     def success_handler(self, record, result):

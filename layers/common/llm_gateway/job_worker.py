@@ -185,13 +185,10 @@ class JobWorker:
     def _run(self, job_ref: dict, message: JobMessage, request: ChatCompletionRequest, receive_count: int,
              deadline: Deadline, metrics: JobMetrics) -> dict:
         log = {"job_id": message.job_id, "receive_count": receive_count}
-        job = self.jobs.ensure(message, request)
-        if job.status in TERMINAL:
-            logger.info("job already finished; acknowledging the duplicate", extra={**log, "status": job.status})
-            return {"status": job.status}
-        started = self.jobs.start(job)
-        if started is None:
-            return {"status": "finished-elsewhere"}
+        started, running = self.jobs.begin(message, request)
+        if not running:
+            logger.info("job already finished; acknowledging the duplicate", extra={**log, "status": started.status})
+            return {"status": started.status}
         report = TurnReport()
         try:
             result = self._complete(message, request, deadline, report)

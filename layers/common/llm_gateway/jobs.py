@@ -315,6 +315,46 @@ class JobStore:
         return existing
 
     # ---- transitions ----------------------------------------------------------------
+    def begin(self, message: JobMessage, request: ChatCompletionRequest) -> tuple[Job, bool]:
+        """Count an attempt and mark the job running, creating it when a direct producer sent the
+        message (the API wrote none): one conditional write. Returns (job, started); ``started`` is
+        False when the job had already ended (then ``job`` is as stored)."""
+        now = now_ms()
+        created = message.submitted_at or now
+        sets = ["#status = :running", "attempts = if_not_exists(attempts, :zero) + :one",
+                "started_at = if_not_exists(started_at, :now)", "updated_at = :now",
+                "job_id = if_not_exists(job_id, :id)", "tenant = if_not_exists(tenant, :tenant)",
+                "created_at = if_not_exists(created_at, :created)", "#source = if_not_exists(#source, :source)",
+                "model = if_not_exists(model, :model)"]
+        values: dict[str, Any] = {
+            ":running": _s(RUNNING), ":queued": _s(QUEUED), ":zero": _n(0), ":one": _n(1), ":now": _n(now),
+            ":id": _s(message.job_id), ":tenant": _s(message.tenant_id), ":created": _n(created),
+            ":source": _s(message.source or "sqs"), ":model": _s(request.model),
+        }
+        names = {"#status": "status", "#source": "source"}
+        if request.conversation_id:
+            sets.append("conversation_id = if_not_exists(conversation_id, :conv)")
+            values[":conv"] = _s(request.conversation_id)
+        if self.ttl_days:
+            sets.append("#ttl = if_not_exists(#ttl, :ttl)")
+            values[":ttl"] = _n(created // 1000 + self.ttl_days * 86400)
+            names["#ttl"] = "ttl"
+        try:
+            resp = self.client.update_item(
+                TableName=self.table, Key=self._key(message.tenant_id, message.job_id),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_not_exists(PK) OR #status IN (:queued, :running)",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if _code(err) != "ConditionalCheckFailedException":
+                raise
+            old = err.response.get("Item") or self.client.get_item(
+                TableName=self.table, Key=self._key(message.tenant_id, message.job_id), ConsistentRead=True)["Item"]
+            return self._job(old), False
+        return self._job(resp["Attributes"]), True
+
     def _update(self, job: Job, expression: str, condition: str, values: dict, names: dict | None = None) -> Job | None:
         params: dict[str, Any] = {
             "TableName": self.table, "Key": self._key(job.tenant, job.id), "UpdateExpression": expression,
