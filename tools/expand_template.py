@@ -163,6 +163,17 @@ def check_invariants(sam: dict[str, Any], cfn: dict[str, Any]) -> list[str]:
         if "ReportBatchItemFailures" not in (props.get("FunctionResponseTypes") or []):
             raise CheckFailed(f"{esm_id}: FunctionResponseTypes lacks ReportBatchItemFailures")
         notes.append(f"{queue_id}: VisibilityTimeout {visibility} s >= 6 x {fn_id} ({needed} s)")
+
+        # 3. The redrive policy parks a failing job after 3..5 receives, and the worker knows the count.
+        redrive = queues[queue_id]["Properties"].get("RedrivePolicy") or {}
+        max_receives = int(redrive.get("maxReceiveCount", 0))
+        if not 3 <= max_receives <= 5:
+            raise CheckFailed(f"{queue_id}: RedrivePolicy maxReceiveCount {max_receives} not in 3..5")
+        fn_env = ((sam["Resources"][fn_id]["Properties"].get("Environment") or {}).get("Variables") or {})
+        if str(fn_env.get("JOBS_MAX_RECEIVE_COUNT")) != str(max_receives):
+            raise CheckFailed(f"{fn_id}: JOBS_MAX_RECEIVE_COUNT {fn_env.get('JOBS_MAX_RECEIVE_COUNT')!r} != "
+                              f"{queue_id} maxReceiveCount {max_receives}")
+        notes.append(f"{queue_id}: maxReceiveCount {max_receives} == {fn_id} JOBS_MAX_RECEIVE_COUNT")
     return notes
 
 
