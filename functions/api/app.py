@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_gateway.auth import Caller
@@ -35,6 +35,7 @@ from llm_gateway.service import TurnReport
 from llm_gateway.settings import get_settings
 
 VERSION = "0.1.0"
+DEPLOYMENT_HEADER = "x-llm-gateway-deployment"  # which deployment of the alias answered
 
 
 @lru_cache(maxsize=1)
@@ -207,7 +208,8 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
         }
 
     @app.post("/v1/chat/completions", tags=["chat"])
-    def chat_completions(body: ChatCompletionRequest, request: Request, who: CallerDep) -> dict[str, Any]:
+    def chat_completions(body: ChatCompletionRequest, request: Request, response: Response,
+                         who: CallerDep) -> dict[str, Any]:
         if body.stream:
             raise InvalidRequest("Streaming is not supported yet; send 'stream': false.", param="stream")
         svc = services()
@@ -216,7 +218,9 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
                                 svc.settings.deadline_margin_seconds)
         report = TurnReport()
         try:
-            return svc.chat.complete(who.tenant, body, deadline, report)
+            result = svc.chat.complete(who.tenant, body, deadline, report)
+            response.headers[DEPLOYMENT_HEADER] = report.deployment or ""
+            return result
         finally:
             state.metrics.turn(report)
 
