@@ -274,7 +274,7 @@ class BedrockProvider:
         from botocore.config import Config
 
         config = Config(
-            retries={"mode": "standard", "max_attempts": 1},  # the router's policy is the one retry layer
+            retries={"mode": "standard", "total_max_attempts": 1},  # the router's policy is the one retry layer
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
             tcp_keepalive=True,
