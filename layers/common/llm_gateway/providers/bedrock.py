@@ -237,6 +237,7 @@ def upstream_error(exc: Exception) -> Exception:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error") or {}
         code = str(error.get("Code") or "")
+        code = code[:1].upper() + code[1:]  # in-stream exceptions are named like union members: throttlingException
         status = ERROR_STATUSES.get(code) or int((exc.response.get("ResponseMetadata") or {})
                                                  .get("HTTPStatusCode") or 502)
         return UpstreamHTTPError(status, scrub(str(error.get("Message") or code), None), code=code)
