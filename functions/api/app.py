@@ -9,7 +9,8 @@ Routes translate HTTP into service calls and back; every error leaves through
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -159,11 +160,24 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
     settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Build (and so validate) the services at start-up: a bad routing configuration stops the
+        # server here with a message naming the entry, instead of failing every request later.
+        try:
+            services()
+        except GatewayError as exc:
+            logger.error("configuration error at start-up", extra={"error": exc.message})
+            raise
+        yield
+
     app = FastAPI(
         title="llm-gateway",
         version=VERSION,
         summary="OpenAI-compatible LLM gateway with server-side conversations.",
         root_path=settings.api_root_path,
+        lifespan=lifespan,
     )
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
 

@@ -113,3 +113,18 @@ def test_weighted_deployments_share_the_head_of_the_order_and_unweighted_ones_fo
     assert all(alias.order(rng)[-1].name == "fallback" for _ in range(50))
     unweighted = load_routing(settings(routing_config=doc({"u": {"deployments": [dep("p"), dep("q")]}})))
     assert [d.name for d in unweighted.resolve("u").order(rng)] == ["p", "q"]
+
+
+def test_the_app_refuses_to_start_with_a_bad_configuration():
+    from starlette.testclient import TestClient
+
+    from app import create_app
+
+    config = doc({"chat": {"deployments": [dep("odd", provider="mystery-ai")]}})
+
+    def services():
+        return build_services(settings(routing_config=config))
+
+    with pytest.raises(ConfigurationError) as err, TestClient(create_app(services)):
+        pass
+    assert "deployment 'odd'" in err.value.message and "unknown provider" in err.value.message
