@@ -9,13 +9,14 @@ Routes translate HTTP into service calls and back; every error leaves through
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_gateway.auth import Caller
@@ -35,6 +36,7 @@ from llm_gateway.service import TurnReport
 from llm_gateway.settings import get_settings
 
 VERSION = "0.1.0"
+DEPLOYMENT_HEADER = "x-llm-gateway-deployment"  # which deployment of the alias answered
 
 
 @lru_cache(maxsize=1)
@@ -158,11 +160,24 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
     settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Build (and so validate) the services at start-up: a bad routing configuration stops the
+        # server here with a message naming the entry, instead of failing every request later.
+        try:
+            services()
+        except GatewayError as exc:
+            logger.error("configuration error at start-up", extra={"error": exc.message})
+            raise
+        yield
+
     app = FastAPI(
         title="llm-gateway",
         version=VERSION,
         summary="OpenAI-compatible LLM gateway with server-side conversations.",
         root_path=settings.api_root_path,
+        lifespan=lifespan,
     )
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
 
@@ -207,7 +222,8 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
         }
 
     @app.post("/v1/chat/completions", tags=["chat"])
-    def chat_completions(body: ChatCompletionRequest, request: Request, who: CallerDep) -> dict[str, Any]:
+    def chat_completions(body: ChatCompletionRequest, request: Request, response: Response,
+                         who: CallerDep) -> dict[str, Any]:
         if body.stream:
             raise InvalidRequest("Streaming is not supported yet; send 'stream': false.", param="stream")
         svc = services()
@@ -216,7 +232,9 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
                                 svc.settings.deadline_margin_seconds)
         report = TurnReport()
         try:
-            return svc.chat.complete(who.tenant, body, deadline, report)
+            result = svc.chat.complete(who.tenant, body, deadline, report)
+            response.headers[DEPLOYMENT_HEADER] = report.deployment or ""
+            return result
         finally:
             state.metrics.turn(report)
 

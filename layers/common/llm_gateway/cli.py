@@ -3,7 +3,7 @@
     bin/llm-gateway-admin keys create --tenant acme [--name ci]
     bin/llm-gateway-admin keys list [--tenant acme]
     bin/llm-gateway-admin keys revoke key_0123456789ab
-    bin/llm-gateway-admin encrypt-key --kms-key-id <ProviderKeyArn> [--key-ref default]
+    bin/llm-gateway-admin encrypt-key --kms-key-id <ProviderKeyArn> [--deployment default]
 
 The table comes from ``TABLE_NAME`` (or ``--table``); AWS credentials and region from
 the usual AWS environment. ``encrypt-key`` reads the plaintext from standard input
@@ -53,7 +53,7 @@ def cmd_encrypt_key(args: argparse.Namespace) -> int:
     if not plaintext:
         print("error: no key given on standard input", file=sys.stderr)
         return 2
-    print(encrypt_key(plaintext, args.key_ref, args.kms_key_id, client("kms")))
+    print(encrypt_key(plaintext, args.deployment, args.kms_key_id, client("kms")))
     return 0
 
 
@@ -77,7 +77,8 @@ def parser() -> argparse.ArgumentParser:
 
     enc = sub.add_parser("encrypt-key", help="encrypt a provider key (stdin) for the stack's KMS key")
     enc.add_argument("--kms-key-id", required=True, help="the stack's ProviderKeyArn output, or its alias")
-    enc.add_argument("--key-ref", default=DEFAULT_KEY_REF, help="the key reference the deployment names")
+    enc.add_argument("--deployment", "--key-ref", dest="deployment", default=DEFAULT_KEY_REF,
+                     help="the deployment that will use the key (named in the KMS encryption context)")
     enc.set_defaults(func=cmd_encrypt_key)
     return p
 

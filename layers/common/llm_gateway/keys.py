@@ -1,8 +1,10 @@
 """Provider keys: stored only as KMS ciphertext, decrypted on first use.
 
-Each ciphertext is bound to an encryption context naming its key reference
-(``{"llm-gateway:key-ref": <ref>}``), so a ciphertext copied to another reference
-fails to decrypt. Plaintext lives only in this process's memory, is cached for the
+Each ciphertext is bound to an encryption context naming the deployment that uses
+it (``{"llm-gateway:deployment": <deployment name>}``), so a ciphertext copied to
+another deployment (say, one pointing at another base URL) fails to decrypt. A
+deployment names its ciphertext by ``key_ref``; one key ref serves one deployment.
+Plaintext lives only in this process's memory, is cached for the
 life of the container, and is refreshed once when the upstream answers 401.
 """
 
@@ -17,11 +19,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ProviderKeyUnavailable
 
-CONTEXT_KEY = "llm-gateway:key-ref"
+CONTEXT_KEY = "llm-gateway:deployment"
 
 
-def encryption_context(key_ref: str) -> dict[str, str]:
-    return {CONTEXT_KEY: key_ref}
+def encryption_context(deployment: str) -> dict[str, str]:
+    return {CONTEXT_KEY: deployment}
 
 
 class KeyProvider(Protocol):
@@ -30,8 +32,10 @@ class KeyProvider(Protocol):
 
 
 class KmsKeyProvider:
-    def __init__(self, ciphertexts: dict[str, str], client: Any = None) -> None:
+    def __init__(self, ciphertexts: dict[str, str], client: Any = None,
+                 deployments: dict[str, str] | None = None) -> None:
         self._ciphertexts = {ref: c for ref, c in ciphertexts.items() if c}
+        self._deployments = dict(deployments or {})  # key ref -> deployment named in the context
         self._client = client
         self._cache: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -46,6 +50,9 @@ class KmsKeyProvider:
 
     def has(self, key_ref: str) -> bool:
         return key_ref in self._ciphertexts
+
+    def refs(self) -> set[str]:
+        return set(self._ciphertexts)
 
     def get(self, key_ref: str) -> str:
         cached = self._cache.get(key_ref)
@@ -67,17 +74,18 @@ class KmsKeyProvider:
             raise ProviderKeyUnavailable(f"No provider key is configured for '{key_ref}'.")
         try:
             blob = base64.b64decode(ciphertext, validate=True)
-            resp = self.client.decrypt(CiphertextBlob=blob, EncryptionContext=encryption_context(key_ref))
+            context = encryption_context(self._deployments.get(key_ref, key_ref))
+            resp = self.client.decrypt(CiphertextBlob=blob, EncryptionContext=context)
             return resp["Plaintext"].decode("utf-8")
         except (binascii.Error, ValueError, ClientError, BotoCoreError, UnicodeDecodeError) as exc:
             # Fail closed. The message names the reference, never the ciphertext or plaintext.
             raise ProviderKeyUnavailable(f"The provider key for '{key_ref}' could not be decrypted.") from exc
 
 
-def encrypt_key(plaintext: str, key_ref: str, kms_key_id: str, client: Any) -> str:
-    """Encrypt a provider key for ``key_ref``: the base64 ciphertext a deployment takes."""
+def encrypt_key(plaintext: str, deployment: str, kms_key_id: str, client: Any) -> str:
+    """Encrypt a provider key for ``deployment``: the base64 ciphertext its key ref names."""
     resp = client.encrypt(
-        KeyId=kms_key_id, Plaintext=plaintext.encode("utf-8"), EncryptionContext=encryption_context(key_ref)
+        KeyId=kms_key_id, Plaintext=plaintext.encode("utf-8"), EncryptionContext=encryption_context(deployment)
     )
     return base64.b64encode(resp["CiphertextBlob"]).decode("ascii")
 

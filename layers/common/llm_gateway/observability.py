@@ -5,7 +5,10 @@
   switch that would, and it is off by default).
 * Metrics are EMF, one :class:`EphemeralMetrics` per request (no state shared between
   concurrent requests), flushed when the request ends. Dimensions are bounded: the
-  service, and the model alias only once it has been resolved against configuration.
+  service, the model alias only once it has been resolved against configuration, and
+  the provider of the deployment that answered. Which deployment answered (a name from
+  configuration, so also bounded) is a separate ``DeploymentAnswered`` metric with
+  dimensions model + deployment, and metadata on the request's record.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class RequestMetrics:
             namespace=settings.powertools_metrics_namespace, service=settings.powertools_service_name
         )
         self._metrics.add_dimension("route", route)
+        self._deployment: tuple[str, str] | None = None
 
     def add(self, name: str, value: float, unit: str = MetricUnit.Count) -> None:
         self._metrics.add_metric(name=name, unit=unit, value=value)
@@ -41,6 +45,11 @@ class RequestMetrics:
         """
         if report.alias and model_dimension:
             self.model(report.alias)
+        if report.provider:
+            self._metrics.add_dimension("provider", report.provider)
+        if report.deployment:
+            self._metrics.add_metadata("deployment", report.deployment)
+            self._deployment = (report.alias, report.deployment)
         stats = report.stats
         if stats.attempts:
             self.add("UpstreamLatency", stats.upstream_seconds * 1000, MetricUnit.Milliseconds)
@@ -48,6 +57,10 @@ class RequestMetrics:
             self.add("Retries", stats.retries)
         for error_class, count in stats.errors.items():
             self.add(f"UpstreamErrors_{error_class}", count)
+        if stats.fallbacks:
+            self.add("Fallbacks", stats.fallbacks)
+        if stats.cooled_down:
+            self.add("DeploymentsCoolingDown", stats.cooled_down)
         if report.prompt_tokens or report.completion_tokens:
             self.add("PromptTokens", report.prompt_tokens)
             self.add("CompletionTokens", report.completion_tokens)
@@ -59,3 +72,11 @@ class RequestMetrics:
 
     def flush(self) -> None:
         self._metrics.flush_metrics()
+        if self._deployment is not None:
+            settings = get_settings()
+            answered = EphemeralMetrics(namespace=settings.powertools_metrics_namespace,
+                                        service=settings.powertools_service_name)
+            answered.add_dimension("model", self._deployment[0])
+            answered.add_dimension("deployment", self._deployment[1])
+            answered.add_metric(name="DeploymentAnswered", unit=MetricUnit.Count, value=1)
+            answered.flush_metrics()

@@ -2,7 +2,10 @@
 
 * What is retried (:func:`should_retry`): connection errors, timeouts, 408, 409, 429,
   5xx and Anthropic's 529 — never 400/401/403/404/422, nor a 429 that means a spend
-  limit (``insufficient_quota``).
+  limit or quota (OpenAI ``insufficient_quota`` and its spend-limit codes, Anthropic
+  ``enforced_spend_limit_reached``, Bedrock ``ServiceQuotaExceededException``).
+* How long to wait when the next attempt goes to *another* deployment (fallback): not
+  at all — the wait protects the deployment that failed, not the next one.
 * How long to wait (:meth:`RetryPolicy.wait`): the upstream's ``retry-after-ms`` /
   ``Retry-After`` when given, else full-jitter exponential backoff.
 * When to stop (:meth:`RetryPolicy.stop`): after ``max_attempts``; when the next sleep
@@ -34,7 +37,16 @@ from .deadline import Deadline
 T = TypeVar("T")
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-SPEND_LIMIT_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "spend_limit_reached"})
+SPEND_LIMIT_CODES = frozenset({
+    # OpenAI (https://help.openai.com/en/articles/5955604-troubleshooting-api-rate-limits-and-429-errors)
+    "insufficient_quota", "billing_hard_limit_reached", "credit_balance_exhausted",
+    "organization_usage_limit_exceeded", "organization_spend_limit_exceeded", "project_spend_limit_exceeded",
+    # Anthropic: 429 rate_limit_error with error.details.error_code (https://docs.anthropic.com/en/api/errors)
+    "enforced_spend_limit_reached",
+    # Bedrock ServiceQuotaExceededException (mapped to 429 by providers/bedrock.py)
+    "ServiceQuotaExceededException",
+    "spend_limit_reached",
+})
 MIN_ATTEMPT_SECONDS = 0.25  # never start an attempt with less time than this left
 
 
@@ -129,6 +141,8 @@ class CallStats:
     stopped_by: str | None = None  # "attempts" | "deadline" | "budget"
     errors: dict[str, int] = field(default_factory=dict)
     upstream_seconds: float = 0.0
+    fallbacks: int = 0  # attempts that went to another deployment after a failure
+    cooled_down: int = 0  # deployments skipped because they were cooling down
 
     def error(self, error_class: str) -> None:
         self.errors[error_class] = self.errors.get(error_class, 0) + 1
@@ -180,13 +194,20 @@ class RetryPolicy:
             return retry_after
         return self.backoff(state.attempt_number)
 
-    def run(self, attempt: Callable[[], T], deadline: Deadline, stats: CallStats) -> T:
+    def run(self, attempt: Callable[[], T], deadline: Deadline, stats: CallStats, *,
+            switching: Callable[[], bool] | None = None) -> T:
         """Call ``attempt`` until it succeeds, may not be retried, or a bound is reached.
 
-        The last failure is re-raised as it was; ``stats.stopped_by`` says which bound
-        stopped a retryable one.
+        ``switching()`` says whether the next attempt goes to another deployment (a
+        fallback): then it starts at once, with no backoff. The last failure is
+        re-raised as it was; ``stats.stopped_by`` says which bound stopped a retryable one.
         """
         self.budget.on_request()
+
+        def wait(state: RetryCallState) -> float:
+            if switching is not None and switching():
+                return 0.0
+            return self.wait(state)
 
         def stop(state: RetryCallState) -> bool:
             if state.attempt_number >= self.max_attempts:
@@ -215,7 +236,7 @@ class RetryPolicy:
 
         retrying = Retrying(
             stop=stop,
-            wait=self.wait,
+            wait=wait,
             retry=retry_if_exception(should_retry),
             sleep=self.sleep,
             before_sleep=before_sleep,

@@ -1,8 +1,27 @@
-"""Send a request to an alias's deployments under one retry policy and one deadline."""
+"""Send a request to an alias's deployments under one retry policy and one deadline.
+
+* **Fallback.** A retryable failure of one deployment moves the request to the next
+  deployment of the alias, at once (no backoff: the backoff protects the deployment
+  that failed). Once every deployment was tried, the chain starts over, with backoff.
+* **Budget.** One :meth:`RetryPolicy.run` per request covers the whole chain: the
+  attempt limit, the retry budget and the deadline bound every attempt to every
+  deployment together. Providers make exactly one attempt per call.
+* **Cooldown.** A deployment that fails retryably ``cooldown_failures`` times in a row
+  is skipped for ``cooldown_seconds`` (per container), so requests do not pay its
+  timeout. When every deployment of an alias is cooling down they are tried anyway,
+  the soonest back first: a request is never refused without an attempt, and the
+  retry budget still bounds the traffic an outage can cause.
+
+:class:`Chain` is the per-request walk along the deployments; ``complete`` and (on the
+streaming side) ``stream`` both use it, so both see the same order and cooldowns.
+"""
 
 from __future__ import annotations
 
+import random
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,38 +75,113 @@ def upstream_failure(exc: BaseException, stats: CallStats) -> GatewayError:
     raise exc
 
 
+class Cooldowns:
+    """Per-container health of deployments: consecutive retryable failures -> a cooldown."""
+
+    def __init__(self, failures: int = 3, seconds: float = 30.0, *, clock: Callable[[], float] = time.monotonic):
+        self.failures = failures
+        self.seconds = seconds
+        self._clock = clock
+        self._streak: dict[str, int] = {}
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def cooling(self, name: str) -> bool:
+        until = self._until.get(name)
+        return until is not None and self._clock() < until
+
+    def failed(self, name: str) -> bool:
+        """Count a retryable failure; True when it starts a cooldown."""
+        with self._lock:
+            streak = self._streak.get(name, 0) + 1
+            self._streak[name] = streak
+            if streak >= self.failures and self.seconds > 0:
+                self._until[name] = self._clock() + self.seconds
+                self._streak[name] = 0
+                return True
+            return False
+
+    def succeeded(self, name: str) -> None:
+        if self._streak.get(name) or name in self._until:
+            with self._lock:
+                self._streak.pop(name, None)
+                self._until.pop(name, None)
+
+    def order(self, deployments: list[Deployment]) -> tuple[list[Deployment], int]:
+        """The deployments to try, without those cooling down; and how many were skipped."""
+        ready = [d for d in deployments if not self.cooling(d.name)]
+        if ready:
+            return ready, len(deployments) - len(ready)
+        return sorted(deployments, key=lambda d: self._until.get(d.name, 0.0)), 0
+
+
+class Chain:
+    """One request's walk along its alias's deployments."""
+
+    def __init__(self, order: list[Deployment], cooldowns: Cooldowns, stats: CallStats) -> None:
+        self.order = order
+        self.cooldowns = cooldowns
+        self.stats = stats
+        self.position = 0
+
+    def current(self) -> Deployment:
+        return self.order[self.position % len(self.order)]
+
+    def failed(self, exc: BaseException) -> None:
+        """Record a failure of the current deployment; a retryable one moves the chain on."""
+        if should_retry(exc):
+            self.cooldowns.failed(self.current().name)
+            self.position += 1
+            if len(self.order) > 1:
+                self.stats.fallbacks += 1
+
+    def succeeded(self) -> None:
+        self.cooldowns.succeeded(self.current().name)
+
+    def switching(self) -> bool:
+        """Whether the next attempt goes to a deployment this request has not tried yet."""
+        return 1 <= self.position < len(self.order)
+
+
 class Router:
     def __init__(self, providers: dict[str, Provider], policy: RetryPolicy, *,
-                 connect_timeout: float, read_timeout: float) -> None:
+                 connect_timeout: float, read_timeout: float,
+                 cooldowns: Cooldowns | None = None, rng: random.Random | None = None) -> None:
         self.providers = providers
         self.policy = policy
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.cooldowns = cooldowns or Cooldowns()
+        self.rng = rng or random.Random()
 
     def _timeout(self, deployment: Deployment, deadline: Deadline) -> tuple[float, float]:
         connect = deadline.cap(deployment.connect_timeout or self.connect_timeout)
         read = deadline.cap(deployment.read_timeout or self.read_timeout)
         return connect, read
 
+    def chain(self, alias: ModelAlias, stats: CallStats) -> Chain:
+        order, skipped = self.cooldowns.order(alias.order(self.rng))
+        stats.cooled_down += skipped
+        return Chain(order, self.cooldowns, stats)
+
     def complete(self, alias: ModelAlias, body: dict[str, Any], deadline: Deadline, stats: CallStats) -> RoutedReply:
-        order = list(alias.deployments)
-        position = {"i": 0}
+        chain = self.chain(alias, stats)
 
         def attempt() -> RoutedReply:
-            deployment = order[position["i"] % len(order)]
+            deployment = chain.current()
             started = time.perf_counter()
             try:
                 reply = self.providers[deployment.name].complete(body, self._timeout(deployment, deadline))
             except Exception as exc:
-                if should_retry(exc):
-                    position["i"] += 1  # the next attempt goes to the next deployment, if any
+                chain.failed(exc)
                 raise
             finally:
                 stats.upstream_seconds += time.perf_counter() - started
+            chain.succeeded()
             return RoutedReply(reply, deployment)
 
         try:
-            return self.policy.run(attempt, deadline, stats)
+            return self.policy.run(attempt, deadline, stats, switching=chain.switching)
         except GatewayError:
             raise
         except Exception as exc:

@@ -12,9 +12,9 @@ from .auth import ApiKeyStore, Authenticator
 from .errors import ConfigurationError
 from .jobs import JobService, JobStore
 from .keys import KeyProvider, KmsKeyProvider
-from .providers import OpenAIProvider
+from .providers import build_provider
 from .retry import RetryBudget, RetryPolicy
-from .router import Router
+from .router import Cooldowns, Router
 from .routing import DEFAULT_KEY_REF, Routing, load_routing
 from .service import ChatService
 from .settings import Settings
@@ -53,17 +53,21 @@ def build_services(
     session: requests.Session | None = None,
     keys: KeyProvider | None = None,
     policy: RetryPolicy | None = None,
+    ssm: Any = None,
+    bedrock: Any = None,
+    cooldowns: Cooldowns | None = None,
 ) -> Services:
-    routing = load_routing(settings)
-    keys = keys or KmsKeyProvider(key_ciphertexts(settings), client=kms)
-    for ref in sorted(routing.key_refs()):
-        if isinstance(keys, KmsKeyProvider) and not keys.has(ref):
-            raise ConfigurationError(f"A deployment names key ref '{ref}', but no ciphertext is configured for it.")
+    routing = load_routing(settings, ssm_client=ssm)
+    if keys is None:
+        kms_keys = KmsKeyProvider(key_ciphertexts(settings), client=kms, deployments=routing.key_contexts())
+        routing.check_keys(kms_keys.refs())
+        keys = kms_keys
     session = session or requests.Session()
     providers = {
-        deployment.name: OpenAIProvider(deployment, keys, session)
-        for alias in routing.aliases.values()
-        for deployment in alias.deployments
+        name: build_provider(deployment, keys, session, region=settings.aws_region,
+                             connect_timeout=settings.connect_timeout_seconds,
+                             read_timeout=settings.read_timeout_seconds, bedrock_client=bedrock)
+        for name, deployment in routing.deployments().items()
     }
     policy = policy or RetryPolicy(
         max_attempts=settings.max_attempts,
@@ -72,7 +76,8 @@ def build_services(
         budget=RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_second),
     )
     router = Router(providers, policy, connect_timeout=settings.connect_timeout_seconds,
-                    read_timeout=settings.read_timeout_seconds)
+                    read_timeout=settings.read_timeout_seconds,
+                    cooldowns=cooldowns or Cooldowns(settings.cooldown_failures, settings.cooldown_seconds))
     store = DynamoConversationStore(settings.table_name, client=dynamodb, ttl_days=settings.conversation_ttl_days)
     auth = Authenticator(ApiKeyStore(settings.table_name, client=store.client), settings.auth_cache_seconds)
     chat = ChatService(store, routing, router, settings)

@@ -25,7 +25,8 @@ class TurnReport:
     """What a turn did, for metrics and logs (no content)."""
 
     alias: str = ""
-    deployment: str | None = None
+    deployment: str | None = None  # the deployment that answered
+    provider: str | None = None
     stats: CallStats = field(default_factory=CallStats)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -124,6 +125,7 @@ class ChatService:
         routed = self.router.complete(alias, request.upstream_body(alias.name, messages), deadline, report.stats)
         usage = routed.reply.usage
         report.deployment = routed.deployment.name
+        report.provider = routed.deployment.provider
         report.prompt_tokens = usage.prompt_tokens
         report.completion_tokens = usage.completion_tokens
         report.cost_usd = routed.deployment.cost(usage.prompt_tokens, usage.completion_tokens)
@@ -209,10 +211,12 @@ class ChatService:
         body = {k: v for k, v in (choice.get("message") or {}).items() if v is not None}
         body["role"] = "assistant"
         usage = routed.reply.usage
+        cost = routed.deployment.cost(usage.prompt_tokens, usage.completion_tokens)
         meta = {
             "id": routed.reply.body.get("id"),
             "created": routed.reply.body.get("created"),
-            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                      "cost_usd": round(cost, 10)},
             "model": routed.reply.body.get("model"),
             "deployment": routed.deployment.name,
             "finish_reason": choice.get("finish_reason"),

@@ -28,9 +28,12 @@ class Settings(BaseSettings):
     openai_base_url: str = "https://api.openai.com/v1"
     provider_key_ciphertext: str = ""  # base64 KMS ciphertext, key ref "default"
     default_context_window: int = Field(128_000, gt=0)
-    # Extra aliases / deployments as JSON (see routing.py); the default alias is always present.
+    # The routing document (see routing.py): SSM parameter > ROUTING_CONFIG (JSON) > file.
     routing_config: str | None = None
-    # Extra provider key ciphertexts as a JSON object {key_ref: base64 ciphertext}.
+    routing_config_ssm_parameter: str | None = None
+    routing_config_file: str | None = None  # default: the routing.json shipped in the package
+    # Provider key ciphertexts as a JSON object {key_ref: base64 ciphertext}; each is encrypted with
+    # an encryption context naming the deployment that uses it (keys.encryption_context).
     provider_keys: str | None = None
 
     # --- conversation history budget (per alias overridable in routing config) ---
@@ -56,6 +59,10 @@ class Settings(BaseSettings):
     retry_budget_ratio: float = Field(0.2, ge=0, le=1)
     retry_budget_min_per_second: float = Field(2.0, ge=0)
     lease_grace_seconds: float = Field(5.0, ge=0)
+    # A deployment that fails (retryably) this many times in a row is skipped for cooldown_seconds,
+    # per container, while the alias has another deployment to try.
+    cooldown_failures: int = Field(3, ge=1)
+    cooldown_seconds: float = Field(30.0, ge=0)
 
     # --- async jobs (POST /v1/jobs -> SQS FIFO -> WorkerFunction) ----------------
     jobs_max_batch: int = Field(100, ge=1, le=100)  # requests per POST /v1/jobs {"requests": [...]}

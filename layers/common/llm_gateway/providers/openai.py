@@ -29,6 +29,7 @@ def http_error(resp: requests.Response, secret: str | None) -> UpstreamHTTPError
         if isinstance(error, dict):
             message = str(error.get("message") or message)
             code = error.get("code") or error.get("type")
+            code = str(code) if code is not None else None  # Azure sends numeric-looking codes ("429")
         elif isinstance(error, str):
             message = error
     except (ValueError, AttributeError):
@@ -44,7 +45,7 @@ class OpenAIProvider:
         self.name = deployment.name
         self.keys = keys
         self.session = session or requests.Session()
-        self.url = deployment.base_url.rstrip("/") + "/chat/completions"
+        self.url = deployment.url + "/chat/completions"
 
     def _headers(self, key: str | None) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}

@@ -1,0 +1,343 @@
+"""Anthropic Messages API (``POST /v1/messages``) behind the OpenAI Chat Completions shape.
+
+Request: system/developer messages go to the top-level ``system`` field; ``max_tokens``
+is required by Anthropic, so the deployment's ``default_max_tokens`` fills it in;
+consecutive messages of one role are merged (Anthropic wants user/assistant turns);
+tool results become ``tool_result`` blocks in a user turn, assistant ``tool_calls``
+become ``tool_use`` blocks; tools/tool_choice are translated. Fields Anthropic cannot
+honour (``n`` > 1, ``response_format`` other than text, penalties, logprobs, audio, …)
+are refused with a 400 naming them.
+
+Response: text blocks are joined, ``tool_use`` blocks become ``tool_calls``,
+``stop_reason`` maps to ``finish_reason``, usage is converted (prompt tokens include
+cache reads and writes, as OpenAI's ``prompt_tokens`` include cached tokens).
+
+Errors: Anthropic's ``{"type": "error", "error": {"type", "message"}}``; 529
+``overloaded_error`` is retried by the router; a 429 whose
+``error.details.error_code`` is ``enforced_spend_limit_reached`` is not.
+
+Wire format: https://docs.anthropic.com/en/api/messages,
+https://docs.anthropic.com/en/docs/build-with-claude/streaming, https://docs.anthropic.com/en/api/errors
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from urllib3.exceptions import ReadTimeoutError
+
+from ..errors import InvalidRequest
+from ..keys import KeyProvider
+from ..retry import UpstreamHTTPError, UpstreamStreamError, parse_retry_after
+from ..routing import Deployment
+from .base import Timeout, UpstreamReply, Usage
+from .http import iter_sse
+from .openai import scrub
+from .translate import (
+    ChunkMaker,
+    check_params,
+    completion,
+    data_url,
+    function_tools,
+    max_tokens,
+    merge_same_role,
+    refuse,
+    stop_list,
+    text_of,
+    tool_arguments,
+)
+
+PROVIDER = "anthropic"
+SUPPORTED = frozenset({
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream",
+    "stream_options", "tools", "tool_choice", "parallel_tool_calls", "user", "n", "response_format",
+})
+FINISH_REASONS = {
+    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+    "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter",
+}
+# Error event types in a stream -> the HTTP status the same error has as a response.
+ERROR_STATUSES = {
+    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402, "permission_error": 403,
+    "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
+    "timeout_error": 504, "overloaded_error": 529,
+}
+
+
+def _image(part: dict[str, Any], param: str) -> dict[str, Any]:
+    url = str((part.get("image_url") or {}).get("url") or "")
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    media_type, data = data_url(url, param)
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
+def _blocks(content: Any, param: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+        elif kind == "image_url":
+            blocks.append(_image(part, f"{param}[{j}]"))
+        else:
+            raise refuse(PROVIDER, f"{param}[{j}]", f"content part '{kind}'")
+    return blocks
+
+
+def to_anthropic(body: dict[str, Any], deployment: Deployment) -> dict[str, Any]:
+    """The Messages API request for an OpenAI Chat Completions request."""
+    check_params(body, PROVIDER, SUPPORTED)
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for i, m in enumerate(body["messages"]):
+        role, where = m.get("role"), f"messages[{i}]"
+        for key in m:
+            if key not in ("role", "content", "tool_calls", "tool_call_id") and m[key] is not None:
+                raise refuse(PROVIDER, f"{where}.{key}")
+        if role in ("system", "developer"):
+            system.append(text_of(m.get("content"), PROVIDER, f"{where}.content"))
+        elif role == "user":
+            turns.append({"role": "user", "content": _blocks(m.get("content"), f"{where}.content")})
+        elif role == "assistant":
+            blocks = _blocks(m.get("content"), f"{where}.content")
+            for k, call in enumerate(m.get("tool_calls") or ()):
+                blocks.append({"type": "tool_use", "id": call.get("id"),
+                               "name": (call.get("function") or {}).get("name"),
+                               "input": tool_arguments(call, f"{where}.tool_calls[{k}].function.arguments")})
+            turns.append({"role": "assistant", "content": blocks})
+        elif role == "tool":
+            result = text_of(m.get("content"), PROVIDER, f"{where}.content")
+            turns.append({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": m.get("tool_call_id"), "content": result}]})
+        else:
+            raise refuse(PROVIDER, f"{where}.role", f"the '{role}' role")
+    if not turns:
+        raise InvalidRequest("At least one user or assistant message is required.", param="messages")
+    messages = []
+    for turn in merge_same_role(turns):
+        content = turn["content"]
+        if len(content) == 1 and content[0]["type"] == "text":
+            content = content[0]["text"]  # the plain-string form, as the API reference writes it
+        messages.append({"role": turn["role"], "content": content})
+
+    out: dict[str, Any] = {"model": deployment.model, "max_tokens": max_tokens(body, deployment.default_max_tokens),
+                           "messages": messages}
+    if system:
+        out["system"] = "\n\n".join(system)
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p")):
+        if body.get(ours) is not None:
+            out[theirs] = body[ours]
+    stops = stop_list(body)
+    if stops:
+        out["stop_sequences"] = stops
+    tools = function_tools(body, PROVIDER)
+    if tools:
+        out["tools"] = [{k: v for k, v in (("name", t["name"]), ("description", t["description"]),
+                                            ("input_schema", t["parameters"])) if v is not None} for t in tools]
+    choice = _tool_choice(body.get("tool_choice"))
+    if body.get("parallel_tool_calls") is False and tools:
+        choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+    if choice is not None:
+        out["tool_choice"] = choice
+    if body.get("user"):
+        out["metadata"] = {"user_id": str(body["user"])}
+    if body.get("stream"):
+        out["stream"] = True
+    return out
+
+
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+    raise InvalidRequest("Invalid 'tool_choice'.", param="tool_choice")
+
+
+def usage_of(usage: dict[str, Any] | None) -> Usage:
+    usage = usage or {}
+    prompt = sum(int(usage.get(k) or 0) for k in
+                 ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    return Usage(prompt, int(usage.get("output_tokens") or 0))
+
+
+def from_anthropic(data: dict[str, Any]) -> UpstreamReply:
+    """An OpenAI ``chat.completion`` for a Messages API response."""
+    text, calls = [], []
+    for block in data.get("content") or ():
+        if block.get("type") == "text":
+            text.append(block.get("text", ""))
+        elif block.get("type") == "tool_use":
+            calls.append({"id": block.get("id"), "type": "function",
+                          "function": {"name": block.get("name"),
+                                       "arguments": json.dumps(block.get("input") or {}, separators=(",", ":"))}})
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    usage = usage_of(data.get("usage"))
+    finish = FINISH_REASONS.get(data.get("stop_reason") or "", "stop")
+    return UpstreamReply(completion(data.get("model", ""), message, finish, usage, data.get("id")), usage)
+
+
+class StreamTranslator:
+    """Messages API stream events -> OpenAI chunks. ``done`` once ``message_stop`` arrived."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.chunks = ChunkMaker(model)
+        self.include_usage = include_usage
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.tool_index: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
+        self.done = False
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens)
+
+    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self.chunks.id = message.get("id") or self.chunks.id
+            self.chunks.model = message.get("model") or self.chunks.model
+            usage = usage_of(message.get("usage"))
+            self.prompt_tokens, self.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+            return []  # the role goes out with the first delta, so an early error can still fall back
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self.tool_index[event.get("index", 0)] = len(self.tool_index)
+                return [self.chunks.chunk({"tool_calls": [{"index": index, "id": block.get("id"), "type": "function",
+                                                           "function": {"name": block.get("name"),
+                                                                        "arguments": ""}}]})]
+            if block.get("type") == "text" and block.get("text"):
+                return [self.chunks.chunk({"content": block["text"]})]
+            return []
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return [self.chunks.chunk({"content": delta.get("text", "")})]
+            if delta.get("type") == "input_json_delta":
+                index = self.tool_index.get(event.get("index", 0), 0)
+                return [self.chunks.chunk({"tool_calls": [{"index": index, "function": {
+                    "arguments": delta.get("partial_json", "")}}]})]
+            return []  # thinking / signature deltas: not requested by this gateway
+        if kind == "message_delta":
+            if (event.get("usage") or {}).get("output_tokens") is not None:
+                self.completion_tokens = int(event["usage"]["output_tokens"])  # cumulative
+            reason = (event.get("delta") or {}).get("stop_reason")
+            if reason:
+                return [self.chunks.chunk({}, FINISH_REASONS.get(reason, "stop"))]
+            return []
+        if kind == "message_stop":
+            self.done = True
+            return [self.chunks.usage(self.usage)] if self.include_usage else []
+        return []  # ping, content_block_stop, and event types added later
+
+
+def error_from_body(status: int, payload: Any, headers: Any, secret: str | None) -> UpstreamHTTPError:
+    message, code = f"Upstream returned HTTP {status}.", None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or message)
+        details = error.get("details") if isinstance(error.get("details"), dict) else {}
+        code = details.get("error_code") or error.get("type")
+    return UpstreamHTTPError(status, scrub(message, secret), code=code,
+                             retry_after=parse_retry_after(headers) if headers is not None else None)
+
+
+class AnthropicProvider:
+    def __init__(self, deployment: Deployment, keys: KeyProvider, session: requests.Session | None = None):
+        self.deployment = deployment
+        self.name = deployment.name
+        self.keys = keys
+        self.session = session or requests.Session()
+        self.url = deployment.url + "/v1/messages"
+
+    def _headers(self, key: str) -> dict[str, str]:
+        return {"Content-Type": "application/json", "Accept": "application/json", "x-api-key": key,
+                "anthropic-version": self.deployment.version or "2023-06-01"}
+
+    def _post(self, payload: dict[str, Any], timeout: Timeout, stream: bool) -> tuple[requests.Response, str]:
+        ref = self.deployment.key_ref
+        assert ref is not None  # routing requires a key ref for anthropic
+        key = self.keys.get(ref)
+        resp = self.session.post(self.url, json=payload, headers=self._headers(key), timeout=timeout, stream=stream)
+        if resp.status_code == 401:
+            resp.close()
+            key = self.keys.refresh(ref)  # rotated key: decrypt again, once
+            resp = self.session.post(self.url, json=payload, headers=self._headers(key), timeout=timeout,
+                                     stream=stream)
+        if resp.status_code >= 400:
+            try:
+                payload_ = resp.json()
+            except ValueError:
+                payload_ = None
+            finally:
+                resp.close()
+            raise error_from_body(resp.status_code, payload_, resp.headers, key)
+        return resp, key
+
+    def complete(self, body: dict[str, Any], timeout: Timeout) -> UpstreamReply:
+        payload = to_anthropic({**body, "stream": False}, self.deployment)
+        resp, _ = self._post(payload, timeout, stream=False)
+        try:
+            data = resp.json()
+            if data.get("type") != "message":
+                raise ValueError("not a message")
+            return from_anthropic(data)
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise UpstreamHTTPError(502, "Upstream returned a malformed message.") from exc
+
+    def stream(self, body: dict[str, Any], timeout: Timeout) -> Iterator[dict[str, Any]]:
+        payload = to_anthropic({**body, "stream": True}, self.deployment)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        translator = StreamTranslator(self.deployment.model, include_usage)
+        resp, key = self._post(payload, timeout, stream=True)
+        started = False
+        try:
+            for _, data in iter_sse(resp.iter_lines(chunk_size=None)):
+                try:
+                    event = json.loads(data)
+                except json.JSONDecodeError as exc:
+                    if started:
+                        raise UpstreamStreamError("malformed", "The upstream sent a malformed event.") from exc
+                    raise UpstreamHTTPError(502, "The upstream sent a malformed event.") from exc
+                if event.get("type") == "error":
+                    error = event.get("error") or {}
+                    status = ERROR_STATUSES.get(error.get("type"), 502)
+                    failure = error_from_body(status, event, None, key)
+                    if started:
+                        raise UpstreamStreamError("error", f"The upstream stream failed: {failure.message}")
+                    raise failure
+                for chunk in translator.feed(event):
+                    started = True
+                    yield chunk
+                if translator.done:
+                    return
+            if started:
+                raise UpstreamStreamError("cut", "The upstream stream ended before the reply was complete.")
+            raise UpstreamHTTPError(502, "The upstream stream ended before it began.")
+        except requests.RequestException as exc:
+            if not started:
+                if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+                    raise
+                raise requests.ConnectionError("The upstream stream broke before it began.") from exc
+            stalled = any(isinstance(a, ReadTimeoutError) for a in exc.args)
+            raise UpstreamStreamError("stall" if stalled else "cut", "The upstream stream failed.") from exc
+        finally:
+            resp.close()

@@ -1,0 +1,35 @@
+"""Azure OpenAI: OpenAI Chat Completions at a resource's deployment URL.
+
+Differences from OpenAI, all in the request line and headers: the deployment name is
+part of the URL (``{base_url}/openai/deployments/{deployment}/chat/completions``), the
+API version is the ``api-version`` query parameter, and the key goes in the ``api-key``
+header. Bodies, streams and errors are OpenAI's, so everything else (including the
+stream, once the OpenAI provider has it) is inherited. Azure's 429s sometimes carry
+``retry-after-ms`` / ``Retry-After`` and sometimes neither; without one the router
+falls back to its own jittered backoff (``parse_retry_after`` returns None).
+
+Wire format: https://learn.microsoft.com/en-us/azure/ai-services/openai/reference
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import requests
+
+from ..keys import KeyProvider
+from ..routing import Deployment
+from .openai import OpenAIProvider
+
+
+class AzureOpenAIProvider(OpenAIProvider):
+    def __init__(self, deployment: Deployment, keys: KeyProvider, session: requests.Session | None = None):
+        super().__init__(deployment, keys, session)
+        self.url = (f"{deployment.url}/openai/deployments/{quote(deployment.model, safe='')}/chat/completions"
+                    f"?api-version={quote(deployment.version or '', safe='')}")
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if key:
+            headers["api-key"] = key
+        return headers

@@ -1,0 +1,323 @@
+"""Amazon Bedrock Converse / ConverseStream (boto3 ``bedrock-runtime``) behind the OpenAI shape.
+
+Authentication is the function's IAM role (no key). The client is passed in, or built
+on first use (so a cold start that never calls Bedrock does not pay for it) with
+botocore's own retries off — the router's policy is the one retry layer — and the
+deployment's timeouts and proxy. botocore fixes timeouts per client, so a Bedrock
+attempt is bounded by the deployment's read timeout, not re-capped to the request's
+deadline per call as the HTTP providers are.
+
+Errors map to statuses the router understands: ``ThrottlingException`` → 429 and
+``ModelNotReadyException`` / ``ServiceUnavailableException`` → 503 (retried);
+``ModelTimeoutException`` → 408 (retried); ``ValidationException`` → 400 (not retried);
+``ServiceQuotaExceededException`` → a 429 that is not retried; connection errors and
+timeouts become the ``requests`` exceptions the provider protocol promises.
+
+Wire format: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html,
+https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseStream.html
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import requests
+
+from ..errors import InvalidRequest
+from ..retry import UpstreamHTTPError, UpstreamStreamError
+from ..routing import Deployment
+from .base import Timeout, UpstreamReply, Usage
+from .openai import scrub
+from .translate import (
+    ChunkMaker,
+    check_params,
+    completion,
+    data_url,
+    function_tools,
+    max_tokens,
+    merge_same_role,
+    refuse,
+    stop_list,
+    text_of,
+    tool_arguments,
+)
+
+PROVIDER = "bedrock"
+SUPPORTED = frozenset({
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream",
+    "stream_options", "tools", "tool_choice", "parallel_tool_calls", "user", "n", "response_format",
+})
+FINISH_REASONS = {
+    "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls", "guardrail_intervened": "content_filter", "content_filtered": "content_filter",
+}
+ERROR_STATUSES = {
+    "ValidationException": 400, "AccessDeniedException": 403, "ResourceNotFoundException": 404,
+    "ModelTimeoutException": 408, "ThrottlingException": 429, "ServiceQuotaExceededException": 429,
+    "ModelErrorException": 502, "InternalServerException": 500, "ModelStreamErrorException": 502,
+    "ServiceUnavailableException": 503, "ModelNotReadyException": 503,
+}
+IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
+                 "image/webp": "webp"}
+
+
+def _content(content: Any, param: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        where = f"{param}[{j}]"
+        if kind == "text":
+            if part.get("text"):
+                blocks.append({"text": str(part["text"])})
+        elif kind == "image_url":
+            url = str((part.get("image_url") or {}).get("url") or "")
+            if not url.startswith("data:"):
+                raise refuse(PROVIDER, where, "an image URL (send the image as a base64 data URL)")
+            media_type, data = data_url(url, where)
+            if media_type not in IMAGE_FORMATS:
+                raise refuse(PROVIDER, where, f"image type '{media_type}'")
+            blocks.append({"image": {"format": IMAGE_FORMATS[media_type],
+                                     "source": {"bytes": base64.b64decode(data)}}})
+        else:
+            raise refuse(PROVIDER, where, f"content part '{kind}'")
+    return blocks
+
+
+def to_converse(body: dict[str, Any], deployment: Deployment) -> dict[str, Any]:
+    """The keyword arguments of ``converse`` / ``converse_stream`` for an OpenAI request."""
+    check_params(body, PROVIDER, SUPPORTED)
+    system: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
+    for i, m in enumerate(body["messages"]):
+        role, where = m.get("role"), f"messages[{i}]"
+        for key in m:
+            if key not in ("role", "content", "tool_calls", "tool_call_id") and m[key] is not None:
+                raise refuse(PROVIDER, f"{where}.{key}")
+        if role in ("system", "developer"):
+            text = text_of(m.get("content"), PROVIDER, f"{where}.content")
+            if text:
+                system.append({"text": text})
+        elif role == "user":
+            turns.append({"role": "user", "content": _content(m.get("content"), f"{where}.content")})
+        elif role == "assistant":
+            blocks = _content(m.get("content"), f"{where}.content")
+            for k, call in enumerate(m.get("tool_calls") or ()):
+                arguments = tool_arguments(call, f"{where}.tool_calls[{k}].function.arguments")
+                blocks.append({"toolUse": {"toolUseId": call.get("id"),
+                                           "name": (call.get("function") or {}).get("name"), "input": arguments}})
+            turns.append({"role": "assistant", "content": blocks})
+        elif role == "tool":
+            text = text_of(m.get("content"), PROVIDER, f"{where}.content")
+            turns.append({"role": "user", "content": [
+                {"toolResult": {"toolUseId": m.get("tool_call_id"), "content": [{"text": text}]}}]})
+        else:
+            raise refuse(PROVIDER, f"{where}.role", f"the '{role}' role")
+    if not turns:
+        raise InvalidRequest("At least one user or assistant message is required.", param="messages")
+
+    out: dict[str, Any] = {"modelId": deployment.model, "messages": merge_same_role(turns)}
+    if system:
+        out["system"] = system
+    inference: dict[str, Any] = {"maxTokens": max_tokens(body, deployment.default_max_tokens)}
+    if body.get("temperature") is not None:
+        inference["temperature"] = float(body["temperature"])
+    if body.get("top_p") is not None:
+        inference["topP"] = float(body["top_p"])
+    stops = stop_list(body)
+    if stops:
+        inference["stopSequences"] = stops
+    out["inferenceConfig"] = inference
+    tools = function_tools(body, PROVIDER)
+    if body.get("parallel_tool_calls") is False and tools:
+        raise refuse(PROVIDER, "parallel_tool_calls", "'parallel_tool_calls': false")
+    if tools:
+        spec = []
+        for t in tools:
+            tool_spec: dict[str, Any] = {"name": t["name"], "inputSchema": {"json": t["parameters"]}}
+            if t["description"]:
+                tool_spec["description"] = t["description"]
+            spec.append({"toolSpec": tool_spec})
+        config: dict[str, Any] = {"tools": spec}
+        choice = body.get("tool_choice")
+        if choice == "none":
+            raise refuse(PROVIDER, "tool_choice", "tool_choice 'none'")
+        if choice == "required":
+            config["toolChoice"] = {"any": {}}
+        elif choice == "auto":
+            config["toolChoice"] = {"auto": {}}
+        elif isinstance(choice, dict) and choice.get("type") == "function":
+            config["toolChoice"] = {"tool": {"name": (choice.get("function") or {}).get("name")}}
+        elif choice is not None:
+            raise InvalidRequest("Invalid 'tool_choice'.", param="tool_choice")
+        out["toolConfig"] = config
+    elif body.get("tool_choice") not in (None, "none", "auto"):
+        raise InvalidRequest("'tool_choice' needs 'tools'.", param="tool_choice")
+    if body.get("user"):
+        out["requestMetadata"] = {"user": str(body["user"])[:256]}
+    return out
+
+
+def usage_of(usage: dict[str, Any] | None) -> Usage:
+    usage = usage or {}
+    prompt = sum(int(usage.get(k) or 0) for k in ("inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"))
+    return Usage(prompt, int(usage.get("outputTokens") or 0))
+
+
+def from_converse(resp: dict[str, Any], model: str) -> UpstreamReply:
+    text, calls = [], []
+    for block in ((resp.get("output") or {}).get("message") or {}).get("content") or ():
+        if "text" in block:
+            text.append(block["text"])
+        elif "toolUse" in block:
+            use = block["toolUse"]
+            calls.append({"id": use.get("toolUseId"), "type": "function",
+                          "function": {"name": use.get("name"),
+                                       "arguments": json.dumps(use.get("input") or {}, separators=(",", ":"))}})
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    usage = usage_of(resp.get("usage"))
+    request_id = (resp.get("ResponseMetadata") or {}).get("RequestId")
+    finish = FINISH_REASONS.get(resp.get("stopReason") or "", "stop")
+    return UpstreamReply(completion(model, message, finish, usage, f"chatcmpl-{request_id}" if request_id else None),
+                         usage)
+
+
+class StreamTranslator:
+    """ConverseStream events -> OpenAI chunks. ``done`` once ``messageStop`` arrived."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.chunks = ChunkMaker(model)
+        self.include_usage = include_usage
+        self.tool_index: dict[int, int] = {}
+        self.stopped = False
+        self.usage: Usage | None = None
+
+    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        if "contentBlockStart" in event:
+            start = event["contentBlockStart"]
+            use = (start.get("start") or {}).get("toolUse")
+            if use:
+                index = self.tool_index[start.get("contentBlockIndex", 0)] = len(self.tool_index)
+                return [self.chunks.chunk({"tool_calls": [{"index": index, "id": use.get("toolUseId"),
+                                                           "type": "function",
+                                                           "function": {"name": use.get("name"), "arguments": ""}}]})]
+            return []
+        if "contentBlockDelta" in event:
+            block = event["contentBlockDelta"]
+            delta = block.get("delta") or {}
+            if "text" in delta:
+                return [self.chunks.chunk({"content": delta["text"]})]
+            if "toolUse" in delta:
+                index = self.tool_index.get(block.get("contentBlockIndex", 0), 0)
+                return [self.chunks.chunk({"tool_calls": [{"index": index, "function": {
+                    "arguments": delta["toolUse"].get("input", "")}}]})]
+            return []  # reasoning content: not requested by this gateway
+        if "messageStop" in event:
+            self.stopped = True
+            reason = event["messageStop"].get("stopReason") or ""
+            return [self.chunks.chunk({}, FINISH_REASONS.get(reason, "stop"))]
+        if "metadata" in event:
+            self.usage = usage_of(event["metadata"].get("usage"))
+            return [self.chunks.usage(self.usage)] if self.include_usage else []
+        return []  # messageStart (the role goes out with the first delta), contentBlockStop
+
+
+def upstream_error(exc: Exception) -> Exception:
+    """A botocore failure as the provider protocol's exceptions."""
+    from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error") or {}
+        code = str(error.get("Code") or "")
+        code = code[:1].upper() + code[1:]  # in-stream exceptions are named like union members: throttlingException
+        status = ERROR_STATUSES.get(code) or int((exc.response.get("ResponseMetadata") or {})
+                                                 .get("HTTPStatusCode") or 502)
+        return UpstreamHTTPError(status, scrub(str(error.get("Message") or code), None), code=code)
+    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
+        return requests.Timeout(f"Bedrock did not answer in time ({type(exc).__name__}).")
+    return requests.ConnectionError(f"Could not reach Bedrock ({type(exc).__name__}).")
+
+
+def _botocore_errors() -> tuple[type[Exception], ...]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError)
+
+
+class BedrockProvider:
+    def __init__(self, deployment: Deployment, client: Any = None, *, region: str | None = None,
+                 connect_timeout: float = 3.05, read_timeout: float = 60.0,
+                 client_factory: Callable[[], Any] | None = None) -> None:
+        self.deployment = deployment
+        self.name = deployment.name
+        self._client = client
+        self._region = deployment.region or region
+        self._connect_timeout = deployment.connect_timeout or connect_timeout
+        self._read_timeout = deployment.read_timeout or read_timeout
+        self._factory = client_factory
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:  # first use: boto3 is not imported on cold start for a Bedrock-less path
+            self._client = self._factory() if self._factory else self._build_client()
+        return self._client
+
+    def _build_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"mode": "standard", "total_max_attempts": 1},  # the router's policy is the one retry layer
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            tcp_keepalive=True,
+            proxies={"http": self.deployment.proxy, "https": self.deployment.proxy} if self.deployment.proxy else None,
+        )
+        return boto3.session.Session().client("bedrock-runtime", region_name=self._region,
+                                              endpoint_url=self.deployment.base_url or None, config=config)
+
+    def complete(self, body: dict[str, Any], timeout: Timeout) -> UpstreamReply:
+        kwargs = to_converse(body, self.deployment)
+        try:
+            resp = self.client.converse(**kwargs)
+        except _botocore_errors() as exc:
+            raise upstream_error(exc) from exc
+        return from_converse(resp, self.deployment.model)
+
+    def stream(self, body: dict[str, Any], timeout: Timeout) -> Iterator[dict[str, Any]]:
+        kwargs = to_converse(body, self.deployment)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        translator = StreamTranslator(self.deployment.model, include_usage)
+        try:
+            events = self.client.converse_stream(**kwargs)["stream"]
+        except _botocore_errors() as exc:
+            raise upstream_error(exc) from exc
+        started = False
+        try:
+            for event in events:
+                for chunk in translator.feed(event):
+                    started = True
+                    yield chunk
+            if not translator.stopped:
+                if started:
+                    raise UpstreamStreamError("cut", "The upstream stream ended before the reply was complete.")
+                raise UpstreamHTTPError(502, "The upstream stream ended before it began.")
+        except _botocore_errors() as exc:
+            failure = upstream_error(exc)
+            if started:
+                reason = "stall" if isinstance(failure, requests.Timeout) else (
+                    "error" if isinstance(failure, UpstreamHTTPError) else "cut")
+                raise UpstreamStreamError(reason, "The upstream stream failed.") from exc
+            raise failure from exc
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()

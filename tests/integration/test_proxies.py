@@ -1,0 +1,129 @@
+"""HTTPS_PROXY / NO_PROXY from the environment, and a per-deployment proxy, through a real proxy on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from llm_gateway.providers import build_provider
+from llm_gateway.routing import Deployment
+from tests.fakes import FakeKeys
+
+COMPLETION = {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "via"}, "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+
+
+class Recorder(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, label: str) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.label = label
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_CONNECT(self):  # a proxy asked to tunnel to an https upstream: record it, refuse it
+        self.server.seen.append(("CONNECT", self.path))
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self):  # a proxy (absolute URI) or an upstream (path): answer as the upstream would
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.server.seen.append(("POST", self.path))
+        body = json.dumps({**COMPLETION, "model": self.server.label}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def servers():
+    started = [Recorder("proxy"), Recorder("upstream")]
+    for server in started:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield started
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def provider(base_url: str, **kw):
+    deployment = Deployment(name="d", provider="openai_compatible", model="m", base_url=base_url, **kw)
+    return build_provider(deployment, FakeKeys({}), requests.Session(), region="us-east-1", connect_timeout=2,
+                          read_timeout=5)
+
+
+BODY = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_https_proxy_from_the_environment_is_used(servers, env):
+    proxy, _ = servers
+    env.setenv("HTTPS_PROXY", proxy.url)
+    with pytest.raises(requests.ConnectionError):  # our recording proxy refuses the tunnel
+        provider("https://api.upstream.example/v1").complete(BODY, (2, 5))
+    assert proxy.seen == [("CONNECT", "api.upstream.example:443")]
+
+
+def test_http_proxy_from_the_environment_carries_the_request(servers, env):
+    proxy, _ = servers
+    env.setenv("HTTP_PROXY", proxy.url)
+    reply = provider("http://upstream.example/v1").complete(BODY, (2, 5))
+    assert reply.body["model"] == "proxy"
+    assert proxy.seen == [("POST", "http://upstream.example/v1/chat/completions")]
+
+
+def test_no_proxy_hosts_bypass_the_environment_proxy(servers, env):
+    proxy, upstream = servers
+    env.setenv("HTTP_PROXY", proxy.url)
+    env.setenv("NO_PROXY", "127.0.0.1")
+    reply = provider(upstream.url + "/v1").complete(BODY, (2, 5))
+    assert reply.body["model"] == "upstream"
+    assert proxy.seen == [] and upstream.seen == [("POST", "/v1/chat/completions")]
+
+
+def test_a_deployment_proxy_is_used_without_any_environment_setting(servers, env):
+    proxy, _ = servers
+    reply = provider("http://upstream.example/v1", proxy=proxy.url).complete(BODY, (2, 5))
+    assert reply.body["model"] == "proxy"
+    assert proxy.seen == [("POST", "http://upstream.example/v1/chat/completions")]
+
+
+def test_a_deployment_proxy_wins_over_the_environment(servers, env):
+    proxy, other = servers
+    env.setenv("HTTP_PROXY", other.url)
+    provider("http://upstream.example/v1", proxy=proxy.url).complete(BODY, (2, 5))
+    assert proxy.seen == [("POST", "http://upstream.example/v1/chat/completions")] and other.seen == []
+
+
+def test_deployments_without_a_proxy_keep_the_shared_session(servers, env):
+    shared = requests.Session()
+    plain = Deployment(name="a", model="m", base_url="http://x.test/v1")
+    proxied = Deployment(name="b", model="m", base_url="http://x.test/v1", proxy=servers[0].url)
+    assert build_provider(plain, FakeKeys({}), shared, region="r", connect_timeout=1, read_timeout=1).session is shared
+    assert build_provider(proxied, FakeKeys({}), shared, region="r", connect_timeout=1,
+                          read_timeout=1).session is not shared
