@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     retry_budget_ratio: float = Field(0.2, ge=0, le=1)
     retry_budget_min_per_second: float = Field(2.0, ge=0)
     lease_grace_seconds: float = Field(5.0, ge=0)
+    # A streamed turn holds a short lease and renews it while chunks flow, so a crashed stream
+    # blocks its conversation for at most this long. It must exceed the longest silence allowed
+    # between chunks (the read timeout) plus the renewal interval.
+    stream_lease_seconds: float = Field(90.0, gt=0)
+    stream_lease_renew_seconds: float = Field(15.0, gt=0)
 
     # --- auth --------------------------------------------------------------------
     auth_cache_seconds: float = Field(30.0, ge=0)
