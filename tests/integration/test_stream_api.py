@@ -100,8 +100,13 @@ def test_client_disconnect_leaves_no_thread_socket_lease_or_message(aws, capsys)
         assert wait_until(lambda: not lease_of(live, conv))
         assert live.services.conversations.messages("tenant-live", conv, limit=10, after=None) == ([], False)
         # the request is over and its metrics were flushed with the outcome
-        assert wait_until(lambda: any("StreamOutcome_client_disconnect" in r
-                                      for r in emf_records(capsys.readouterr().out)))
+        out: list[str] = []
+
+        def flushed() -> bool:
+            out.append(capsys.readouterr().out)
+            return any("StreamOutcome_client_disconnect" in r for r in emf_records("".join(out)))
+
+        assert wait_until(flushed)
 
 
 def test_stall_mid_stream_ends_with_an_error_event_and_is_counted(aws, capsys):
@@ -119,8 +124,13 @@ def test_stall_mid_stream_ends_with_an_error_event_and_is_counted(aws, capsys):
         live.upstream.release()
         assert not lease_of(live, conv)
         assert live.services.conversations.messages("tenant-live", conv, limit=10, after=None) == ([], False)
-        records = emf_records(capsys.readouterr().out)
-        streamed = [r for r in records if "StreamChunks" in r]
+        out: list[str] = []
+
+        def streamed() -> list[dict]:  # flushed once the response has ended, which may trail the client
+            out.append(capsys.readouterr().out)
+            return [r for r in emf_records("".join(out)) if "StreamChunks" in r]
+
+        streamed = wait_until(streamed)
         assert streamed and streamed[-1]["StreamOutcome_upstream_error"] == [1.0]
         assert streamed[-1]["StreamChunks"] == [3.0] and streamed[-1]["UpstreamErrors_stream_stall"] == [1.0]
         assert streamed[-1]["TimeToFirstToken"][0] > 0

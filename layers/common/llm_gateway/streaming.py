@@ -20,6 +20,7 @@ be called concurrently (from the event loop, when the client disconnects).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -154,6 +155,7 @@ class ChatStream:
         self._lock = threading.Lock()
         self._aborted = threading.Event()
         self._closed = False
+        self._shut = False  # upstream closed and lease let go
         self._committed = False
         self._next_renewal = time.monotonic() + renew_every
 
@@ -186,13 +188,14 @@ class ChatStream:
                     raise UpstreamTimeout("The stream reached the request's time limit before the reply was complete.",
                                           code="stream_deadline_exceeded")
                 self._renew_lease()
-            except GatewayError:
+            except BaseException as exc:
                 if self.stats.outcome is None:
-                    self._end("client_disconnect" if self._aborted.is_set() else "upstream_error")
-                raise
-            except BaseException:
-                if self.stats.outcome is None:
-                    self._end("client_disconnect" if self._aborted.is_set() else "internal_error")
+                    failed = "upstream_error" if isinstance(exc, GatewayError) else "internal_error"
+                    self._end("client_disconnect" if self._aborted.is_set() else failed)
+                # Let go of the upstream and the conversation before the client hears of the
+                # failure, so a client retrying at once is not told the conversation is busy.
+                with contextlib.suppress(Exception):
+                    self._shutdown()
                 raise
             if self.conversation_id is not None:
                 chunk["conversation_id"] = self.conversation_id
@@ -257,8 +260,14 @@ class ChatStream:
             self._closed = True
             if self.stats.outcome is None:
                 self._end("client_disconnect")
-            try:
-                self.routed.close()
-            finally:
-                if self.turn is not None and not self._committed:
-                    self.turn.release()
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._shut:
+            return
+        self._shut = True
+        try:
+            self.routed.close()
+        finally:
+            if self.turn is not None and not self._committed:
+                self.turn.release()
