@@ -14,9 +14,10 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_gateway.auth import Caller
@@ -34,6 +35,7 @@ from llm_gateway.observability import RequestMetrics, logger
 from llm_gateway.runtime import Services, build_services
 from llm_gateway.service import TurnReport
 from llm_gateway.settings import get_settings
+from llm_gateway.streaming import ChatStream, StreamReport
 
 VERSION = "0.1.0"
 DEPLOYMENT_HEADER = "x-llm-gateway-deployment"  # which deployment of the alias answered
@@ -84,7 +86,7 @@ class GatewayMiddleware:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = request_id_from(headers)
         metrics = RequestMetrics(scope["path"] if scope["path"] in ("/health",) else "api")
-        scope.setdefault("state", {}).update(request_id=request_id, metrics=metrics, headers=headers)
+        scope.setdefault("state", {}).update(request_id=request_id, metrics=metrics, headers=headers, started=started)
         logger.set_correlation_id(request_id)
         status = {"code": 500}
 
@@ -132,6 +134,66 @@ class GatewayMiddleware:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def sse_event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class ChatStreamResponse(StreamingResponse):
+    """SSE for a streamed turn: one event per chunk, then ``[DONE]`` — or, if the turn fails
+    after the first byte, a final OpenAI-shaped error event and no ``[DONE]``.
+
+    Each chunk is fetched in a worker thread and sent at once (no buffering). ``__call__``
+    always ends the turn: when the client goes away Starlette cancels the body, and the
+    cleanup here wakes the worker blocked on the upstream (``abort``), then closes the
+    stream (upstream connection, lease) and records the turn's metrics — before the
+    middleware flushes them.
+    """
+
+    def __init__(self, stream: ChatStream, report: TurnReport, metrics: RequestMetrics) -> None:
+        self.stream = stream
+        self.report = report
+        self.metrics = metrics
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        if stream.conversation_id:
+            headers["x-conversation-id"] = stream.conversation_id
+        if report.deployment:
+            headers[DEPLOYMENT_HEADER] = report.deployment
+        super().__init__(self._events(), media_type="text/event-stream", headers=headers)
+
+    async def _events(self):
+        while True:
+            try:
+                chunk = await anyio.to_thread.run_sync(self.stream.next_chunk, abandon_on_cancel=True)
+            except GatewayError as exc:
+                logger.warning("stream failed after the first byte",
+                               extra={"error_code": exc.code, "outcome": self.stream.stats.outcome})
+                yield sse_event(to_http(exc).body)
+                return
+            except Exception as exc:
+                logger.exception("stream failed", extra={"error_type": type(exc).__name__})
+                yield sse_event(internal_error().body)
+                return
+            if chunk is None:
+                yield SSE_DONE
+                return
+            yield sse_event(chunk)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                self.stream.abort()  # no-op unless the stream is still running (client gone)
+                await anyio.to_thread.run_sync(self.stream.close)
+                stats = self.stream.stats
+                logger.info("stream", extra={"outcome": stats.outcome, "chunks": stats.chunks,
+                                             "ttft_ms": stats.first_token_ms, "duration_ms": stats.duration_ms})
+                self.metrics.turn(self.report)
 
 
 def error_response(exc: GatewayError) -> JSONResponse:
@@ -221,13 +283,13 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
             "data": [{"id": name, "object": "model", "created": 0, "owned_by": "llm-gateway"} for name in aliases],
         }
 
-    @app.post("/v1/chat/completions", tags=["chat"])
+    @app.post("/v1/chat/completions", tags=["chat"], response_model=None)
     def chat_completions(body: ChatCompletionRequest, request: Request, response: Response,
-                         who: CallerDep) -> dict[str, Any]:
-        if body.stream:
-            raise InvalidRequest("Streaming is not supported yet; send 'stream': false.", param="stream")
+                         who: CallerDep) -> dict[str, Any] | Response:
         svc = services()
         state = request.state
+        if body.stream:
+            return stream_chat(svc, body, state, who)
         deadline = deadline_for(state.headers, svc.settings.request_deadline_seconds,
                                 svc.settings.deadline_margin_seconds)
         report = TurnReport()
@@ -237,6 +299,18 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
             return result
         finally:
             state.metrics.turn(report)
+
+    def stream_chat(svc: Services, body: ChatCompletionRequest, state: Any, who: Caller) -> Response:
+        # No 29 s buffered-integration limit for a stream: the stream deadline (and the Lambda's).
+        deadline = deadline_for(state.headers, svc.settings.stream_deadline_seconds,
+                                svc.settings.deadline_margin_seconds)
+        report = TurnReport(stream=StreamReport(state.started))
+        try:
+            stream = svc.chat.stream(who.tenant, body, deadline, report)
+        except BaseException:
+            state.metrics.turn(report)  # failed before the first byte: an ordinary JSON error follows
+            raise
+        return ChatStreamResponse(stream, report, state.metrics)
 
     @app.post("/v1/conversations", status_code=201, tags=["conversations"])
     def create_conversation(who: CallerDep, body: CreateConversation | None = None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from .service import TurnReport
 from .settings import get_settings
+from .streaming import StreamReport
 
 logger = Logger(service=get_settings().powertools_service_name)
 
@@ -69,6 +70,21 @@ class RequestMetrics:
         if report.conversation:
             self.add("HistoryMessages", report.history_messages)
             self.add("HistoryItemsRead", report.history_items_read)
+        if report.stream is not None:
+            self.stream(report.stream)
+
+    def stream(self, stream: StreamReport) -> None:
+        """Time to first chunk/token, duration, chunks, and the outcome as a bounded metric name."""
+        if stream.first_chunk_ms is not None:
+            self.add("TimeToFirstChunk", round(stream.first_chunk_ms, 2), MetricUnit.Milliseconds)
+        if stream.first_token_ms is not None:
+            self.add("TimeToFirstToken", round(stream.first_token_ms, 2), MetricUnit.Milliseconds)
+        if stream.outcome is None:  # the stream never began: an ordinary HTTP error was sent
+            return
+        if stream.duration_ms is not None:
+            self.add("StreamDuration", round(stream.duration_ms, 2), MetricUnit.Milliseconds)
+        self.add("StreamChunks", stream.chunks)
+        self.add(f"StreamOutcome_{stream.outcome}", 1)
 
     def flush(self) -> None:
         self._metrics.flush_metrics()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,14 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .providers.base import Provider, UpstreamReply
-from .retry import CallStats, DeadlineExceeded, RetryPolicy, UpstreamHTTPError, should_retry
+from .retry import (
+    CallStats,
+    DeadlineExceeded,
+    RetryPolicy,
+    UpstreamHTTPError,
+    UpstreamStreamError,
+    should_retry,
+)
 from .routing import Deployment, ModelAlias
 
 
@@ -143,6 +150,58 @@ class Chain:
         return 1 <= self.position < len(self.order)
 
 
+def stream_failure(exc: UpstreamStreamError) -> GatewayError:
+    """The error event that ends a stream the upstream broke after its first chunk."""
+    if exc.reason == "stall":
+        return UpstreamTimeout("The upstream stopped sending mid-stream; the reply is incomplete.",
+                               code="upstream_stream_stalled")
+    if exc.reason == "malformed":
+        return UpstreamError("The upstream sent a malformed chunk mid-stream; the reply is incomplete.",
+                             code="upstream_stream_malformed")
+    if exc.reason == "error":
+        return UpstreamError(f"The upstream failed mid-stream: {exc}", code="upstream_stream_error")
+    return UpstreamError("The upstream connection ended before the reply was complete.",
+                         code="upstream_stream_cut")
+
+
+class RoutedStream:
+    """A stream whose first chunk has arrived: yields it, then the rest, with no more retries.
+
+    A failure after the first chunk raises the GatewayError of :func:`stream_failure`.
+    """
+
+    def __init__(self, first: dict[str, Any], rest: Iterator[dict[str, Any]], deployment: Deployment,
+                 stats: CallStats) -> None:
+        self.deployment = deployment
+        self._first: dict[str, Any] | None = first
+        self._rest = rest
+        self._stats = stats
+
+    def __iter__(self) -> RoutedStream:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        try:
+            return next(self._rest)
+        except UpstreamStreamError as exc:
+            self._stats.error(f"stream_{exc.reason}")
+            raise stream_failure(exc) from exc
+
+    def close(self) -> None:
+        close = getattr(self._rest, "close", None)
+        if close is not None:
+            close()
+
+    def abort(self) -> None:
+        """Thread-safe: wake a read blocked on the upstream (if the provider supports it)."""
+        abort = getattr(self._rest, "abort", None)
+        if abort is not None:
+            abort()
+
+
 class Router:
     def __init__(self, providers: dict[str, Provider], policy: RetryPolicy, *,
                  connect_timeout: float, read_timeout: float,
@@ -179,6 +238,36 @@ class Router:
                 stats.upstream_seconds += time.perf_counter() - started
             chain.succeeded()
             return RoutedReply(reply, deployment)
+
+        try:
+            return self.policy.run(attempt, deadline, stats, switching=chain.switching)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise upstream_failure(exc, stats) from exc
+
+    def stream(self, alias: ModelAlias, body: dict[str, Any], deadline: Deadline, stats: CallStats) -> RoutedStream:
+        """Open a stream and wait for its first chunk, under the same retries and fallback as
+        :meth:`complete`. Once the first chunk is here nothing is retried: it is the caller's to send."""
+        chain = self.chain(alias, stats)
+
+        def attempt() -> RoutedStream:
+            deployment = chain.current()
+            started = time.perf_counter()
+            upstream = self.providers[deployment.name].stream(body, self._timeout(deployment, deadline))
+            try:
+                try:
+                    first = next(upstream)
+                except StopIteration:
+                    raise UpstreamHTTPError(502, "The upstream ended the stream before its first chunk.") from None
+            except Exception as exc:
+                getattr(upstream, "close", lambda: None)()
+                chain.failed(exc)
+                raise
+            finally:
+                stats.upstream_seconds += time.perf_counter() - started
+            chain.succeeded()
+            return RoutedStream(first, upstream, deployment, stats)
 
         try:
             return self.policy.run(attempt, deadline, stats, switching=chain.switching)

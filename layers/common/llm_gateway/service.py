@@ -10,11 +10,13 @@ from typing import Any
 from .deadline import Deadline
 from .errors import ContextLengthExceeded, InvalidRequest, PayloadTooLarge
 from .models import ChatCompletionRequest, ChatMessage
+from .providers.base import Usage
 from .retry import CallStats
 from .router import RoutedReply, Router
 from .routing import ModelAlias, Routing
 from .settings import Settings
-from .store import ConversationStore, History, NewMessage, StoredMessage, TurnAlreadyCommitted, TurnUsage
+from .store import ConversationStore, History, Lease, NewMessage, StoredMessage, TurnAlreadyCommitted, TurnUsage
+from .streaming import ChatStream, StreamReport
 from .tokens import TOKENS_PER_REPLY, count_message
 
 SYSTEM_ROLES = ("system", "developer")
@@ -34,6 +36,7 @@ class TurnReport:
     history_messages: int = 0
     history_items_read: int = 0
     conversation: bool = False
+    stream: StreamReport | None = None  # set for streamed turns
 
 
 @dataclass
@@ -44,6 +47,7 @@ class PreparedTurn:
     upstream_messages: list[dict[str, Any]]
     new_messages: list[NewMessage]
     system: tuple[str, int] | None = None  # a new system prompt for the conversation
+    prompt_tokens: int = 0  # our own count of what goes upstream (used when the upstream reports none)
 
 
 def system_text(messages: list[ChatMessage]) -> str:
@@ -203,7 +207,49 @@ class ChatService:
             upstream.append({"role": "system", "content": system_prompt[0]})
         upstream += [m.body for m in kept]
         upstream += [m.body for m in new_messages]
-        return PreparedTurn(alias, upstream, new_messages, system)
+        prompt_tokens = fixed + sum(m.tokens for m in kept) + TOKENS_PER_REPLY
+        return PreparedTurn(alias, upstream, new_messages, system, prompt_tokens)
+
+    # ---- streamed turns ---------------------------------------------------------
+    def stream(self, tenant: str, request: ChatCompletionRequest, deadline: Deadline,
+               report: TurnReport) -> ChatStream:
+        """Everything up to the upstream's first chunk; errors here are ordinary HTTP errors.
+
+        With ``conversation_id`` the turn lease is taken first (409 at once if another turn
+        holds it), before any upstream call, and is held — renewed while chunks flow — until
+        the stream commits or is closed.
+        """
+        if report.stream is None:
+            report.stream = StreamReport(time.perf_counter())
+        alias = self.validate(request)
+        report.alias = alias.name
+        if request.conversation_id is None:
+            messages = [m.wire() for m in request.messages]
+            routed = self.router.stream(alias, request.upstream_body(alias.name, messages), deadline, report.stats)
+            report.deployment = routed.deployment.name
+            return ChatStream(
+                routed, report, deadline, conversation_id=None, turn=None,
+                estimate_prompt_tokens=lambda: sum(count_message(m) for m in messages) + TOKENS_PER_REPLY,
+                renew_every=self.settings.stream_lease_renew_seconds,
+            )
+        report.conversation = True
+        # A short lease, renewed while chunks flow: a crashed stream blocks the conversation briefly.
+        lease_seconds = self.settings.stream_lease_seconds + self.settings.lease_grace_seconds
+        lease = self.store.acquire_lease(tenant, request.conversation_id, lease_seconds)
+        try:
+            turn = self.prepare(tenant, alias, request, lease.conversation, report)
+            routed = self.router.stream(alias, request.upstream_body(alias.name, turn.upstream_messages),
+                                        deadline, report.stats)
+        except BaseException:
+            self.store.release_lease(lease)
+            raise
+        report.deployment = routed.deployment.name
+        return ChatStream(
+            routed, report, deadline, conversation_id=request.conversation_id,
+            turn=_LeasedTurn(self.store, lease, turn, lease_seconds),
+            estimate_prompt_tokens=lambda: turn.prompt_tokens,
+            renew_every=self.settings.stream_lease_renew_seconds,
+        )
 
     @staticmethod
     def reply_message(routed: RoutedReply) -> NewMessage:
@@ -232,6 +278,28 @@ class ChatService:
         if conversation_id:
             body["conversation_id"] = conversation_id
         return body
+
+
+class _LeasedTurn:
+    """A streamed conversation turn's hold on its conversation (see streaming.StreamTurn)."""
+
+    def __init__(self, store: ConversationStore, lease: Lease, turn: PreparedTurn, lease_seconds: float) -> None:
+        self.store = store
+        self.lease = lease
+        self.turn = turn
+        self.lease_seconds = lease_seconds
+
+    def renew(self) -> None:
+        self.store.extend_lease(self.lease, self.lease_seconds)
+
+    def commit(self, reply: NewMessage, usage: Usage, cost_usd: float) -> None:
+        self.store.commit_turn(
+            self.lease, [*self.turn.new_messages, reply], system=self.turn.system,
+            usage=TurnUsage(usage.prompt_tokens, usage.completion_tokens, cost_usd),
+        )
+
+    def release(self) -> None:
+        self.store.release_lease(self.lease)
 
 
 def drop_orphans(messages: list[StoredMessage]) -> list[StoredMessage]:

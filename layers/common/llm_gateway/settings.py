@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     job_busy_wait_seconds: float = Field(10.0, ge=0)  # wait for an HTTP turn's lease before redelivery
     worker_concurrency: int = Field(10, ge=1, le=64)  # message groups processed at once per invocation
     worker_idempotency_ttl_seconds: int = Field(86_400, gt=0)  # Powertools idempotency records
+    # A streamed turn holds a short lease and renews it while chunks flow, so a crashed stream
+    # blocks its conversation for at most this long. It must exceed the longest silence allowed
+    # between chunks (the read timeout) plus the renewal interval.
+    stream_lease_seconds: float = Field(90.0, gt=0)
+    stream_lease_renew_seconds: float = Field(15.0, gt=0)
 
     # --- auth --------------------------------------------------------------------
     auth_cache_seconds: float = Field(30.0, ge=0)

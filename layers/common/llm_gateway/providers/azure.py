@@ -28,8 +28,8 @@ class AzureOpenAIProvider(OpenAIProvider):
         self.url = (f"{deployment.url}/openai/deployments/{quote(deployment.model, safe='')}/chat/completions"
                     f"?api-version={quote(deployment.version or '', safe='')}")
 
-    def _headers(self, key: str | None) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    def _headers(self, key: str | None, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": accept}
         if key:
             headers["api-key"] = key
         return headers

@@ -49,6 +49,8 @@ class Provider(Protocol):
         UpstreamHTTPError there, before any chunk. The read timeout applies between
         chunks. A failure after the first chunk (cut, malformed chunk, stall) raises
         UpstreamStreamError. The generator ends normally only when the upstream said
-        the reply is complete; closing it closes the upstream connection.
+        the reply is complete; closing it closes the upstream connection. A provider's
+        stream may also offer ``abort()``: callable from another thread, it wakes a read that
+        is blocked on a silent upstream (used when the client has gone away).
         """
         ...

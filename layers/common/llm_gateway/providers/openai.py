@@ -11,6 +11,7 @@ from ..keys import KeyProvider
 from ..retry import UpstreamHTTPError, parse_retry_after
 from ..routing import Deployment
 from .base import Timeout, UpstreamReply, Usage
+from .sse import SSEChunkStream
 
 _SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-*]{3,}|Bearer\s+\S+)")
 
@@ -47,8 +48,8 @@ class OpenAIProvider:
         self.session = session or requests.Session()
         self.url = deployment.url + "/chat/completions"
 
-    def _headers(self, key: str | None) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    def _headers(self, key: str | None, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": accept}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers
@@ -59,20 +60,39 @@ class OpenAIProvider:
             return None
         return self.keys.refresh(ref) if refresh else self.keys.get(ref)
 
-    def complete(self, body: dict[str, Any], timeout: Timeout) -> UpstreamReply:
-        body = {**body, "model": self.deployment.model}
+    def _post(self, body: dict[str, Any], timeout: Timeout, *, stream: bool) -> tuple[requests.Response, str | None]:
+        accept = "text/event-stream" if stream else "application/json"
         key = self._key()
-        resp = self.session.post(self.url, json=body, headers=self._headers(key), timeout=timeout)
+        resp = self.session.post(self.url, json=body, headers=self._headers(key, accept), timeout=timeout,
+                                 stream=stream)
         if resp.status_code == 401 and key is not None:
             # The key may have been rotated: decrypt it again, once, and retry at once.
             resp.close()
             key = self._key(refresh=True)
-            resp = self.session.post(self.url, json=body, headers=self._headers(key), timeout=timeout)
+            resp = self.session.post(self.url, json=body, headers=self._headers(key, accept), timeout=timeout,
+                                     stream=stream)
         if resp.status_code >= 400:
-            raise http_error(resp, key)
+            try:
+                raise http_error(resp, key)
+            finally:
+                resp.close()
+        return resp, key
+
+    def complete(self, body: dict[str, Any], timeout: Timeout) -> UpstreamReply:
+        body = {**body, "model": self.deployment.model}
+        resp, _ = self._post(body, timeout, stream=False)
         try:
             data = resp.json()
             data["choices"][0]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise UpstreamHTTPError(502, "Upstream returned a malformed completion.") from exc
         return UpstreamReply(data, Usage.from_openai(data.get("usage")))
+
+    def stream(self, body: dict[str, Any], timeout: Timeout) -> SSEChunkStream:
+        """One streamed attempt (see :meth:`Provider.stream`); nothing is sent until the first ``next()``."""
+        body = {**body, "model": self.deployment.model, "stream": True}
+
+        def open_response() -> tuple[requests.Response, str | None]:
+            return self._post(body, timeout, stream=True)
+
+        return SSEChunkStream(open_response)

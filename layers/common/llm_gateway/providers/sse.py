@@ -1,0 +1,201 @@
+"""Incremental Server-Sent Events over a ``requests`` streamed response, as OpenAI chunks.
+
+Written by hand (no SSE client library is a runtime dependency) because the relay must see
+every event the moment its bytes arrive: ``Response.iter_content(chunk_size=None)`` reads a
+non-chunked (close-delimited) body to the end before yielding, and ``iter_lines`` holds back
+partial lines across reads. We read with urllib3's ``read1`` — whatever bytes have arrived,
+chunked or not — and split events on blank lines (the SSE spec's dispatch rule).
+
+Failure semantics (the Provider protocol's stream contract):
+
+* before the first chunk is yielded, a failure is an ordinary failed attempt the router may
+  retry: ``requests.ReadTimeout`` (stall), ``requests.ConnectionError`` (cut), or
+  ``UpstreamHTTPError(502)`` (malformed / error event / empty stream);
+* after it, :class:`~llm_gateway.retry.UpstreamStreamError` with reason ``stall`` (the read
+  timeout passed between two reads), ``cut`` (the connection ended without ``[DONE]`` or
+  without a ``finish_reason`` for every choice), ``malformed`` (not JSON / not a chunk) or
+  ``error`` (the upstream sent an error event);
+* it ends normally only after ``[DONE]`` (or the connection's clean end once every choice
+  has its ``finish_reason``), with every choice finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import requests
+from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+
+from ..retry import UpstreamHTTPError, UpstreamStreamError
+
+READ_SIZE = 65_536
+DRAIN_SECONDS = 0.5  # after [DONE]: read the body's end so the connection can be reused
+
+
+def sse_data(chunks: Iterator[bytes]) -> Iterator[str]:
+    """The ``data`` of each event, as soon as the blank line that ends it has arrived."""
+    buffer = bytearray()
+    data: list[str] = []
+    for chunk in chunks:
+        buffer += chunk
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = bytes(buffer[start:end])
+            start = end + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    yield "\n".join(data)
+                    data = []
+                continue
+            if line.startswith(b":"):
+                continue  # comment / keep-alive
+            field, _, value = line.partition(b":")
+            if field == b"data":
+                data.append(value.removeprefix(b" ").decode("utf-8", errors="replace"))
+        del buffer[:start]
+
+
+class _Failure(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class SSEChunkStream:
+    """Iterator of ``chat.completion.chunk`` dicts from one upstream streamed response.
+
+    ``open_response`` makes the request (it raises UpstreamHTTPError for a non-2xx answer);
+    it is called at the first ``next()``. ``close()`` closes the connection; ``abort()`` may be
+    called from another thread to wake a read blocked on a silent upstream.
+    """
+
+    def __init__(self, open_response: Callable[[], tuple[requests.Response, str | None]]) -> None:
+        self._open = open_response
+        self._resp: requests.Response | None = None
+        self._aborted = threading.Event()
+        self._started = False  # a chunk has been yielded
+        self._gen = self._chunks()
+
+    def __iter__(self) -> SSEChunkStream:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+        self._close_response()
+
+    def abort(self) -> None:
+        """Thread-safe: make a blocked read return at once (the stream then fails as cut)."""
+        self._aborted.set()
+        resp = self._resp
+        sock = getattr(getattr(getattr(resp, "raw", None), "connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    # ---- internals ----------------------------------------------------------------
+    def _close_response(self) -> None:
+        if self._resp is not None:
+            with contextlib.suppress(Exception):
+                self._resp.close()
+
+    def _reads(self, resp: requests.Response) -> Iterator[bytes]:
+        raw = resp.raw
+        while True:
+            try:
+                data = raw.read1(READ_SIZE, decode_content=True)
+            except ReadTimeoutError as exc:
+                raise _Failure("stall", "The upstream sent nothing within the read timeout.") from exc
+            except DecodeError as exc:
+                raise _Failure("malformed", "The upstream's stream could not be decoded.") from exc
+            except (ProtocolError, OSError, ValueError) as exc:
+                raise _Failure("cut", "The upstream connection broke mid-stream.") from exc
+            if not data:
+                return
+            yield data
+
+    def _chunks(self) -> Iterator[dict[str, Any]]:
+        resp, secret = self._open()
+        self._resp = resp
+        if self._aborted.is_set():
+            self._close_response()
+            raise requests.ConnectionError("stream aborted before it began")
+        seen: set[int] = set()
+        finished: set[int] = set()
+        done = False
+        try:
+            try:
+                for data in sse_data(self._reads(resp)):
+                    if data.strip() == "[DONE]":
+                        done = True
+                        break
+                    chunk = self._parse(data, secret)
+                    for choice in chunk["choices"]:
+                        index = choice.get("index", 0) if isinstance(choice, dict) else 0
+                        seen.add(index)
+                        if isinstance(choice, dict) and choice.get("finish_reason"):
+                            finished.add(index)
+                    self._started = True
+                    yield chunk
+            except _Failure as failure:
+                raise self._error(failure) from failure
+            unfinished = seen - finished
+            if not self._started:
+                raise self._error(_Failure("cut", "The upstream ended the stream without sending a chunk."))
+            if unfinished or (not done and not seen):
+                how = "[DONE]" if done else "the connection's end"
+                raise self._error(_Failure("cut", f"The upstream sent {how} before a finish_reason."))
+            if done:
+                self._drain(resp)
+        finally:
+            self._close_response()
+
+    @staticmethod
+    def _parse(data: str, secret: str | None) -> dict[str, Any]:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise _Failure("malformed", "The upstream sent a chunk that is not JSON.") from None
+        if not isinstance(chunk, dict):
+            raise _Failure("malformed", "The upstream sent a chunk that is not a JSON object.")
+        error = chunk.get("error")
+        if error:
+            from .openai import scrub
+
+            message = error.get("message") if isinstance(error, dict) else error
+            raise _Failure("error", scrub(str(message or "The upstream reported an error."), secret))
+        if not isinstance(chunk.get("choices"), list):
+            raise _Failure("malformed", "The upstream sent a chunk without 'choices'.")
+        return chunk
+
+    def _error(self, failure: _Failure) -> Exception:
+        if self._started:
+            return UpstreamStreamError(failure.reason, failure.message)
+        # Nothing has reached the client yet: an ordinary failed attempt, retried by the router.
+        if failure.reason == "stall":
+            return requests.ReadTimeout(failure.message)
+        if failure.reason == "cut":
+            return requests.ConnectionError(failure.message)
+        return UpstreamHTTPError(502, failure.message)
+
+    @staticmethod
+    def _drain(resp: requests.Response) -> None:
+        """Read the end of the body (normally already here) so the connection goes back to the pool."""
+        sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+        try:
+            if sock is not None:
+                sock.settimeout(DRAIN_SECONDS)
+            while resp.raw.read1(READ_SIZE, decode_content=True):
+                pass
+        except Exception:  # noqa: BLE001 - a connection we could not drain is simply closed
+            return

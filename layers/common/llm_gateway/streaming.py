@@ -1,0 +1,273 @@
+"""A streamed chat turn after its first chunk: relay, accumulate, commit only when complete.
+
+:class:`ChatStream` is what the HTTP layer iterates. Everything that can fail before the
+first byte (validation, the conversation lease, history, the upstream's retries) has
+already happened when it exists. From here on:
+
+* each upstream chunk is passed on as it arrives (plus ``conversation_id``) and folded
+  into a :class:`ReplyBuilder`;
+* the upstream ending normally (``[DONE]`` with a ``finish_reason``) is the only way to
+  *complete*: for a conversation the new messages and the reply are committed in one
+  transaction, and only then does the iterator end (so ``[DONE]`` follows the commit);
+* an upstream failure, a failed commit or the deadline raise a GatewayError (the caller
+  ends the stream with an error event); nothing is stored for the turn;
+* :meth:`ChatStream.close` always runs (the HTTP layer guarantees it, also when the client
+  went away) and releases the lease of a turn that did not commit.
+
+It runs in worker threads, one step at a time; :meth:`abort` is the only method meant to
+be called concurrently (from the event loop, when the client disconnects).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .deadline import Deadline
+from .errors import GatewayError, UpstreamTimeout
+from .providers.base import Usage
+from .router import RoutedStream
+from .store import NewMessage
+from .tokens import count_message, count_text
+
+# Bounded: each becomes a metric name (StreamOutcome_<outcome>).
+STREAM_OUTCOMES = ("complete", "upstream_error", "client_disconnect", "commit_failed", "internal_error")
+
+__all__ = ["STREAM_OUTCOMES", "ChatStream", "ReplyBuilder", "StreamReport", "StreamTurn"]
+
+
+@dataclass
+class StreamReport:
+    """What a stream did, for metrics (no content). Times are ms since the request arrived."""
+
+    started: float  # time.perf_counter() when the request arrived
+    outcome: str | None = None  # one of STREAM_OUTCOMES once ended
+    first_chunk_ms: float | None = None
+    first_token_ms: float | None = None
+    duration_ms: float | None = None
+    chunks: int = 0
+
+    def since_start_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+class ReplyBuilder:
+    """Folds the chunks of choice 0 into the assistant message they spell."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.refusal: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+
+    def add(self, chunk: dict[str, Any]) -> bool:
+        """Fold one chunk in; True if it carried reply tokens (text or a tool call)."""
+        if chunk.get("usage"):
+            self.usage = Usage.from_openai(chunk["usage"])
+        if self.model is None and isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        tokens = False
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                self.content.append(content)
+                tokens = True
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                self.refusal.append(refusal)
+                tokens = True
+            for call in delta.get("tool_calls") or ():
+                self._tool_call(call)
+                tokens = True
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return tokens
+
+    def _tool_call(self, delta: dict[str, Any]) -> None:
+        call = self.tool_calls.setdefault(int(delta.get("index", len(self.tool_calls))),
+                                          {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+        if delta.get("id"):
+            call["id"] = delta["id"]
+        if delta.get("type"):
+            call["type"] = delta["type"]
+        function = delta.get("function") or {}
+        if function.get("name"):
+            call["function"]["name"] += function["name"]
+        if function.get("arguments"):
+            call["function"]["arguments"] += function["arguments"]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.content)
+
+    def message(self) -> dict[str, Any]:
+        """The assistant message in wire format, as it is stored and later sent upstream."""
+        body: dict[str, Any] = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            body["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+            body["content"] = self.text or None
+            if body["content"] is None:
+                del body["content"]
+        if self.refusal:
+            body["refusal"] = "".join(self.refusal)
+        return body
+
+
+class StreamTurn(Protocol):
+    """The conversation side of a streamed turn (held lease, prepared messages)."""
+
+    def renew(self) -> None: ...
+    def commit(self, reply: NewMessage, usage: Usage, cost_usd: float) -> None: ...
+    def release(self) -> None: ...
+
+
+class ChatStream:
+    """Iterate the chunks of a streamed turn; always :meth:`close` it. See the module docstring."""
+
+    def __init__(
+        self,
+        routed: RoutedStream,
+        report: Any,  # service.TurnReport (its .stream is a StreamReport)
+        deadline: Deadline,
+        *,
+        conversation_id: str | None,
+        turn: StreamTurn | None,
+        estimate_prompt_tokens: Callable[[], int],
+        renew_every: float,
+    ) -> None:
+        self.routed = routed
+        self.report = report
+        self.deadline = deadline
+        self.conversation_id = conversation_id
+        self.turn = turn
+        self.estimate_prompt_tokens = estimate_prompt_tokens
+        self.renew_every = renew_every
+        self.reply = ReplyBuilder()
+        self._lock = threading.Lock()
+        self._aborted = threading.Event()
+        self._closed = False
+        self._shut = False  # upstream closed and lease let go
+        self._committed = False
+        self._next_renewal = time.monotonic() + renew_every
+
+    @property
+    def stats(self) -> StreamReport:
+        return self.report.stream
+
+    @property
+    def ended(self) -> bool:
+        return self.stats.outcome is not None
+
+    # ---- iteration ------------------------------------------------------------------
+    def next_chunk(self) -> dict[str, Any] | None:
+        """The next chunk to send, or None once the turn is complete (and committed)."""
+        with self._lock:
+            if self.ended or self._closed:
+                return None
+            try:
+                try:
+                    chunk = next(self.routed)
+                except StopIteration:
+                    self._complete()
+                    return None
+                if self.reply.add(chunk) and self.stats.first_token_ms is None:
+                    self.stats.first_token_ms = self.stats.since_start_ms()
+                if self.stats.first_chunk_ms is None:
+                    self.stats.first_chunk_ms = self.stats.since_start_ms()
+                self.stats.chunks += 1
+                if self.deadline.expired():
+                    raise UpstreamTimeout("The stream reached the request's time limit before the reply was complete.",
+                                          code="stream_deadline_exceeded")
+                self._renew_lease()
+            except BaseException as exc:
+                if self.stats.outcome is None:
+                    failed = "upstream_error" if isinstance(exc, GatewayError) else "internal_error"
+                    self._end("client_disconnect" if self._aborted.is_set() else failed)
+                # Let go of the upstream and the conversation before the client hears of the
+                # failure, so a client retrying at once is not told the conversation is busy.
+                with contextlib.suppress(Exception):
+                    self._shutdown()
+                raise
+            if self.conversation_id is not None:
+                chunk["conversation_id"] = self.conversation_id
+            return chunk
+
+    def __iter__(self):
+        while (chunk := self.next_chunk()) is not None:
+            yield chunk
+
+    def _renew_lease(self) -> None:
+        if self.turn is not None and time.monotonic() >= self._next_renewal:
+            self.turn.renew()
+            self._next_renewal = time.monotonic() + self.renew_every
+
+    def _usage(self) -> Usage:
+        if self.reply.usage is not None and (self.reply.usage.prompt_tokens or self.reply.usage.completion_tokens):
+            return self.reply.usage
+        # The upstream reported no usage (the client did not ask for it): count it ourselves.
+        return Usage(self.estimate_prompt_tokens(), count_text(self.reply.text) + sum(
+            count_text(c["function"]["name"] + c["function"]["arguments"]) for c in self.reply.tool_calls.values()))
+
+    def _complete(self) -> None:
+        usage = self._usage()
+        report = self.report
+        report.prompt_tokens, report.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        report.cost_usd = self.routed.deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+        if self.turn is not None:
+            body = self.reply.message()
+            meta = {
+                "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+                "model": self.reply.model,
+                "deployment": self.routed.deployment.name,
+                "finish_reason": self.reply.finish_reason,
+            }
+            reply = NewMessage(body, usage.completion_tokens or count_message(body), meta=meta)
+            try:
+                self.turn.commit(reply, usage, report.cost_usd)
+            except BaseException:
+                self._end("commit_failed")
+                raise
+            self._committed = True
+        self._end("complete")
+
+    def _end(self, outcome: str) -> None:
+        assert outcome in STREAM_OUTCOMES
+        self.stats.outcome = outcome
+        self.stats.duration_ms = self.stats.since_start_ms()
+
+    # ---- ending ---------------------------------------------------------------------
+    def abort(self) -> None:
+        """The client went away: wake the step blocked on the upstream, if any (thread-safe)."""
+        if self.ended:
+            return
+        self._aborted.set()
+        self.routed.abort()
+
+    def close(self) -> None:
+        """Close the upstream connection and release the lease of an uncommitted turn. Idempotent."""
+        with self._lock:  # waits for a step still running (abort() made it return promptly)
+            if self._closed:
+                return
+            self._closed = True
+            if self.stats.outcome is None:
+                self._end("client_disconnect")
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._shut:
+            return
+        self._shut = True
+        try:
+            self.routed.close()
+        finally:
+            if self.turn is not None and not self._committed:
+                self.turn.release()
