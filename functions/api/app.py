@@ -30,7 +30,7 @@ from llm_gateway.errors import (
     internal_error,
     to_http,
 )
-from llm_gateway.models import ChatCompletionRequest, CreateConversation
+from llm_gateway.models import ChatCompletionRequest, CreateConversation, validation_reason
 from llm_gateway.observability import RequestMetrics, logger
 from llm_gateway.runtime import Services, build_services
 from llm_gateway.service import TurnReport
@@ -201,25 +201,6 @@ def error_response(exc: GatewayError) -> JSONResponse:
     return JSONResponse(error.body, status_code=error.status, headers=error.headers)
 
 
-def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    """A readable message naming the offending field. Never echoes the input value."""
-    errors = exc.errors()
-    if not errors:
-        return "Invalid request.", None
-    first = errors[0]
-    if first.get("type") == "json_invalid":
-        return "We could not parse the JSON body of your request.", None
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    param = ""
-    for part in loc:
-        param += f"[{part}]" if part.isdigit() else (f".{part}" if param else part)
-    if first.get("type") == "missing":
-        return f"Missing required parameter: '{param}'.", param or None
-    if first.get("type") == "model_attributes_type":
-        return "The request body must be a JSON object.", None
-    return f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param or None
-
-
 def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
     settings = get_settings()
 
@@ -249,7 +230,7 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = validation_message(exc)
+        message, param = validation_reason(exc.errors())
         return error_response(InvalidRequest(message, param=param))
 
     @app.exception_handler(StarletteHTTPException)

@@ -39,7 +39,7 @@ from .errors import (
     error_body,
     to_http,
 )
-from .models import ChatCompletionRequest
+from .models import ChatCompletionRequest, validation_reason
 from .settings import Settings
 from .store import ConversationStore, now_ms
 
@@ -54,7 +54,6 @@ TENANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 MAX_RESULT_BYTES = 350_000  # a DynamoDB item holds 400 KB; keep room for the other attributes
 SQS_BATCH_ENTRIES = 10
-_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
 
 
 def new_job_id() -> str:
@@ -135,27 +134,8 @@ def parse_job_message(body: str) -> tuple[JobMessage, ChatCompletionRequest]:
         message = JobMessage.model_validate(data)
         request = ChatCompletionRequest.model_validate(message.request)
     except ValidationError as exc:
-        raise InvalidJobMessage(f"invalid message: {pydantic_reason(exc)[0]}", **ids) from exc
+        raise InvalidJobMessage(f"invalid message: {validation_reason(exc.errors())[0]}", **ids) from exc
     return message, request
-
-
-def pydantic_reason(exc: ValidationError, prefix: str = "") -> tuple[str, str | None]:
-    """A readable message naming the offending field, and the field as an OpenAI ``param``."""
-    errors = exc.errors()
-    if not errors:
-        return "Invalid request.", prefix or None
-    first = errors[0]
-    param = prefix
-    for part in first.get("loc", ()):
-        part = str(part)
-        if part in _UNION_TAGS or "[" in part or "-" in part:
-            break  # pydantic names the union member it tried ('float', 'list[str]'): not a field
-        param += f"[{part}]" if part.isdigit() else (f".{part}" if param else part)
-    if first.get("type") == "missing":
-        return f"Missing required parameter: '{param}'.", param or None
-    if first.get("type") == "extra_forbidden":
-        return f"Unrecognized parameter: '{param}'.", param or None
-    return f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param or None
 
 
 # --------------------------------------------------------------------------- the job record
@@ -568,7 +548,7 @@ class JobService:
             try:
                 request = ChatCompletionRequest.model_validate(raw)
             except ValidationError as exc:
-                message, param = pydantic_reason(exc, prefix)
+                message, param = validation_reason(exc.errors(), prefix)
                 raise InvalidRequest(message, param=param) from exc
             if request.stream:
                 param = f"{prefix}.stream" if prefix else "stream"

@@ -87,3 +87,37 @@ def message_text(message: dict[str, Any]) -> str:
         parts.append(str(function.get("name", "")))
         parts.append(str(function.get("arguments", "")))
     return "\n".join(parts)
+
+
+# Names pydantic gives the member of a union it tried ("float", "list[str]", "function-after[…]"):
+# they appear in an error's location but are not fields of the request.
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
+_LOCATION_ROOTS = frozenset({"body", "query", "path", "header"})
+
+
+def validation_reason(errors: list[dict[str, Any]], prefix: str = "") -> tuple[str, str | None]:
+    """A readable message naming the offending field, and that field as an OpenAI ``param``.
+
+    Built from pydantic's error list; never echoes the offending value (it may be a prompt).
+    """
+    if not errors:
+        return "Invalid request.", prefix or None
+    first = errors[0]
+    kind = first.get("type")
+    if kind == "json_invalid":
+        return "We could not parse the JSON body of your request.", None
+    if kind == "model_attributes_type" and len(first.get("loc", ())) <= 1:
+        return "The request body must be a JSON object.", None
+    param = prefix
+    for index, part in enumerate(first.get("loc", ())):
+        part = str(part)
+        if index == 0 and part in _LOCATION_ROOTS:
+            continue
+        if part in _UNION_TAGS or "[" in part or "-" in part:
+            break
+        param += f"[{part}]" if part.isdigit() else (f".{part}" if param else part)
+    if kind == "missing":
+        return f"Missing required parameter: '{param}'.", param or None
+    if kind == "extra_forbidden":
+        return f"Unrecognized parameter: '{param}'.", param or None
+    return f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param or None
