@@ -105,7 +105,7 @@ dev: $(VENV)/.stamp-local ## local stack: moto + fake upstream + API on http://1
 bench: $(VENV)/.stamp ## run every bench/*.py
 	@shopt -s nullglob; scripts=(bench/*.py); \
 	if [ $${#scripts[@]} -eq 0 ]; then echo "no bench/*.py scripts"; exit 0; fi; \
-	for s in "$${scripts[@]}"; do [ "$$(basename $$s)" = "__init__.py" ] && continue; \
+	for s in "$${scripts[@]}"; do case "$$(basename $$s)" in _*) continue;; esac; \
 	  echo "== $$s"; $(PYPATH) $(PY) "$$s"; done
 
 clean: ## remove build outputs and caches (keeps the venvs)
