@@ -174,7 +174,6 @@ def main() -> int:
     check_ports(config)
     import uvicorn
 
-    # SIGTERM stops like Ctrl-C: uvicorn shuts down, then the ExitStack stops the rest.
     with local_stack(config) as env:
         from app import app
 
@@ -191,5 +190,12 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # SIGTERM stops like Ctrl-C. uvicorn re-raises the signal once it has shut down; the
+    # KeyboardInterrupt then unwinds local_stack(), which stops the poller, upstream and moto.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    raise SystemExit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("llm-gateway local stack stopped.", flush=True)
+        code = 0
+    raise SystemExit(code)

@@ -64,9 +64,8 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture(scope="session")
-def stack():
-    api_port, moto_port, upstream_port = free_port(), free_port(), free_port()
+def stack_env(api_port: int, moto_port: int, upstream_port: int) -> dict[str, str]:
+    """The environment `make dev` would run with, on the given ports, with no real upstream or AWS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AWS_"))}
     env.update(
         PORT=str(api_port), MOTO_PORT=str(moto_port), FAKE_UPSTREAM_PORT=str(upstream_port),
@@ -76,6 +75,13 @@ def stack():
         # fast, bounded retries so fault tests take little time
         BACKOFF_BASE_SECONDS="0.05", BACKOFF_MAX_SECONDS="0.2", REQUEST_DEADLINE_SECONDS="10",
     )
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack():
+    api_port, moto_port, upstream_port = free_port(), free_port(), free_port()
+    env = stack_env(api_port, moto_port, upstream_port)
     proc = subprocess.Popen([sys.executable, "-m", "local.stack"], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{api_port}"
@@ -91,6 +97,7 @@ def stack():
             proc.kill()
             proc.wait()
             raise
+    assert proc.returncode == 0, "Ctrl-C should stop the stack cleanly"
     # Nothing left behind: the stack and its children are gone, every port is free again.
     for port in (api_port, moto_port, upstream_port):
         assert not port_in_use(port), f"port {port} still held after the stack stopped"
