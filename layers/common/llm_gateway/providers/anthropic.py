@@ -23,19 +23,17 @@ https://docs.anthropic.com/en/docs/build-with-claude/streaming, https://docs.ant
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import requests
-from urllib3.exceptions import ReadTimeoutError
 
 from ..errors import InvalidRequest
 from ..keys import KeyProvider
-from ..retry import UpstreamHTTPError, UpstreamStreamError, parse_retry_after
+from ..retry import UpstreamHTTPError, parse_retry_after
 from ..routing import Deployment
 from .base import Timeout, UpstreamReply, Usage
-from .http import iter_sse
 from .openai import scrub
+from .sse import SSEChunkStream, StreamFailure
 from .translate import (
     ChunkMaker,
     check_params,
@@ -249,6 +247,40 @@ class StreamTranslator:
         return []  # ping, content_block_stop, and event types added later
 
 
+class AnthropicEvents:
+    """The Messages API's stream events for :class:`~.sse.SSEChunkStream`: complete at ``message_stop``.
+
+    An ``error`` event before the first chunk is the error the same failure has as a response
+    (``overloaded_error`` -> a retryable 529); after it, the stream fails with reason ``error``.
+    """
+
+    def __init__(self, translator: StreamTranslator, secret: str | None) -> None:
+        self.translator = translator
+        self.secret = secret
+
+    @property
+    def done(self) -> bool:
+        return self.translator.done
+
+    def feed(self, data: str) -> list[dict[str, Any]]:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            raise StreamFailure("malformed", "The upstream sent a malformed event.")
+        if event.get("type") == "error":
+            error = event.get("error") if isinstance(event.get("error"), dict) else {}
+            failure = error_from_body(ERROR_STATUSES.get(error.get("type"), 502), event, None, self.secret)
+            raise StreamFailure("error", f"The upstream stream failed: {failure.message}", before_start=failure)
+        return self.translator.feed(event)
+
+    def end(self) -> None:
+        if not self.translator.done:
+            raise StreamFailure("cut", "The upstream stream ended before the reply was complete.",
+                                before_start=UpstreamHTTPError(502, "The upstream stream ended before it began."))
+
+
 def error_from_body(status: int, payload: Any, headers: Any, secret: str | None) -> UpstreamHTTPError:
     message, code = f"Upstream returned HTTP {status}.", None
     error = payload.get("error") if isinstance(payload, dict) else None
@@ -303,41 +335,14 @@ class AnthropicProvider:
         except (ValueError, AttributeError, TypeError) as exc:
             raise UpstreamHTTPError(502, "Upstream returned a malformed message.") from exc
 
-    def stream(self, body: dict[str, Any], timeout: Timeout) -> Iterator[dict[str, Any]]:
-        payload = to_anthropic({**body, "stream": True}, self.deployment)
+    def stream(self, body: dict[str, Any], timeout: Timeout) -> SSEChunkStream:
+        """One streamed attempt (see :meth:`Provider.stream`); nothing is sent until the first ``next()``."""
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        translator = StreamTranslator(self.deployment.model, include_usage)
-        resp, key = self._post(payload, timeout, stream=True)
-        started = False
-        try:
-            for _, data in iter_sse(resp.iter_lines(chunk_size=None)):
-                try:
-                    event = json.loads(data)
-                except json.JSONDecodeError as exc:
-                    if started:
-                        raise UpstreamStreamError("malformed", "The upstream sent a malformed event.") from exc
-                    raise UpstreamHTTPError(502, "The upstream sent a malformed event.") from exc
-                if event.get("type") == "error":
-                    error = event.get("error") or {}
-                    status = ERROR_STATUSES.get(error.get("type"), 502)
-                    failure = error_from_body(status, event, None, key)
-                    if started:
-                        raise UpstreamStreamError("error", f"The upstream stream failed: {failure.message}")
-                    raise failure
-                for chunk in translator.feed(event):
-                    started = True
-                    yield chunk
-                if translator.done:
-                    return
-            if started:
-                raise UpstreamStreamError("cut", "The upstream stream ended before the reply was complete.")
-            raise UpstreamHTTPError(502, "The upstream stream ended before it began.")
-        except requests.RequestException as exc:
-            if not started:
-                if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-                    raise
-                raise requests.ConnectionError("The upstream stream broke before it began.") from exc
-            stalled = any(isinstance(a, ReadTimeoutError) for a in exc.args)
-            raise UpstreamStreamError("stall" if stalled else "cut", "The upstream stream failed.") from exc
-        finally:
-            resp.close()
+
+        def open_response() -> tuple[requests.Response, str]:
+            return self._post(to_anthropic({**body, "stream": True}, self.deployment), timeout, stream=True)
+
+        def decoder(key: str | None) -> AnthropicEvents:
+            return AnthropicEvents(StreamTranslator(self.deployment.model, include_usage), key)
+
+        return SSEChunkStream(open_response, decoder)
