@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
 
 from llm_gateway.keys import encrypt_key
 from tests.integration.live import live_gateway
+from tests.loopback import LoopbackServer, read_body, reply, serving
 from tests.unit.providers_common import fixture
 
 pytestmark = pytest.mark.integration
@@ -32,22 +33,16 @@ EVENTS = [block + b"\n\n" for block in fixture("anthropic_stream.sse").split(b"\
 FIRST_TEXT = 4  # message_start, content_block_start, ping, then the first text delta ("Hello")
 
 
-class AnthropicLoopback(ThreadingHTTPServer):
+class AnthropicLoopback(LoopbackServer):
     """``POST /v1/messages`` as Anthropic answers it. ``mode``: "full", "cut" (the connection
     drops after the first text delta, without the chunked body's end) or "hold" (after the first
     text delta, a ``ping`` every 50 ms until a write fails: ``hung_up`` is then set)."""
-
-    daemon_threads = True
 
     def __init__(self) -> None:
         self.mode = "full"
         self.requests: list[dict] = []
         self.hung_up = threading.Event()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -58,14 +53,14 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = json.loads(read_body(self))
         self.server.requests.append({"path": self.path, "body": body, "api_key": self.headers.get("x-api-key"),
                                      "version": self.headers.get("anthropic-version")})
         if self.headers.get("x-api-key") != ANTHROPIC_KEY:
-            return self._json(401, {"type": "error", "error": {"type": "authentication_error",
-                                                               "message": "invalid x-api-key"}})
+            return reply(self, 401, json.dumps({"type": "error", "error": {"type": "authentication_error",
+                                                                           "message": "invalid x-api-key"}}).encode())
         if not body.get("stream"):
-            return self._json(200, MESSAGE)
+            return reply(self, 200, json.dumps(MESSAGE).encode())
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -91,23 +86,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
-    def _json(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
 
 @pytest.fixture
 def anthropic():
-    server = AnthropicLoopback()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(AnthropicLoopback()) as (server,):
+        yield server
 
 
 def anthropic_gateway(aws, upstream: AnthropicLoopback):
