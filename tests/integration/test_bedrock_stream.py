@@ -13,8 +13,7 @@ from __future__ import annotations
 import binascii
 import json
 import struct
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import boto3
 import pytest
@@ -23,6 +22,7 @@ from botocore.config import Config
 from llm_gateway.providers.bedrock import BedrockProvider, from_converse
 from llm_gateway.retry import UpstreamHTTPError, UpstreamStreamError, should_retry
 from llm_gateway.routing import Deployment
+from tests.loopback import LoopbackServer, read_body, reply, serving
 from tests.unit.providers_common import fixture
 
 STREAM = fixture("bedrock_converse_stream.json")
@@ -56,8 +56,7 @@ def exception(member: dict) -> bytes:
                  payload)
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
+class Server(LoopbackServer):
     body = b""
     requests: list[dict] = []
 
@@ -67,27 +66,19 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        self.server.requests.append({"path": self.path, "body": json.loads(self.rfile.read(length) or b"{}")})
-        self.send_response(200)
-        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
-        self.send_header("Content-Length", str(len(self.server.body)))
-        self.end_headers()
-        self.wfile.write(self.server.body)
+        self.server.requests.append({"path": self.path, "body": json.loads(read_body(self) or b"{}")})
+        reply(self, 200, self.server.body, "application/vnd.amazon.eventstream")
 
 
 @pytest.fixture
 def bedrock():
-    server = Server(("127.0.0.1", 0), Handler)
+    server = Server(Handler)
     server.requests = []
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    client = boto3.client("bedrock-runtime", region_name="us-east-1",
-                          endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+    client = boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=server.url,
                           config=Config(retries={"total_max_attempts": 1}))
     provider = BedrockProvider(Deployment(name="br", provider="bedrock", model=MODEL), client)
-    yield server, provider
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield server, provider
 
 
 BODY = {"model": "x", "stream": True, "stream_options": {"include_usage": True},

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
@@ -12,23 +11,18 @@ import requests
 from llm_gateway.providers import build_provider
 from llm_gateway.routing import Deployment
 from tests.fakes import FakeKeys
+from tests.loopback import LoopbackServer, read_body, reply, serving
 
 COMPLETION = {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
               "choices": [{"index": 0, "message": {"role": "assistant", "content": "via"}, "finish_reason": "stop"}],
               "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
 
 
-class Recorder(ThreadingHTTPServer):
-    daemon_threads = True
-
+class Recorder(LoopbackServer):
     def __init__(self, label: str) -> None:
         self.seen: list[tuple[str, str]] = []
         self.label = label
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(Handler)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -42,26 +36,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_POST(self):  # a proxy (absolute URI) or an upstream (path): answer as the upstream would
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
+        read_body(self)
         self.server.seen.append(("POST", self.path))
-        body = json.dumps({**COMPLETION, "model": self.server.label}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply(self, 200, json.dumps({**COMPLETION, "model": self.server.label}).encode())
 
 
 @pytest.fixture
 def servers():
-    started = [Recorder("proxy"), Recorder("upstream")]
-    for server in started:
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield started
-    for server in started:
-        server.shutdown()
-        server.server_close()
+    with serving(Recorder("proxy"), Recorder("upstream")) as started:
+        yield list(started)
 
 
 @pytest.fixture

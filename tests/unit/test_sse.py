@@ -116,3 +116,74 @@ def test_reply_builder_joins_text_and_tool_call_deltas():
     assert b.message() == {"role": "assistant", "content": "Hello", "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"a\": 1}"}}]}
     assert b.finish_reason == "tool_calls" and (b.usage.prompt_tokens, b.usage.completion_tokens) == (5, 7)
+
+
+# ---- the same reader under Anthropic's event decoder ----------------------------------------
+
+def anthropic_stream_of(*parts):
+    from llm_gateway.providers.anthropic import AnthropicEvents, StreamTranslator
+
+    resp = FakeResponse(parts)
+    return SSEChunkStream(lambda: (resp, "sk-ant-secret-1"),
+                          lambda key: AnthropicEvents(StreamTranslator("claude", False), key)), resp
+
+
+def anthropic_event(event: dict) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+START = anthropic_event({"type": "message_start", "message": {"id": "msg_1", "model": "c", "usage": {}}})
+HELLO = anthropic_event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}})
+STOP = anthropic_event({"type": "message_delta", "delta": {"stop_reason": "end_turn"}}) + \
+    anthropic_event({"type": "message_stop"})
+
+
+class Stalled(FakeRaw):
+    """Raises a read timeout once its parts are used up (the upstream went silent)."""
+
+    def read1(self, amt, decode_content=True):
+        from urllib3.exceptions import ReadTimeoutError
+
+        if self.parts:
+            return self.parts.pop(0)
+        raise ReadTimeoutError(None, "/v1/messages", "Read timed out.")
+
+
+def test_anthropic_stream_ends_at_message_stop_and_closes_the_response():
+    stream, resp = anthropic_stream_of(START, HELLO, STOP)
+    chunks = list(stream)
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["Hi", None]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and resp.closed
+
+
+def test_anthropic_silence_before_the_first_chunk_is_a_retryable_read_timeout():
+    stream, resp = anthropic_stream_of()
+    resp.raw = Stalled([START])
+    with pytest.raises(requests.ReadTimeout):
+        next(stream)
+    assert resp.closed
+
+
+def test_anthropic_silence_after_the_first_chunk_is_a_stall():
+    stream, resp = anthropic_stream_of()
+    resp.raw = Stalled([START, HELLO])
+    next(stream)
+    with pytest.raises(UpstreamStreamError) as err:
+        next(stream)
+    assert err.value.reason == "stall" and resp.closed
+
+
+def test_anthropic_error_event_is_scrubbed_of_the_key():
+    error = anthropic_event({"type": "error", "error": {"type": "api_error", "message": "bad sk-ant-secret-1"}})
+    stream, _ = anthropic_stream_of(START, HELLO, error)
+    next(stream)
+    with pytest.raises(UpstreamStreamError) as err:
+        next(stream)
+    assert err.value.reason == "error" and "sk-ant-secret-1" not in str(err.value)
+
+
+def test_anthropic_stream_ending_before_any_chunk_is_a_retryable_502():
+    stream, _ = anthropic_stream_of(START)
+    with pytest.raises(UpstreamHTTPError) as err:
+        next(stream)
+    assert err.value.status == 502

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -36,7 +36,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .providers.base import Provider, UpstreamReply
+from .providers.base import Provider, Timeout, UpstreamReply
 from .retry import (
     CallStats,
     DeadlineExceeded,
@@ -46,6 +46,8 @@ from .retry import (
     should_retry,
 )
 from .routing import Deployment, ModelAlias
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ class Router:
         self.cooldowns = cooldowns or Cooldowns()
         self.rng = rng or random.Random()
 
-    def _timeout(self, deployment: Deployment, deadline: Deadline) -> tuple[float, float]:
+    def _timeout(self, deployment: Deployment, deadline: Deadline) -> Timeout:
         connect = deadline.cap(deployment.connect_timeout or self.connect_timeout)
         read = deadline.cap(deployment.read_timeout or self.read_timeout)
         return connect, read
@@ -224,50 +226,47 @@ class Router:
         return Chain(order, self.cooldowns, stats)
 
     def complete(self, alias: ModelAlias, body: dict[str, Any], deadline: Deadline, stats: CallStats) -> RoutedReply:
-        chain = self.chain(alias, stats)
+        def call(provider: Provider, deployment: Deployment, timeout: Timeout) -> RoutedReply:
+            return RoutedReply(provider.complete(body, timeout), deployment)
 
-        def attempt() -> RoutedReply:
-            deployment = chain.current()
-            started = time.perf_counter()
-            try:
-                reply = self.providers[deployment.name].complete(body, self._timeout(deployment, deadline))
-            except Exception as exc:
-                chain.failed(exc)
-                raise
-            finally:
-                stats.upstream_seconds += time.perf_counter() - started
-            chain.succeeded()
-            return RoutedReply(reply, deployment)
-
-        try:
-            return self.policy.run(attempt, deadline, stats, switching=chain.switching)
-        except GatewayError:
-            raise
-        except Exception as exc:
-            raise upstream_failure(exc, stats) from exc
+        return self._run(alias, deadline, stats, call)
 
     def stream(self, alias: ModelAlias, body: dict[str, Any], deadline: Deadline, stats: CallStats) -> RoutedStream:
         """Open a stream and wait for its first chunk, under the same retries and fallback as
         :meth:`complete`. Once the first chunk is here nothing is retried: it is the caller's to send."""
-        chain = self.chain(alias, stats)
 
-        def attempt() -> RoutedStream:
-            deployment = chain.current()
-            started = time.perf_counter()
-            upstream = self.providers[deployment.name].stream(body, self._timeout(deployment, deadline))
+        def call(provider: Provider, deployment: Deployment, timeout: Timeout) -> RoutedStream:
+            upstream = provider.stream(body, timeout)
             try:
                 try:
                     first = next(upstream)
                 except StopIteration:
                     raise UpstreamHTTPError(502, "The upstream ended the stream before its first chunk.") from None
-            except Exception as exc:
+            except Exception:
                 getattr(upstream, "close", lambda: None)()
+                raise
+            return RoutedStream(first, upstream, deployment, stats)
+
+        return self._run(alias, deadline, stats, call)
+
+    def _run(self, alias: ModelAlias, deadline: Deadline, stats: CallStats,
+             call: Callable[[Provider, Deployment, Timeout], T]) -> T:
+        """``call`` on the alias's deployments under the retry policy: each attempt is timed and
+        feeds the chain (fallback, cooldowns); a failure that outlasts the retries becomes a GatewayError."""
+        chain = self.chain(alias, stats)
+
+        def attempt() -> T:
+            deployment = chain.current()
+            started = time.perf_counter()
+            try:
+                result = call(self.providers[deployment.name], deployment, self._timeout(deployment, deadline))
+            except Exception as exc:
                 chain.failed(exc)
                 raise
             finally:
                 stats.upstream_seconds += time.perf_counter() - started
             chain.succeeded()
-            return RoutedStream(first, upstream, deployment, stats)
+            return result
 
         try:
             return self.policy.run(attempt, deadline, stats, switching=chain.switching)

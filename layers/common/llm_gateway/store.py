@@ -444,34 +444,30 @@ class DynamoConversationStore:
 
     def extend_lease(self, lease: Lease, ttl_seconds: float) -> None:
         expires = now_ms() + int(ttl_seconds * 1000)
-        conv = lease.conversation
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=self._key(conv.tenant, conv.id),
-                UpdateExpression="SET lease_expires = :exp",
-                ConditionExpression="lease_id = :l",
-                ExpressionAttributeValues={":l": _s(lease.lease_id), ":exp": _n(expires)},
-            )
-        except ClientError as err:
-            if _code(err) == "ConditionalCheckFailedException":
-                raise ConversationBusy("The turn lost its lease on the conversation.") from err
-            raise
+        if not self._update_held(lease, "SET lease_expires = :exp", {":exp": _n(expires)}):
+            raise ConversationBusy("The turn lost its lease on the conversation.")
         lease.expires_at = expires
 
     def release_lease(self, lease: Lease) -> None:
+        # Not held (ours expired and someone else holds it now): nothing to release.
+        self._update_held(lease, "REMOVE lease_id, lease_expires", {})
+
+    def _update_held(self, lease: Lease, update: str, values: dict) -> bool:
+        """Update the conversation head if ``lease`` still holds it; False if it does not."""
         conv = lease.conversation
         try:
             self.client.update_item(
                 TableName=self.table,
                 Key=self._key(conv.tenant, conv.id),
-                UpdateExpression="REMOVE lease_id, lease_expires",
+                UpdateExpression=update,
                 ConditionExpression="lease_id = :l",
-                ExpressionAttributeValues={":l": _s(lease.lease_id)},
+                ExpressionAttributeValues={":l": _s(lease.lease_id), **values},
             )
         except ClientError as err:
-            if _code(err) != "ConditionalCheckFailedException":
-                raise  # someone else holds it now (ours expired): nothing to release
+            if _code(err) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def commit_turn(self, lease, messages, *, usage, system=None, turn_id=None) -> list[StoredMessage]:
         conv = lease.conversation

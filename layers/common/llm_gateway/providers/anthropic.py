@@ -23,38 +23,33 @@ https://docs.anthropic.com/en/docs/build-with-claude/streaming, https://docs.ant
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import requests
-from urllib3.exceptions import ReadTimeoutError
 
 from ..errors import InvalidRequest
 from ..keys import KeyProvider
-from ..retry import UpstreamHTTPError, UpstreamStreamError, parse_retry_after
+from ..retry import UpstreamHTTPError, parse_retry_after
 from ..routing import Deployment
 from .base import Timeout, UpstreamReply, Usage
-from .http import iter_sse
 from .openai import scrub
+from .sse import SSEChunkStream, StreamFailure
 from .translate import (
     ChunkMaker,
+    assistant_message,
     check_params,
     completion,
     data_url,
     function_tools,
     max_tokens,
-    merge_same_role,
     refuse,
+    split_messages,
     stop_list,
-    text_of,
-    tool_arguments,
+    tool_call,
+    usage_from,
 )
 
 PROVIDER = "anthropic"
-SUPPORTED = frozenset({
-    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream",
-    "stream_options", "tools", "tool_choice", "parallel_tool_calls", "user", "n", "response_format",
-})
 FINISH_REASONS = {
     "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
     "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter",
@@ -94,35 +89,14 @@ def _blocks(content: Any, param: str) -> list[dict[str, Any]]:
 
 def to_anthropic(body: dict[str, Any], deployment: Deployment) -> dict[str, Any]:
     """The Messages API request for an OpenAI Chat Completions request."""
-    check_params(body, PROVIDER, SUPPORTED)
-    system: list[str] = []
-    turns: list[dict[str, Any]] = []
-    for i, m in enumerate(body["messages"]):
-        role, where = m.get("role"), f"messages[{i}]"
-        for key in m:
-            if key not in ("role", "content", "tool_calls", "tool_call_id") and m[key] is not None:
-                raise refuse(PROVIDER, f"{where}.{key}")
-        if role in ("system", "developer"):
-            system.append(text_of(m.get("content"), PROVIDER, f"{where}.content"))
-        elif role == "user":
-            turns.append({"role": "user", "content": _blocks(m.get("content"), f"{where}.content")})
-        elif role == "assistant":
-            blocks = _blocks(m.get("content"), f"{where}.content")
-            for k, call in enumerate(m.get("tool_calls") or ()):
-                blocks.append({"type": "tool_use", "id": call.get("id"),
-                               "name": (call.get("function") or {}).get("name"),
-                               "input": tool_arguments(call, f"{where}.tool_calls[{k}].function.arguments")})
-            turns.append({"role": "assistant", "content": blocks})
-        elif role == "tool":
-            result = text_of(m.get("content"), PROVIDER, f"{where}.content")
-            turns.append({"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": m.get("tool_call_id"), "content": result}]})
-        else:
-            raise refuse(PROVIDER, f"{where}.role", f"the '{role}' role")
-    if not turns:
-        raise InvalidRequest("At least one user or assistant message is required.", param="messages")
+    check_params(body, PROVIDER)
+    system, turns = split_messages(
+        body["messages"], PROVIDER, content=_blocks,
+        tool_use=lambda id_, name, arguments: {"type": "tool_use", "id": id_, "name": name, "input": arguments},
+        tool_result=lambda call_id, text: {"type": "tool_result", "tool_use_id": call_id, "content": text},
+    )
     messages = []
-    for turn in merge_same_role(turns):
+    for turn in turns:
         content = turn["content"]
         if len(content) == 1 and content[0]["type"] == "text":
             content = content[0]["text"]  # the plain-string form, as the API reference writes it
@@ -169,10 +143,8 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
 
 
 def usage_of(usage: dict[str, Any] | None) -> Usage:
-    usage = usage or {}
-    prompt = sum(int(usage.get(k) or 0) for k in
-                 ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    return Usage(prompt, int(usage.get("output_tokens") or 0))
+    return usage_from(usage, ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"),
+                      "output_tokens")
 
 
 def from_anthropic(data: dict[str, Any]) -> UpstreamReply:
@@ -182,15 +154,11 @@ def from_anthropic(data: dict[str, Any]) -> UpstreamReply:
         if block.get("type") == "text":
             text.append(block.get("text", ""))
         elif block.get("type") == "tool_use":
-            calls.append({"id": block.get("id"), "type": "function",
-                          "function": {"name": block.get("name"),
-                                       "arguments": json.dumps(block.get("input") or {}, separators=(",", ":"))}})
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
-    if calls:
-        message["tool_calls"] = calls
+            calls.append(tool_call(block.get("id"), block.get("name"), block.get("input")))
     usage = usage_of(data.get("usage"))
     finish = FINISH_REASONS.get(data.get("stop_reason") or "", "stop")
-    return UpstreamReply(completion(data.get("model", ""), message, finish, usage, data.get("id")), usage)
+    return UpstreamReply(completion(data.get("model", ""), assistant_message(text, calls), finish, usage,
+                                    data.get("id")), usage)
 
 
 class StreamTranslator:
@@ -201,7 +169,6 @@ class StreamTranslator:
         self.include_usage = include_usage
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self.tool_index: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
         self.done = False
 
     @property
@@ -220,10 +187,7 @@ class StreamTranslator:
         if kind == "content_block_start":
             block = event.get("content_block") or {}
             if block.get("type") == "tool_use":
-                index = self.tool_index[event.get("index", 0)] = len(self.tool_index)
-                return [self.chunks.chunk({"tool_calls": [{"index": index, "id": block.get("id"), "type": "function",
-                                                           "function": {"name": block.get("name"),
-                                                                        "arguments": ""}}]})]
+                return [self.chunks.tool_call_start(event.get("index", 0), block.get("id"), block.get("name"))]
             if block.get("type") == "text" and block.get("text"):
                 return [self.chunks.chunk({"content": block["text"]})]
             return []
@@ -232,9 +196,7 @@ class StreamTranslator:
             if delta.get("type") == "text_delta":
                 return [self.chunks.chunk({"content": delta.get("text", "")})]
             if delta.get("type") == "input_json_delta":
-                index = self.tool_index.get(event.get("index", 0), 0)
-                return [self.chunks.chunk({"tool_calls": [{"index": index, "function": {
-                    "arguments": delta.get("partial_json", "")}}]})]
+                return [self.chunks.tool_call_arguments(event.get("index", 0), delta.get("partial_json", ""))]
             return []  # thinking / signature deltas: not requested by this gateway
         if kind == "message_delta":
             if (event.get("usage") or {}).get("output_tokens") is not None:
@@ -247,6 +209,40 @@ class StreamTranslator:
             self.done = True
             return [self.chunks.usage(self.usage)] if self.include_usage else []
         return []  # ping, content_block_stop, and event types added later
+
+
+class AnthropicEvents:
+    """The Messages API's stream events for :class:`~.sse.SSEChunkStream`: complete at ``message_stop``.
+
+    An ``error`` event before the first chunk is the error the same failure has as a response
+    (``overloaded_error`` -> a retryable 529); after it, the stream fails with reason ``error``.
+    """
+
+    def __init__(self, translator: StreamTranslator, secret: str | None) -> None:
+        self.translator = translator
+        self.secret = secret
+
+    @property
+    def done(self) -> bool:
+        return self.translator.done
+
+    def feed(self, data: str) -> list[dict[str, Any]]:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            raise StreamFailure("malformed", "The upstream sent a malformed event.")
+        if event.get("type") == "error":
+            error = event.get("error") if isinstance(event.get("error"), dict) else {}
+            failure = error_from_body(ERROR_STATUSES.get(error.get("type"), 502), event, None, self.secret)
+            raise StreamFailure("error", f"The upstream stream failed: {failure.message}", before_start=failure)
+        return self.translator.feed(event)
+
+    def end(self) -> None:
+        if not self.translator.done:
+            raise StreamFailure("cut", "The upstream stream ended before the reply was complete.",
+                                before_start=UpstreamHTTPError(502, "The upstream stream ended before it began."))
 
 
 def error_from_body(status: int, payload: Any, headers: Any, secret: str | None) -> UpstreamHTTPError:
@@ -303,41 +299,14 @@ class AnthropicProvider:
         except (ValueError, AttributeError, TypeError) as exc:
             raise UpstreamHTTPError(502, "Upstream returned a malformed message.") from exc
 
-    def stream(self, body: dict[str, Any], timeout: Timeout) -> Iterator[dict[str, Any]]:
-        payload = to_anthropic({**body, "stream": True}, self.deployment)
+    def stream(self, body: dict[str, Any], timeout: Timeout) -> SSEChunkStream:
+        """One streamed attempt (see :meth:`Provider.stream`); nothing is sent until the first ``next()``."""
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        translator = StreamTranslator(self.deployment.model, include_usage)
-        resp, key = self._post(payload, timeout, stream=True)
-        started = False
-        try:
-            for _, data in iter_sse(resp.iter_lines(chunk_size=None)):
-                try:
-                    event = json.loads(data)
-                except json.JSONDecodeError as exc:
-                    if started:
-                        raise UpstreamStreamError("malformed", "The upstream sent a malformed event.") from exc
-                    raise UpstreamHTTPError(502, "The upstream sent a malformed event.") from exc
-                if event.get("type") == "error":
-                    error = event.get("error") or {}
-                    status = ERROR_STATUSES.get(error.get("type"), 502)
-                    failure = error_from_body(status, event, None, key)
-                    if started:
-                        raise UpstreamStreamError("error", f"The upstream stream failed: {failure.message}")
-                    raise failure
-                for chunk in translator.feed(event):
-                    started = True
-                    yield chunk
-                if translator.done:
-                    return
-            if started:
-                raise UpstreamStreamError("cut", "The upstream stream ended before the reply was complete.")
-            raise UpstreamHTTPError(502, "The upstream stream ended before it began.")
-        except requests.RequestException as exc:
-            if not started:
-                if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-                    raise
-                raise requests.ConnectionError("The upstream stream broke before it began.") from exc
-            stalled = any(isinstance(a, ReadTimeoutError) for a in exc.args)
-            raise UpstreamStreamError("stall" if stalled else "cut", "The upstream stream failed.") from exc
-        finally:
-            resp.close()
+
+        def open_response() -> tuple[requests.Response, str]:
+            return self._post(to_anthropic({**body, "stream": True}, self.deployment), timeout, stream=True)
+
+        def decoder(key: str | None) -> AnthropicEvents:
+            return AnthropicEvents(StreamTranslator(self.deployment.model, include_usage), key)
+
+        return SSEChunkStream(open_response, decoder)

@@ -20,7 +20,6 @@ https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseStre
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,23 +32,20 @@ from .base import Timeout, UpstreamReply, Usage
 from .openai import scrub
 from .translate import (
     ChunkMaker,
+    assistant_message,
     check_params,
     completion,
     data_url,
     function_tools,
     max_tokens,
-    merge_same_role,
     refuse,
+    split_messages,
     stop_list,
-    text_of,
-    tool_arguments,
+    tool_call,
+    usage_from,
 )
 
 PROVIDER = "bedrock"
-SUPPORTED = frozenset({
-    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream",
-    "stream_options", "tools", "tool_choice", "parallel_tool_calls", "user", "n", "response_format",
-})
 FINISH_REASONS = {
     "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "model_context_window_exceeded": "length",
     "tool_use": "tool_calls", "guardrail_intervened": "content_filter", "content_filtered": "content_filter",
@@ -92,39 +88,16 @@ def _content(content: Any, param: str) -> list[dict[str, Any]]:
 
 def to_converse(body: dict[str, Any], deployment: Deployment) -> dict[str, Any]:
     """The keyword arguments of ``converse`` / ``converse_stream`` for an OpenAI request."""
-    check_params(body, PROVIDER, SUPPORTED)
-    system: list[dict[str, str]] = []
-    turns: list[dict[str, Any]] = []
-    for i, m in enumerate(body["messages"]):
-        role, where = m.get("role"), f"messages[{i}]"
-        for key in m:
-            if key not in ("role", "content", "tool_calls", "tool_call_id") and m[key] is not None:
-                raise refuse(PROVIDER, f"{where}.{key}")
-        if role in ("system", "developer"):
-            text = text_of(m.get("content"), PROVIDER, f"{where}.content")
-            if text:
-                system.append({"text": text})
-        elif role == "user":
-            turns.append({"role": "user", "content": _content(m.get("content"), f"{where}.content")})
-        elif role == "assistant":
-            blocks = _content(m.get("content"), f"{where}.content")
-            for k, call in enumerate(m.get("tool_calls") or ()):
-                arguments = tool_arguments(call, f"{where}.tool_calls[{k}].function.arguments")
-                blocks.append({"toolUse": {"toolUseId": call.get("id"),
-                                           "name": (call.get("function") or {}).get("name"), "input": arguments}})
-            turns.append({"role": "assistant", "content": blocks})
-        elif role == "tool":
-            text = text_of(m.get("content"), PROVIDER, f"{where}.content")
-            turns.append({"role": "user", "content": [
-                {"toolResult": {"toolUseId": m.get("tool_call_id"), "content": [{"text": text}]}}]})
-        else:
-            raise refuse(PROVIDER, f"{where}.role", f"the '{role}' role")
-    if not turns:
-        raise InvalidRequest("At least one user or assistant message is required.", param="messages")
+    check_params(body, PROVIDER)
+    system, turns = split_messages(
+        body["messages"], PROVIDER, content=_content,
+        tool_use=lambda id_, name, arguments: {"toolUse": {"toolUseId": id_, "name": name, "input": arguments}},
+        tool_result=lambda call_id, text: {"toolResult": {"toolUseId": call_id, "content": [{"text": text}]}},
+    )
 
-    out: dict[str, Any] = {"modelId": deployment.model, "messages": merge_same_role(turns)}
-    if system:
-        out["system"] = system
+    out: dict[str, Any] = {"modelId": deployment.model, "messages": turns}
+    if any(system):
+        out["system"] = [{"text": text} for text in system if text]
     inference: dict[str, Any] = {"maxTokens": max_tokens(body, deployment.default_max_tokens)}
     if body.get("temperature") is not None:
         inference["temperature"] = float(body["temperature"])
@@ -165,9 +138,7 @@ def to_converse(body: dict[str, Any], deployment: Deployment) -> dict[str, Any]:
 
 
 def usage_of(usage: dict[str, Any] | None) -> Usage:
-    usage = usage or {}
-    prompt = sum(int(usage.get(k) or 0) for k in ("inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"))
-    return Usage(prompt, int(usage.get("outputTokens") or 0))
+    return usage_from(usage, ("inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"), "outputTokens")
 
 
 def from_converse(resp: dict[str, Any], model: str) -> UpstreamReply:
@@ -177,12 +148,8 @@ def from_converse(resp: dict[str, Any], model: str) -> UpstreamReply:
             text.append(block["text"])
         elif "toolUse" in block:
             use = block["toolUse"]
-            calls.append({"id": use.get("toolUseId"), "type": "function",
-                          "function": {"name": use.get("name"),
-                                       "arguments": json.dumps(use.get("input") or {}, separators=(",", ":"))}})
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
-    if calls:
-        message["tool_calls"] = calls
+            calls.append(tool_call(use.get("toolUseId"), use.get("name"), use.get("input")))
+    message = assistant_message(text, calls)
     usage = usage_of(resp.get("usage"))
     request_id = (resp.get("ResponseMetadata") or {}).get("RequestId")
     finish = FINISH_REASONS.get(resp.get("stopReason") or "", "stop")
@@ -196,7 +163,6 @@ class StreamTranslator:
     def __init__(self, model: str, include_usage: bool) -> None:
         self.chunks = ChunkMaker(model)
         self.include_usage = include_usage
-        self.tool_index: dict[int, int] = {}
         self.stopped = False
         self.usage: Usage | None = None
 
@@ -205,10 +171,8 @@ class StreamTranslator:
             start = event["contentBlockStart"]
             use = (start.get("start") or {}).get("toolUse")
             if use:
-                index = self.tool_index[start.get("contentBlockIndex", 0)] = len(self.tool_index)
-                return [self.chunks.chunk({"tool_calls": [{"index": index, "id": use.get("toolUseId"),
-                                                           "type": "function",
-                                                           "function": {"name": use.get("name"), "arguments": ""}}]})]
+                return [self.chunks.tool_call_start(start.get("contentBlockIndex", 0), use.get("toolUseId"),
+                                                    use.get("name"))]
             return []
         if "contentBlockDelta" in event:
             block = event["contentBlockDelta"]
@@ -216,9 +180,8 @@ class StreamTranslator:
             if "text" in delta:
                 return [self.chunks.chunk({"content": delta["text"]})]
             if "toolUse" in delta:
-                index = self.tool_index.get(block.get("contentBlockIndex", 0), 0)
-                return [self.chunks.chunk({"tool_calls": [{"index": index, "function": {
-                    "arguments": delta["toolUse"].get("input", "")}}]})]
+                return [self.chunks.tool_call_arguments(block.get("contentBlockIndex", 0),
+                                                        delta["toolUse"].get("input", ""))]
             return []  # reasoning content: not requested by this gateway
         if "messageStop" in event:
             self.stopped = True

@@ -1,22 +1,27 @@
 """Incremental Server-Sent Events over a ``requests`` streamed response, as OpenAI chunks.
 
+The one event-stream reader of the HTTP providers (OpenAI-compatible, Azure, Anthropic).
 Written by hand (no SSE client library is a runtime dependency) because the relay must see
 every event the moment its bytes arrive: ``Response.iter_content(chunk_size=None)`` reads a
 non-chunked (close-delimited) body to the end before yielding, and ``iter_lines`` holds back
 partial lines across reads. We read with urllib3's ``read1`` — whatever bytes have arrived,
 chunked or not — and split events on blank lines (the SSE spec's dispatch rule).
 
+:class:`SSEChunkStream` owns the connection, the reads and the failure semantics; what one
+event means is a wire format's :class:`EventDecoder`: :class:`OpenAIChunks` here (OpenAI
+Chat Completions chunks, ``[DONE]``), ``anthropic.AnthropicEvents`` for the Messages API.
+
 Failure semantics (the Provider protocol's stream contract):
 
 * before the first chunk is yielded, a failure is an ordinary failed attempt the router may
   retry: ``requests.ReadTimeout`` (stall), ``requests.ConnectionError`` (cut), or
-  ``UpstreamHTTPError(502)`` (malformed / error event / empty stream);
+  ``UpstreamHTTPError(502)`` (malformed / error event / empty stream) — unless the decoder
+  names a more precise error for it (:attr:`StreamFailure.before_start`);
 * after it, :class:`~llm_gateway.retry.UpstreamStreamError` with reason ``stall`` (the read
-  timeout passed between two reads), ``cut`` (the connection ended without ``[DONE]`` or
-  without a ``finish_reason`` for every choice), ``malformed`` (not JSON / not a chunk) or
-  ``error`` (the upstream sent an error event);
-* it ends normally only after ``[DONE]`` (or the connection's clean end once every choice
-  has its ``finish_reason``), with every choice finished.
+  timeout passed between two reads), ``cut`` (the connection ended before the reply was
+  complete), ``malformed`` (an event that does not parse) or ``error`` (the upstream sent an
+  error event);
+* it ends normally only once the decoder says the reply is complete.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
@@ -34,7 +39,7 @@ from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 from ..retry import UpstreamHTTPError, UpstreamStreamError
 
 READ_SIZE = 65_536
-DRAIN_SECONDS = 0.5  # after [DONE]: read the body's end so the connection can be reused
+DRAIN_SECONDS = 0.5  # after the end of the reply: read the body's end so the connection can be reused
 
 
 def sse_data(chunks: Iterator[bytes]) -> Iterator[str]:
@@ -62,23 +67,95 @@ def sse_data(chunks: Iterator[bytes]) -> Iterator[str]:
         del buffer[:start]
 
 
-class _Failure(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+class StreamFailure(Exception):
+    """A stream gone wrong. ``reason``: stall, cut, malformed or error (see the module docstring).
+
+    ``before_start``: the exception to raise instead when no chunk has reached the client yet
+    (None: the default for the reason).
+    """
+
+    def __init__(self, reason: str, message: str, *, before_start: Exception | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.before_start = before_start
+
+
+class EventDecoder(Protocol):
+    """One wire format's events -> OpenAI ``chat.completion.chunk`` dicts (raises StreamFailure)."""
+
+    done: bool  # the upstream said the reply is complete: read no further
+
+    def feed(self, data: str) -> list[dict[str, Any]]:
+        """The chunks one event's ``data`` stands for."""
+        ...
+
+    def end(self) -> None:
+        """The events are over (``done``, or the connection ended): raise unless the reply is complete."""
+        ...
+
+
+class OpenAIChunks:
+    """OpenAI Chat Completions stream events: chunks, an ``error`` event, ``[DONE]``.
+
+    Complete at ``[DONE]`` (or the connection's clean end) once every choice has its ``finish_reason``.
+    """
+
+    def __init__(self, secret: str | None) -> None:
+        self.secret = secret
+        self.done = False
+        self.seen: set[int] = set()
+        self.finished: set[int] = set()
+
+    def feed(self, data: str) -> list[dict[str, Any]]:
+        if data.strip() == "[DONE]":
+            self.done = True
+            return []
+        chunk = self._parse(data)
+        for choice in chunk["choices"]:
+            index = choice.get("index", 0) if isinstance(choice, dict) else 0
+            self.seen.add(index)
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                self.finished.add(index)
+        return [chunk]
+
+    def end(self) -> None:
+        if (self.seen - self.finished) or (not self.done and not self.seen):
+            how = "[DONE]" if self.done else "the connection's end"
+            raise StreamFailure("cut", f"The upstream sent {how} before a finish_reason.")
+
+    def _parse(self, data: str) -> dict[str, Any]:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise StreamFailure("malformed", "The upstream sent a chunk that is not JSON.") from None
+        if not isinstance(chunk, dict):
+            raise StreamFailure("malformed", "The upstream sent a chunk that is not a JSON object.")
+        error = chunk.get("error")
+        if error:
+            from .openai import scrub
+
+            message = error.get("message") if isinstance(error, dict) else error
+            raise StreamFailure("error", scrub(str(message or "The upstream reported an error."), self.secret))
+        if not isinstance(chunk.get("choices"), list):
+            raise StreamFailure("malformed", "The upstream sent a chunk without 'choices'.")
+        return chunk
 
 
 class SSEChunkStream:
     """Iterator of ``chat.completion.chunk`` dicts from one upstream streamed response.
 
-    ``open_response`` makes the request (it raises UpstreamHTTPError for a non-2xx answer);
-    it is called at the first ``next()``. ``close()`` closes the connection; ``abort()`` may be
-    called from another thread to wake a read blocked on a silent upstream.
+    ``open_response`` makes the request (it raises UpstreamHTTPError for a non-2xx answer) and
+    returns the response and the key it used; it is called at the first ``next()``.
+    ``decoder(key)`` makes the wire format's :class:`EventDecoder` (the key, so an error event
+    can be scrubbed of it). ``close()`` closes the connection; ``abort()`` may be called from
+    another thread to wake a read blocked on a silent upstream.
     """
 
-    def __init__(self, open_response: Callable[[], tuple[requests.Response, str | None]]) -> None:
+    def __init__(self, open_response: Callable[[], tuple[requests.Response, str | None]],
+                 decoder: Callable[[str | None], EventDecoder] = OpenAIChunks) -> None:
         self._open = open_response
+        self._decoder = decoder
         self._resp: requests.Response | None = None
         self._aborted = threading.Event()
         self._started = False  # a chunk has been yielded
@@ -115,11 +192,11 @@ class SSEChunkStream:
             try:
                 data = raw.read1(READ_SIZE, decode_content=True)
             except ReadTimeoutError as exc:
-                raise _Failure("stall", "The upstream sent nothing within the read timeout.") from exc
+                raise StreamFailure("stall", "The upstream sent nothing within the read timeout.") from exc
             except DecodeError as exc:
-                raise _Failure("malformed", "The upstream's stream could not be decoded.") from exc
+                raise StreamFailure("malformed", "The upstream's stream could not be decoded.") from exc
             except (ProtocolError, OSError, ValueError) as exc:
-                raise _Failure("cut", "The upstream connection broke mid-stream.") from exc
+                raise StreamFailure("cut", "The upstream connection broke mid-stream.") from exc
             if not data:
                 return
             yield data
@@ -130,58 +207,31 @@ class SSEChunkStream:
         if self._aborted.is_set():
             self._close_response()
             raise requests.ConnectionError("stream aborted before it began")
-        seen: set[int] = set()
-        finished: set[int] = set()
-        done = False
+        decoder = self._decoder(secret)
         try:
             try:
                 for data in sse_data(self._reads(resp)):
-                    if data.strip() == "[DONE]":
-                        done = True
+                    for chunk in decoder.feed(data):
+                        self._started = True
+                        yield chunk
+                    if decoder.done:
                         break
-                    chunk = self._parse(data, secret)
-                    for choice in chunk["choices"]:
-                        index = choice.get("index", 0) if isinstance(choice, dict) else 0
-                        seen.add(index)
-                        if isinstance(choice, dict) and choice.get("finish_reason"):
-                            finished.add(index)
-                    self._started = True
-                    yield chunk
-            except _Failure as failure:
+                decoder.end()
+                if not self._started:
+                    raise StreamFailure("cut", "The upstream ended the stream without sending a chunk.")
+            except StreamFailure as failure:
                 raise self._error(failure) from failure
-            unfinished = seen - finished
-            if not self._started:
-                raise self._error(_Failure("cut", "The upstream ended the stream without sending a chunk."))
-            if unfinished or (not done and not seen):
-                how = "[DONE]" if done else "the connection's end"
-                raise self._error(_Failure("cut", f"The upstream sent {how} before a finish_reason."))
-            if done:
+            if decoder.done:
                 self._drain(resp)
         finally:
             self._close_response()
 
-    @staticmethod
-    def _parse(data: str, secret: str | None) -> dict[str, Any]:
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise _Failure("malformed", "The upstream sent a chunk that is not JSON.") from None
-        if not isinstance(chunk, dict):
-            raise _Failure("malformed", "The upstream sent a chunk that is not a JSON object.")
-        error = chunk.get("error")
-        if error:
-            from .openai import scrub
-
-            message = error.get("message") if isinstance(error, dict) else error
-            raise _Failure("error", scrub(str(message or "The upstream reported an error."), secret))
-        if not isinstance(chunk.get("choices"), list):
-            raise _Failure("malformed", "The upstream sent a chunk without 'choices'.")
-        return chunk
-
-    def _error(self, failure: _Failure) -> Exception:
+    def _error(self, failure: StreamFailure) -> Exception:
         if self._started:
             return UpstreamStreamError(failure.reason, failure.message)
         # Nothing has reached the client yet: an ordinary failed attempt, retried by the router.
+        if failure.before_start is not None:
+            return failure.before_start
         if failure.reason == "stall":
             return requests.ReadTimeout(failure.message)
         if failure.reason == "cut":

@@ -11,10 +11,18 @@ import binascii
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import InvalidRequest
 from .base import Usage
+
+# The request fields the translating providers (Anthropic, Bedrock) honour; any other is refused.
+SUPPORTED = frozenset({
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream",
+    "stream_options", "tools", "tool_choice", "parallel_tool_calls", "user", "n", "response_format",
+})
+MESSAGE_FIELDS = frozenset({"role", "content", "tool_calls", "tool_call_id"})
 
 
 def refuse(provider: str, param: str, what: str | None = None) -> InvalidRequest:
@@ -26,7 +34,7 @@ def refuse(provider: str, param: str, what: str | None = None) -> InvalidRequest
     )
 
 
-def check_params(body: dict[str, Any], provider: str, supported: frozenset[str]) -> None:
+def check_params(body: dict[str, Any], provider: str, supported: frozenset[str] = SUPPORTED) -> None:
     """Refuse any request field outside ``supported`` (nulls count as absent)."""
     for key in sorted(body):
         if key not in supported and body[key] is not None:
@@ -122,6 +130,71 @@ def merge_same_role(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
+Blocks = list[dict[str, Any]]
+
+
+def split_messages(
+    messages: list[dict[str, Any]], provider: str, *,
+    content: Callable[[Any, str], Blocks],
+    tool_use: Callable[[Any, Any, dict[str, Any]], dict[str, Any]],
+    tool_result: Callable[[Any, str], dict[str, Any]],
+) -> tuple[list[str], Blocks]:
+    """An OpenAI message list as (system texts, user/assistant turns) in the target API's blocks.
+
+    System and developer messages become system texts; user content and assistant content
+    become blocks (``content(content, param)``), assistant tool calls ``tool_use(id, name, arguments)``
+    blocks, and tool messages ``tool_result(tool_call_id, text)`` blocks in a user turn.
+    Consecutive turns of one role are merged (both APIs want user/assistant alternation).
+    Message fields or roles the target cannot take are refused; at least one turn is required.
+    """
+    system: list[str] = []
+    turns: Blocks = []
+    for i, m in enumerate(messages):
+        role, where = m.get("role"), f"messages[{i}]"
+        for key in m:
+            if key not in MESSAGE_FIELDS and m[key] is not None:
+                raise refuse(provider, f"{where}.{key}")
+        if role in ("system", "developer"):
+            system.append(text_of(m.get("content"), provider, f"{where}.content"))
+        elif role == "user":
+            turns.append({"role": "user", "content": content(m.get("content"), f"{where}.content")})
+        elif role == "assistant":
+            blocks = content(m.get("content"), f"{where}.content")
+            for k, call in enumerate(m.get("tool_calls") or ()):
+                arguments = tool_arguments(call, f"{where}.tool_calls[{k}].function.arguments")
+                blocks.append(tool_use(call.get("id"), (call.get("function") or {}).get("name"), arguments))
+            turns.append({"role": "assistant", "content": blocks})
+        elif role == "tool":
+            text = text_of(m.get("content"), provider, f"{where}.content")
+            turns.append({"role": "user", "content": [tool_result(m.get("tool_call_id"), text)]})
+        else:
+            raise refuse(provider, f"{where}.role", f"the '{role}' role")
+    if not turns:
+        raise InvalidRequest("At least one user or assistant message is required.", param="messages")
+    return system, merge_same_role(turns)
+
+
+def usage_from(usage: dict[str, Any] | None, prompt: tuple[str, ...], completion: str) -> Usage:
+    """Usage from a provider's counters: the prompt parts (input, cache reads and writes) add up,
+    as OpenAI's ``prompt_tokens`` include cached tokens."""
+    usage = usage or {}
+    return Usage(sum(int(usage.get(k) or 0) for k in prompt), int(usage.get(completion) or 0))
+
+
+def tool_call(id_: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    """An OpenAI ``tool_calls`` entry for a provider's tool-use block (``arguments``: the decoded input)."""
+    return {"id": id_, "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments or {}, separators=(",", ":"))}}
+
+
+def assistant_message(text: list[str], calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The reply message: the text blocks joined (null content for a tool-calls-only reply)."""
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
 def completion(model: str, message: dict[str, Any], finish_reason: str, usage: Usage,
                id_: str | None = None) -> dict[str, Any]:
     return {
@@ -147,6 +220,7 @@ class ChunkMaker:
         self.model = model
         self.created = int(time.time())
         self.started = False
+        self.tool_index: dict[int, int] = {}  # the provider's content block index -> OpenAI tool call index
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         if not self.started:
@@ -158,3 +232,14 @@ class ChunkMaker:
     def usage(self, usage: Usage) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [], "usage": usage_dict(usage)}
+
+    def tool_call_start(self, block: int, id_: Any, name: Any) -> dict[str, Any]:
+        """The chunk that opens a tool call (the provider's content block ``block``)."""
+        index = self.tool_index[block] = len(self.tool_index)
+        return self.chunk({"tool_calls": [{"index": index, "id": id_, "type": "function",
+                                           "function": {"name": name, "arguments": ""}}]})
+
+    def tool_call_arguments(self, block: int, arguments: str) -> dict[str, Any]:
+        """A piece of the JSON arguments of the tool call opened by content block ``block``."""
+        return self.chunk({"tool_calls": [{"index": self.tool_index.get(block, 0),
+                                           "function": {"arguments": arguments}}]})
