@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +33,8 @@ class Gateway:
     upstream: responses.RequestsMock
     sleeps: list[float] = field(default_factory=list)
     aws: Any = None
+    kms: Any = None  # the KMS client the services decrypt with (hook it to count Decrypt calls)
+    app: Any = None
 
     def headers(self, key: str = TENANT_KEY) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -55,16 +61,26 @@ def echo_reply(request) -> tuple[int, dict, str]:
     return 200, {}, json.dumps(reply)
 
 
-def make_gateway(aws, **overrides) -> Gateway:
+def make_gateway(aws, *, sleep: Callable[[float], None] | None = None, budget: RetryBudget | None = None,
+                 ciphertext: str | None = None, **overrides) -> Gateway:
+    """The app over moto. Retry sleeps are recorded in ``Gateway.sleeps`` (and, when ``sleep`` is
+    given, also really slept through it); ``ciphertext`` replaces the default provider key's."""
     kms = aws.client("kms")
-    ciphertext = encrypt_key(CANARY_KEY, "default", aws.res.kms_key_id, kms)
+    if ciphertext is None:
+        ciphertext = encrypt_key(CANARY_KEY, "default", aws.res.kms_key_id, kms)
     settings = Settings(
         table_name=aws.res.table_name, openai_base_url=UPSTREAM, provider_key_ciphertext=ciphertext,
         default_model="gpt-test", jobs_queue_url=aws.res.jobs_queue_url, **overrides,
     )
     sleeps: list[float] = []
+
+    def record(seconds: float) -> None:
+        sleeps.append(seconds)
+        if sleep is not None:
+            sleep(seconds)
+
     policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_base=0.01, backoff_max=0.05,
-                         budget=RetryBudget(1.0, 100.0), sleep=sleeps.append)
+                         budget=budget or RetryBudget(1.0, 100.0), sleep=record)
     dynamodb = aws.client("dynamodb")
     services = build_services(settings, dynamodb=dynamodb, kms=kms, sqs=aws.client("sqs"), policy=policy)
     keys = ApiKeyStore(settings.table_name, client=dynamodb)
@@ -72,8 +88,9 @@ def make_gateway(aws, **overrides) -> Gateway:
     keys.create("tenant-b", "test", key=OTHER_KEY)
     from app import create_app
 
-    client = TestClient(create_app(lambda: services), raise_server_exceptions=False)
-    return Gateway(client, services, None, sleeps, aws)
+    app = create_app(lambda: services)
+    client = TestClient(app, raise_server_exceptions=False)
+    return Gateway(client, services, None, sleeps, aws, kms, app)
 
 
 @pytest.fixture
@@ -84,3 +101,115 @@ def gateway(aws):
         gw = make_gateway(aws)
         gw.upstream = mock
         yield gw
+
+
+# --------------------------------------------------------------------------- helpers
+
+DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
+
+
+@dataclass
+class CallCounter:
+    """Counts a botocore client's calls per operation, through its event hooks.
+
+    ``attempted`` counts every call made; ``succeeded`` only those AWS accepted (a failed
+    conditional write is attempted but changes nothing).
+    """
+
+    attempted: dict[str, int] = field(default_factory=dict)
+    succeeded: dict[str, int] = field(default_factory=dict)
+    scanned: int = 0  # items Query calls read (ScannedCount)
+
+    def total(self, ops: tuple[str, ...] = DYNAMODB_WRITES, *, ok_only: bool = False) -> int:
+        counts = self.succeeded if ok_only else self.attempted
+        return sum(counts.get(op, 0) for op in ops)
+
+
+def count_calls(client: Any, operations: tuple[str, ...]) -> CallCounter:
+    counter = CallCounter()
+    service = client.meta.service_model.endpoint_prefix
+
+    def before(model, **_):
+        counter.attempted[model.name] = counter.attempted.get(model.name, 0) + 1
+
+    def after(model, http_response, parsed, **_):
+        if http_response.status_code < 300:
+            counter.succeeded[model.name] = counter.succeeded.get(model.name, 0) + 1
+            if model.name == "Query":
+                counter.scanned += parsed.get("ScannedCount", 0)
+
+    for op in operations:
+        client.meta.events.register(f"before-call.{service}.{op}", before)
+        client.meta.events.register(f"after-call.{service}.{op}", after)
+    return counter
+
+
+def table_snapshot(client: Any, table: str) -> list[dict]:
+    """Every item in the table, in a stable order (for "nothing was written" checks)."""
+    items: list[dict] = []
+    params: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    while True:
+        resp = client.scan(**params)
+        items += resp.get("Items", [])
+        if "LastEvaluatedKey" not in resp:
+            break
+        params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    return sorted(items, key=lambda i: (i["PK"]["S"], i["SK"]["S"]))
+
+
+def set_upstream(gateway: Gateway, callback: Callable) -> None:
+    """Replace the upstream's behaviour (a ``responses`` callback: request -> (status, headers, body))."""
+    gateway.upstream.replace(responses.POST, f"{UPSTREAM}/chat/completions", callback=callback)
+
+
+def scripted(*steps: tuple[int, dict, Any]) -> Callable:
+    """A callback answering each step in turn ((status, headers, body)), then echoing."""
+    queue = list(steps)
+    lock = threading.Lock()
+
+    def callback(request):
+        with lock:
+            step = queue.pop(0) if queue else None
+        if step is None:
+            return echo_reply(request)
+        status, headers, body = step
+        if isinstance(body, BaseException):
+            raise body
+        return status, headers, body if isinstance(body, str) else json.dumps(body)
+
+    return callback
+
+
+def openai_error(message: str, type_: str = "invalid_request_error", code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def chat(content: str, conversation_id: str | None = None, **extra) -> dict:
+    body: dict[str, Any] = {"model": "default", "messages": [{"role": "user", "content": content}], **extra}
+    if conversation_id:
+        body["conversation_id"] = conversation_id
+    return body
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run the ASGI app under uvicorn in a thread on an ephemeral loopback port; yields its base URL.
+
+    The socket is bound and listening before the server thread starts, so no readiness
+    polling is needed: connections wait in the backlog until uvicorn accepts them.
+    """
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

@@ -366,7 +366,7 @@ class DynamoConversationStore:
     def messages(self, tenant, conversation_id, *, limit, after):
         # Callers check the head first (get): an unknown id has no messages either.
         key = self._key(tenant, conversation_id)
-        start = message_sk((after or -1) + 1)
+        start = message_sk(0 if after is None else after + 1)  # `after` is exclusive, msg_0 included
         resp = self.client.query(
             TableName=self.table,
             KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
