@@ -159,7 +159,9 @@ class MotoServer:
 
     def start(self, timeout: float = 20.0) -> MotoServer:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            # moto's server with DynamoDB requests applied one at a time, as DynamoDB applies them
+            # atomically (see moto_atomic.py); run by path, so no PYTHONPATH is needed.
+            [sys.executable, str(Path(__file__).with_name("moto_atomic.py")), "127.0.0.1", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout

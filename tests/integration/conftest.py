@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import responses
+from botocore.exceptions import ClientError
 from starlette.testclient import TestClient
 
 from llm_gateway.auth import ApiKeyStore
@@ -84,13 +85,21 @@ def make_gateway(aws, *, sleep: Callable[[float], None] | None = None, budget: R
     dynamodb = aws.client("dynamodb")
     services = build_services(settings, dynamodb=dynamodb, kms=kms, sqs=aws.client("sqs"), policy=policy)
     keys = ApiKeyStore(settings.table_name, client=dynamodb)
-    keys.create("tenant-a", "test", key=TENANT_KEY)
-    keys.create("tenant-b", "test", key=OTHER_KEY)
+    for tenant, key in (("tenant-a", TENANT_KEY), ("tenant-b", OTHER_KEY)):
+        with contextlib.suppress(ClientError):  # a second gateway over the same table reuses them
+            keys.create(tenant, "test", key=key)
     from app import create_app
 
     app = create_app(lambda: services)
     client = TestClient(app, raise_server_exceptions=False)
     return Gateway(client, services, None, sleeps, aws, kms, app)
+
+
+def regateway(gateway: Gateway, **overrides) -> Gateway:
+    """Another gateway (other settings) over the same table, tenants and mocked upstream."""
+    other = make_gateway(gateway.aws, **overrides)
+    other.upstream = gateway.upstream
+    return other
 
 
 @pytest.fixture
@@ -159,7 +168,8 @@ def table_snapshot(client: Any, table: str) -> list[dict]:
 
 def set_upstream(gateway: Gateway, callback: Callable) -> None:
     """Replace the upstream's behaviour (a ``responses`` callback: request -> (status, headers, body))."""
-    gateway.upstream.replace(responses.POST, f"{UPSTREAM}/chat/completions", callback=callback)
+    gateway.upstream.remove(responses.POST, f"{UPSTREAM}/chat/completions")
+    gateway.upstream.add_callback(responses.POST, f"{UPSTREAM}/chat/completions", callback=callback)
 
 
 def scripted(*steps: tuple[int, dict, Any]) -> Callable:

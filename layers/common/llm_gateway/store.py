@@ -33,6 +33,9 @@ META = "META"
 MSG_PREFIX = "M#"
 TURN_PREFIX = "TURN#"
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# A single-item write to an item that an ongoing TransactWriteItems includes is rejected with
+# this (botocore does not retry it): for the head, that means a turn is committing right now.
+TRANSACTION_CONFLICT = "TransactionConflictException"
 
 
 def now_ms() -> int:
@@ -332,6 +335,8 @@ class DynamoConversationStore:
                 if err.response.get("Item"):
                     raise ConversationBusy("A turn is in progress on this conversation; retry later.") from err
                 raise self._not_found(conversation_id) from err
+            if _code(err) == TRANSACTION_CONFLICT:
+                raise ConversationBusy("A turn is in progress on this conversation; retry later.") from err
             raise
         # The head is gone, so the conversation is invisible; now remove its other items.
         self._delete_items(key["PK"])
@@ -439,6 +444,10 @@ class DynamoConversationStore:
                         "Another turn is in progress on this conversation; retry when it completes."
                     ) from err
                 raise self._not_found(conversation_id) from err
+            if _code(err) == TRANSACTION_CONFLICT:  # another turn is committing this very head
+                raise ConversationBusy(
+                    "Another turn is in progress on this conversation; retry when it completes."
+                ) from err
             raise
         return Lease(self._conversation(resp["Attributes"]), lease_id, expires)
 

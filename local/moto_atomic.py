@@ -1,0 +1,43 @@
+"""moto's server, with DynamoDB requests applied one at a time.
+
+DynamoDB applies each request to an item atomically: a conditional write checks and writes
+in one step, and a transaction is all-or-nothing. moto's server handles requests on many
+threads and does neither under concurrency (an UpdateItem's condition check and its write
+can interleave with another request's; a failed TransactWriteItems restores a copy of the
+whole table taken when it started, undoing other requests' writes made meanwhile). The
+gateway's concurrency guarantees rest on those DynamoDB semantics, so this runs moto's own
+WSGI app with one lock around DynamoDB requests only: other services (SQS long polls
+especially) stay concurrent.
+
+Run as a script (``python local/moto_atomic.py HOST PORT``); ``MotoServer`` does.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+
+def serialize_dynamodb(app):
+    lock = threading.Lock()
+
+    def wrapped(environ, start_response):
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            with lock:
+                # consume the whole response inside the lock: moto may answer lazily
+                return [b"".join(app(environ, start_response))]
+        return app(environ, start_response)
+
+    return wrapped
+
+
+def main(host: str, port: int) -> None:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import run_simple
+
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(host, port, serialize_dynamodb(app), threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
