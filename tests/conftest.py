@@ -28,9 +28,8 @@ def moto_server():
         yield server
 
 
-@pytest.fixture
-def aws(moto_server):
-    """A fresh table, KMS key and queues, provisioned from template.yaml, for one test."""
+def new_aws(moto_server):
+    """A fresh table, KMS key and queues in ``moto_server``, provisioned from template.yaml."""
     from local.resources import boto_session, provision
 
     session = boto_session()
@@ -48,3 +47,9 @@ def aws(moto_server):
                                   config=Config(retries={"mode": "standard"}, max_pool_connections=64))
 
     return Aws
+
+
+@pytest.fixture
+def aws(moto_server):
+    """A fresh table, KMS key and queues, provisioned from template.yaml, for one test."""
+    return new_aws(moto_server)

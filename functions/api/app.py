@@ -301,6 +301,7 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
             svc.routing.resolve(body.model)
         system_tokens = 0
         if body.system:
+            svc.chat.check_system_size(body.system, "system")
             from llm_gateway.tokens import count_message
 
             system_tokens = count_message({"role": "system", "content": body.system})

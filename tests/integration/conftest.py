@@ -102,11 +102,18 @@ def regateway(gateway: Gateway, **overrides) -> Gateway:
     return other
 
 
-@pytest.fixture
-def gateway(aws):
+@contextlib.contextmanager
+def mocked_upstream() -> Iterator[responses.RequestsMock]:
+    """`responses` answering the upstream with :func:`echo_reply`; loopback (moto, uvicorn) passes."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.add_passthru("http://127.0.0.1")
         mock.add_callback(responses.POST, f"{UPSTREAM}/chat/completions", callback=echo_reply)
+        yield mock
+
+
+@pytest.fixture
+def gateway(aws):
+    with mocked_upstream() as mock:
         gw = make_gateway(aws)
         gw.upstream = mock
         yield gw

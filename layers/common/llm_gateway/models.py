@@ -7,7 +7,7 @@ is kept as given and passed through to the upstream unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -69,7 +69,10 @@ class CreateConversation(BaseModel):
 
     model: StrictStr | None = None
     system: StrictStr | None = None
-    metadata: dict[StrictStr, StrictStr] | None = Field(None, max_length=16)
+    # OpenAI's metadata bounds: 16 pairs, keys up to 64 characters, values up to 512
+    metadata: dict[Annotated[StrictStr, Field(max_length=64)], Annotated[StrictStr, Field(max_length=512)]] | None = (
+        Field(None, max_length=16)
+    )
 
 
 def message_text(message: dict[str, Any]) -> str:

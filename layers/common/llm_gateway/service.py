@@ -17,7 +17,7 @@ from .routing import ModelAlias, Routing
 from .settings import Settings
 from .store import ConversationStore, History, Lease, NewMessage, StoredMessage, TurnAlreadyCommitted, TurnUsage
 from .streaming import ChatStream, StreamReport
-from .tokens import TOKENS_PER_REPLY, count_message
+from .tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_message
 
 SYSTEM_ROLES = ("system", "developer")
 
@@ -54,6 +54,16 @@ def system_text(messages: list[ChatMessage]) -> str:
     return "\n\n".join(m.text() for m in messages)
 
 
+def leading_system(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """The system/developer messages a turn starts with: they set the conversation's prompt."""
+    leading: list[ChatMessage] = []
+    for message in messages:
+        if message.role not in SYSTEM_ROLES:
+            break
+        leading.append(message)
+    return leading
+
+
 class ChatService:
     def __init__(self, store: ConversationStore, routing: Routing, router: Router, settings: Settings) -> None:
         self.store = store
@@ -72,7 +82,17 @@ class ChatService:
                     param=f"messages[{index}]",
                 )
 
+    def check_system_size(self, text: str, param: str) -> None:
+        """A conversation's system prompt is stored on its head item: bound it like a message."""
+        limit = self.settings.max_message_bytes
+        size = len(text.encode())
+        if size > limit:
+            raise PayloadTooLarge(
+                f"The system prompt is {size} bytes; the limit is {limit} bytes.", param=param
+            )
+
     def validate(self, request: ChatCompletionRequest) -> ModelAlias:
+        """Everything checkable without the store: a bad request never leases or writes."""
         alias = self.routing.resolve(request.model)
         self.check_sizes(request)
         if request.conversation_id is not None:
@@ -83,6 +103,11 @@ class ChatService:
                     f"A turn on a conversation may add at most {self.settings.max_messages_per_turn} messages.",
                     param="messages",
                 )
+            leading = leading_system(request.messages)
+            if len(leading) == len(request.messages):
+                raise InvalidRequest("A turn must add at least one non-system message.", param="messages")
+            if len(leading) > 1:  # one message is bounded by check_sizes already
+                self.check_system_size(system_text(leading), "messages")
         return alias
 
     # ---- turns ------------------------------------------------------------------
@@ -167,11 +192,7 @@ class ChatService:
     def prepare(self, tenant: str, alias: ModelAlias, request: ChatCompletionRequest, conversation: Any,
                 report: TurnReport) -> PreparedTurn:
         """Split the new messages, size the history budget, read the history that fits."""
-        leading: list[ChatMessage] = []
-        for message in request.messages:
-            if message.role not in SYSTEM_ROLES:
-                break
-            leading.append(message)
+        leading = leading_system(request.messages)
         rest = request.messages[len(leading):]
         if leading:
             text = system_text(leading)
@@ -267,7 +288,8 @@ class ChatService:
             "deployment": routed.deployment.name,
             "finish_reason": choice.get("finish_reason"),
         }
-        tokens = usage.completion_tokens or count_message(body)
+        # as history the reply costs its tokens plus the per-message framing, like any message
+        tokens = usage.completion_tokens + TOKENS_PER_MESSAGE if usage.completion_tokens else count_message(body)
         return NewMessage(body, tokens, meta=meta)
 
     @staticmethod

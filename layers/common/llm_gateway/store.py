@@ -520,13 +520,15 @@ class DynamoConversationStore:
             seq = first + offset
             item = {
                 "PK": key["PK"], "SK": _s(message_sk(seq)),
-                "msg": _s(json.dumps(message.body, separators=(",", ":"))),
+                # UTF-8 as is (ensure_ascii=False): \u-escaping would store a max-size CJK or emoji
+                # message at 2-3x its size, past DynamoDB's 400 KB item limit
+                "msg": _s(json.dumps(message.body, separators=(",", ":"), ensure_ascii=False)),
                 "tokens": _n(message.tokens), "created_at": _n(now),
             }
             if message.incomplete:
                 item["incomplete"] = {"BOOL": True}
             if message.meta:
-                item["meta"] = _s(json.dumps(message.meta, separators=(",", ":")))
+                item["meta"] = _s(json.dumps(message.meta, separators=(",", ":"), ensure_ascii=False))
             if turn_id:
                 item["turn_id"] = _s(turn_id)
             if ttl:

