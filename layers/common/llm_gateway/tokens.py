@@ -39,7 +39,7 @@ def _get_encoding() -> Any:
 # such message took minutes. Runs longer than this are counted in slices of this length, which
 # keeps counting linear and over-counts by at most one token per slice (the safe direction).
 MAX_RUN = 64
-_LONG_RUN = re.compile(r"\S{%d,}|\s{%d,}" % (MAX_RUN + 1, MAX_RUN + 1))
+_LONG_RUN = re.compile(rf"\S{{{MAX_RUN + 1},}}|\s{{{MAX_RUN + 1},}}")
 
 
 def count_text(text: str) -> int:
