@@ -1,0 +1,146 @@
+"""Upstream retries through the app (issue 2, "Retries"): `responses` plays the upstream."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from llm_gateway.retry import RetryBudget
+from tests.integration.conftest import (
+    chat,
+    count_calls,
+    make_gateway,
+    openai_error,
+    regateway,
+    scripted,
+    set_upstream,
+)
+
+SERVER_ERROR = openai_error("The server had an error while processing your request.", "server_error")
+
+
+def test_429_with_retry_after_1_then_200_succeeds_after_waiting_at_least_1s(aws):
+    from tests.integration.conftest import mocked_upstream
+
+    with mocked_upstream() as mock:
+        gw = make_gateway(aws, sleep=time.sleep)  # a real sleep: the wait is measured
+        gw.upstream = mock
+        set_upstream(gw, scripted((429, {"Retry-After": "1"}, openai_error("Rate limit reached", "requests"))))
+        started = time.monotonic()
+        r = gw.post("/v1/chat/completions", chat("hello"))
+        elapsed = time.monotonic() - started
+        calls = len(gw.upstream_calls())
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"].startswith("echo:hello")
+    assert gw.sleeps == [1.0]  # Retry-After, not a backoff of its own
+    assert elapsed >= 1.0
+    assert calls == 2
+
+
+def test_retry_after_ms_is_preferred(gateway):
+    set_upstream(gateway, scripted((429, {"retry-after-ms": "250", "Retry-After": "3"}, openai_error("slow down"))))
+    assert gateway.post("/v1/chat/completions", chat("x")).status_code == 200
+    assert gateway.sleeps == [0.25]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_5xx_are_retried_with_full_jitter_backoff(gateway, status):
+    policy = gateway.services.chat.router.policy
+    for _ in range(8):
+        set_upstream(gateway, scripted((status, {}, SERVER_ERROR), (status, {}, SERVER_ERROR)))
+        r = gateway.post("/v1/chat/completions", chat("x"))
+        assert r.status_code == 200, r.text
+    assert len(gateway.upstream_calls()) == 8 * 3
+    first, second = gateway.sleeps[0::2], gateway.sleeps[1::2]
+    assert len(first) == len(second) == 8
+    # full jitter: uniform in [0, min(cap, base * 2^(n-1))] — bounded, and not a fixed delay
+    assert all(0 <= s <= min(policy.backoff_max, policy.backoff_base) for s in first)
+    assert all(0 <= s <= min(policy.backoff_max, policy.backoff_base * 2) for s in second)
+    assert len(set(gateway.sleeps)) > 8
+
+
+@pytest.mark.parametrize(("status", "client_status"), [(400, 400), (404, 400), (422, 400)])
+def test_client_errors_are_not_retried(gateway, status, client_status):
+    set_upstream(gateway, scripted((status, {}, openai_error("Invalid value for 'seed'.", code="invalid_value"))))
+    r = gateway.post("/v1/chat/completions", chat("x", seed=1))
+    assert r.status_code == client_status
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "Invalid value for 'seed'." in error["message"]  # the upstream's reason is passed on
+    assert len(gateway.upstream_calls()) == 1 and gateway.sleeps == []
+
+
+def test_401_refreshes_the_key_once_then_502_without_retries(gateway):
+    decrypts = count_calls(gateway.kms, ("Decrypt",))
+    unauthorized = (401, {}, openai_error("Incorrect API key provided.", code="invalid_api_key"))
+    set_upstream(gateway, scripted(unauthorized, unauthorized, unauthorized))
+    r = gateway.post("/v1/chat/completions", chat("x"))
+    assert r.status_code == 502
+    assert r.json()["error"]["code"] == "upstream_auth_failed"
+    assert len(gateway.upstream_calls()) == 2  # the attempt and its one re-attempt with a fresh key
+    assert decrypts.attempted == {"Decrypt": 2}  # first use + one refresh
+    assert gateway.sleeps == []
+
+
+def test_401_then_success_after_the_key_refresh(gateway):
+    set_upstream(gateway, scripted((401, {}, openai_error("Incorrect API key provided.", code="invalid_api_key"))))
+    assert gateway.post("/v1/chat/completions", chat("x")).status_code == 200
+    assert len(gateway.upstream_calls()) == 2 and gateway.sleeps == []
+
+
+@pytest.mark.parametrize(("status", "client_status"), [(429, 429), (503, 503)])
+def test_retry_after_past_the_deadline_fails_fast_without_sleeping(gateway, status, client_status):
+    gw = regateway(gateway, request_deadline_seconds=5)
+    set_upstream(gw, scripted((status, {"Retry-After": "30"}, openai_error("busy", "requests"))))
+    started = time.monotonic()
+    r = gw.post("/v1/chat/completions", chat("x"))
+    assert r.status_code == client_status, r.text
+    assert gw.sleeps == []  # no sleep at all, let alone one past the deadline
+    assert len(gw.upstream_calls()) == 1
+    assert time.monotonic() - started < 5  # answered before the deadline it would have slept through
+    if status == 429:
+        assert r.headers["Retry-After"] == "30"  # the upstream's wait is passed on to the client
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2, 4])
+def test_attempts_never_exceed_max_attempts(gateway, max_attempts):
+    gw = regateway(gateway, max_attempts=max_attempts)
+    set_upstream(gw, scripted(*[(503, {}, SERVER_ERROR)] * 10))
+    r = gw.post("/v1/chat/completions", chat("x"))
+    assert r.status_code == 503
+    assert len(gw.upstream_calls()) == max_attempts
+    assert len(gw.sleeps) == max_attempts - 1
+
+
+def test_connection_errors_and_timeouts_are_retried_within_max_attempts(gateway):
+    set_upstream(gateway, scripted((0, {}, requests.ConnectionError("refused")), (0, {}, requests.ReadTimeout("slow"))))
+    assert gateway.post("/v1/chat/completions", chat("x")).status_code == 200
+    assert len(gateway.sleeps) == 2
+    set_upstream(gateway, scripted(*[(0, {}, requests.ReadTimeout("slow"))] * 3))
+    r = gateway.post("/v1/chat/completions", chat("x"))
+    assert r.status_code == 504 and r.json()["error"]["type"] == "timeout_error"
+
+
+def test_spend_limit_429_is_not_retried(gateway):
+    quota = openai_error("You exceeded your current quota.", "insufficient_quota", "insufficient_quota")
+    set_upstream(gateway, scripted((429, {"Retry-After": "1"}, quota)))
+    r = gateway.post("/v1/chat/completions", chat("x"))
+    assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+    assert len(gateway.upstream_calls()) == 1 and gateway.sleeps == []
+
+
+def test_an_exhausted_retry_budget_stops_retries(aws):
+    """Budget of 10 retries, no refill: 5 failing requests spend it, the 6th is not retried."""
+    from tests.integration.conftest import mocked_upstream
+
+    with mocked_upstream() as mock:
+        gw = make_gateway(aws, budget=RetryBudget(ratio=0.0, min_per_second=0.0))
+        gw.upstream = mock
+        set_upstream(gw, scripted(*[(500, {}, SERVER_ERROR)] * 100))
+        statuses = [gw.post("/v1/chat/completions", chat(f"x{i}")).status_code for i in range(6)]
+        calls = len(gw.upstream_calls())
+    assert statuses == [502] * 5 + [503]  # the last one: unavailable, since it was not retried
+    assert calls == 5 * 3 + 1
+    assert len(gw.sleeps) == 10
