@@ -57,7 +57,7 @@ BODY_CASES = {
     "empty messages": ({"model": "default", "messages": []}, "messages"),
     "unknown role": ({"model": "default", "messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
     "message not an object": ({"model": "default", "messages": ["hi"]}, "messages[0]"),
-    "content a number": ({"model": "default", "messages": [{"role": "user", "content": 5}]}, None),
+    "content a number": ({"model": "default", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     "temperature hot": ({"model": "default", "messages": [USER], "temperature": "hot"}, "temperature"),
     "temperature out of range": ({"model": "default", "messages": [USER], "temperature": 3}, "temperature"),
     "stream yes": ({"model": "default", "messages": [USER], "stream": "yes"}, "stream"),
@@ -141,6 +141,7 @@ def test_body_over_1mb_without_content_length_gets_413(watched):
 def test_unknown_and_other_tenants_conversation_ids_get_identical_404s(watched):
     theirs = watched.post("/v1/conversations", {}, key=OTHER_KEY).json()["id"]
     watched.before = table_snapshot(watched.services.conversations.client, watched.aws.res.table_name)
+    watched.writes = count_calls(watched.services.conversations.client, DYNAMODB_WRITES)
     unknown = "conv_" + "0" * 32
     for conversation_id in (unknown, theirs, "not a valid id!"):
         r = watched.post("/v1/chat/completions", chat("hi", conversation_id))
