@@ -36,6 +36,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .models import message_text
 from .providers.base import Provider, Timeout, UpstreamReply
 from .retry import (
     CallStats,
@@ -54,6 +55,16 @@ T = TypeVar("T")
 class RoutedReply:
     reply: UpstreamReply
     deployment: Deployment
+
+
+def without_echoes(message: str, body: dict[str, Any]) -> str:
+    """An upstream's error text without exact quotes of the request's own message texts: the
+    upstream's reason is passed on to the client, the prompt is not (error bodies carry none)."""
+    for item in body.get("messages") or ():
+        text = message_text(item) if isinstance(item, dict) else ""
+        if len(text) >= 8 and text in message:
+            message = message.replace(text, "[redacted]")
+    return message
 
 
 def upstream_failure(exc: BaseException, stats: CallStats) -> GatewayError:
@@ -229,7 +240,7 @@ class Router:
         def call(provider: Provider, deployment: Deployment, timeout: Timeout) -> RoutedReply:
             return RoutedReply(provider.complete(body, timeout), deployment)
 
-        return self._run(alias, deadline, stats, call)
+        return self._run(alias, body, deadline, stats, call)
 
     def stream(self, alias: ModelAlias, body: dict[str, Any], deadline: Deadline, stats: CallStats) -> RoutedStream:
         """Open a stream and wait for its first chunk, under the same retries and fallback as
@@ -247,9 +258,9 @@ class Router:
                 raise
             return RoutedStream(first, upstream, deployment, stats)
 
-        return self._run(alias, deadline, stats, call)
+        return self._run(alias, body, deadline, stats, call)
 
-    def _run(self, alias: ModelAlias, deadline: Deadline, stats: CallStats,
+    def _run(self, alias: ModelAlias, body: dict[str, Any], deadline: Deadline, stats: CallStats,
              call: Callable[[Provider, Deployment, Timeout], T]) -> T:
         """``call`` on the alias's deployments under the retry policy: each attempt is timed and
         feeds the chain (fallback, cooldowns); a failure that outlasts the retries becomes a GatewayError."""
@@ -273,4 +284,6 @@ class Router:
         except GatewayError:
             raise
         except Exception as exc:
+            if isinstance(exc, UpstreamHTTPError):
+                exc.message = without_echoes(exc.message, body)
             raise upstream_failure(exc, stats) from exc
