@@ -1,0 +1,1 @@
+"""llm-gateway: the domain package shared by the API and worker functions (the Lambda layer)."""
