@@ -230,6 +230,7 @@ def first_completion() -> None:
 def main() -> None:
     from local.stack import StackConfig, local_stack
 
+    os.environ["SHOW_METRICS"] = "1"  # measure the gateway as deployed: EMF metrics on
     config = StackConfig.from_env({"PORT": "0"})
     with local_stack(config) as env:
         overhead(env)

@@ -15,6 +15,7 @@ Prints numbers and ratios; asserts nothing.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -79,6 +80,7 @@ def end_to_end(samples: int) -> tuple[list[float], list[float]]:
     from llm_gateway.settings import get_settings
     from local.stack import StackConfig, local_stack
 
+    os.environ["SHOW_METRICS"] = "1"  # measure the gateway as deployed: EMF metrics on
     config = StackConfig.from_env({"PORT": "0"})
     with local_stack(config) as env:
         del env

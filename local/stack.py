@@ -142,6 +142,8 @@ def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
             "DEFAULT_MODEL": config.default_model,
             "PROVIDER_KEY_CIPHERTEXT": ciphertext,
             "LOCAL_UPSTREAM": upstream,
+            # EMF lines are for CloudWatch; locally they would drown the logs. SHOW_METRICS=1 keeps them.
+            "POWERTOOLS_METRICS_DISABLED": "false" if os.environ.get("SHOW_METRICS") else "true",
         }
         os.environ.pop("OPENAI_API_KEY", None)  # the app only ever sees the ciphertext
         os.environ.pop("AWS_PROFILE", None)
