@@ -144,3 +144,22 @@ def test_an_exhausted_retry_budget_stops_retries(aws):
     assert statuses == [502] * 5 + [503]  # the last one: unavailable, since it was not retried
     assert calls == 5 * 3 + 1
     assert len(gw.sleeps) == 10
+
+
+@pytest.mark.parametrize("reply", [
+    {"choices": ["not an object"]},
+    {"choices": [{"index": 0, "message": "not an object", "finish_reason": "stop"}]},
+    {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}], "usage": "not an object"},
+    {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}], "usage": {"prompt_tokens": "many"}},
+], ids=["choice", "message", "usage", "usage-count"])
+def test_a_malformed_completion_is_a_502_that_stores_nothing_and_frees_the_conversation(gateway, reply):
+    """An upstream 200 whose body is not a chat.completion is the upstream's failure (502), never
+    a 500 of ours; the conversation's lease is let go and nothing is stored."""
+    conv = gateway.post("/v1/conversations", {}).json()["id"]
+    for body in (chat("hello"), chat("hello", conv)):
+        set_upstream(gateway, scripted(*[(200, {}, reply)] * 3))
+        r = gateway.post("/v1/chat/completions", body)
+        assert r.status_code == 502, r.text
+        assert r.json()["error"]["type"] == "upstream_error"
+    assert gateway.get(f"/v1/conversations/{conv}").json()["message_count"] == 0
+    assert gateway.post("/v1/chat/completions", chat("again", conv)).status_code == 200  # not 409

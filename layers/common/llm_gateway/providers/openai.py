@@ -83,10 +83,14 @@ class OpenAIProvider:
         resp, _ = self._post(body, timeout, stream=False)
         try:
             data = resp.json()
-            data["choices"][0]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            choice = data["choices"][0]
+            # what the gateway reads of a reply must have its shape: a malformed one is the upstream's 502
+            if not isinstance(choice, dict) or not isinstance(choice.get("message") or {}, dict):
+                raise TypeError("choice")
+            usage = Usage.from_openai(data.get("usage"))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise UpstreamHTTPError(502, "Upstream returned a malformed completion.") from exc
-        return UpstreamReply(data, Usage.from_openai(data.get("usage")))
+        return UpstreamReply(data, usage)
 
     def stream(self, body: dict[str, Any], timeout: Timeout) -> SSEChunkStream:
         """One streamed attempt (see :meth:`Provider.stream`); nothing is sent until the first ``next()``."""
