@@ -128,3 +128,30 @@ def test_the_deadline_bounds_the_chain():
         call(router, alias, stats, seconds=2.0)
     assert stats.attempts == 2 and stats.stopped_by == "deadline"  # a, b; a again would sleep past the deadline
     assert sum(sleeps) == 0
+
+
+def test_an_upstream_error_event_mid_stream_does_not_echo_the_prompt_to_the_client():
+    """Like a failed non-stream call, the error that ends a stream passes the upstream's reason
+    on but not an exact quote of the request's own message texts."""
+    from llm_gateway.errors import UpstreamError
+    from llm_gateway.retry import UpstreamStreamError
+
+    prompt = "canary prompt text that must not come back"
+
+    class StreamingProvider:
+        name = "primary"
+
+        def stream(self, body, timeout):
+            yield {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}
+            raise UpstreamStreamError("error", f"content filter triggered by '{prompt}'")
+
+    router, alias, _, _, _ = setup({"primary": []})
+    router.providers["primary"] = StreamingProvider()
+    body = {"model": "default", "messages": [{"role": "user", "content": prompt}]}
+    stream = router.stream(alias, body, Deadline.after(30), CallStats())
+    assert next(stream)["choices"][0]["delta"]["content"] == "Hel"
+    with pytest.raises(UpstreamError) as failure:
+        next(stream)
+    assert failure.value.code == "upstream_stream_error"
+    assert "content filter triggered" in failure.value.message
+    assert prompt not in failure.value.message

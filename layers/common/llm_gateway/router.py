@@ -163,8 +163,9 @@ class Chain:
         return 1 <= self.position < len(self.order)
 
 
-def stream_failure(exc: UpstreamStreamError) -> GatewayError:
-    """The error event that ends a stream the upstream broke after its first chunk."""
+def stream_failure(exc: UpstreamStreamError, body: dict[str, Any] | None = None) -> GatewayError:
+    """The error event that ends a stream the upstream broke after its first chunk (an upstream's
+    error text without quotes of ``body``'s message texts, as for a failed non-stream call)."""
     if exc.reason == "stall":
         return UpstreamTimeout("The upstream stopped sending mid-stream; the reply is incomplete.",
                                code="upstream_stream_stalled")
@@ -172,7 +173,8 @@ def stream_failure(exc: UpstreamStreamError) -> GatewayError:
         return UpstreamError("The upstream sent a malformed chunk mid-stream; the reply is incomplete.",
                              code="upstream_stream_malformed")
     if exc.reason == "error":
-        return UpstreamError(f"The upstream failed mid-stream: {exc}", code="upstream_stream_error")
+        reason = without_echoes(str(exc), body) if body else str(exc)
+        return UpstreamError(f"The upstream failed mid-stream: {reason}", code="upstream_stream_error")
     return UpstreamError("The upstream connection ended before the reply was complete.",
                          code="upstream_stream_cut")
 
@@ -184,8 +186,9 @@ class RoutedStream:
     """
 
     def __init__(self, first: dict[str, Any], rest: Iterator[dict[str, Any]], deployment: Deployment,
-                 stats: CallStats) -> None:
+                 stats: CallStats, body: dict[str, Any] | None = None) -> None:
         self.deployment = deployment
+        self._body = body  # the request, so an error event does not quote its messages back
         self._first: dict[str, Any] | None = first
         self._rest = rest
         self._stats = stats
@@ -201,7 +204,7 @@ class RoutedStream:
             return next(self._rest)
         except UpstreamStreamError as exc:
             self._stats.error(f"stream_{exc.reason}")
-            raise stream_failure(exc) from exc
+            raise stream_failure(exc, self._body) from exc
 
     def close(self) -> None:
         close = getattr(self._rest, "close", None)
@@ -256,7 +259,7 @@ class Router:
             except Exception:
                 getattr(upstream, "close", lambda: None)()
                 raise
-            return RoutedStream(first, upstream, deployment, stats)
+            return RoutedStream(first, upstream, deployment, stats, body)
 
         return self._run(alias, body, deadline, stats, call)
 
