@@ -19,6 +19,7 @@ from llm_gateway.jobs import JobMessage
 from local.poller import LambdaContext, SqsPoller, lambda_record
 
 from .conftest import OTHER_KEY, UPSTREAM, echo_reply, make_gateway
+from .test_secrets import CANARY_PROMPT, all_logs  # noqa: F401 - all_logs is a fixture
 
 MAX_RECEIVES = 4  # template.yaml JobsQueue RedrivePolicy.maxReceiveCount
 
@@ -47,6 +48,9 @@ class Upstream:
             assert self.gate.wait(10), "test never released the upstream"
         if "POISON" in last or self.down:
             return 503, {}, json.dumps({"error": {"message": "overloaded", "type": "server_error"}})
+        if "ECHO400" in last:  # an upstream that quotes the prompt back in its error
+            return 400, {}, json.dumps({"error": {"message": f"Invalid content: '{last}'", "code": "invalid_value",
+                                                  "type": "invalid_request_error"}})
         if "REJECT" in last:
             return 400, {}, json.dumps({"error": {"message": "bad parameter", "type": "invalid_request_error",
                                                   "code": "invalid_value", "param": "messages"}})
@@ -537,3 +541,34 @@ def test_poller_background_thread_runs_jobs_and_stops(jobs):
         poller.stop()
         assert not poller.running and time.monotonic() - started < 5
     assert jobs.job(job["id"])["status"] == "succeeded"
+
+
+def test_job_errors_and_invalid_message_logs_never_carry_the_prompt(jobs, all_logs, capfd):  # noqa: F811
+    """A queue message body is a prompt: neither a job's stored error (GET /v1/jobs/{id}) nor the
+    worker's logs of a failed or invalid message may quote it."""
+    prompt = CANARY_PROMPT
+    rejected = jobs.submit(chat(f"ECHO400 {prompt}")).json()
+    known = jobs.submit(chat("to be replaced")).json()
+    for m in jobs.poller.receive(wait_seconds=1):
+        if json.loads(m["Body"])["job_id"] == known["id"]:  # only the invalid copy below will run
+            jobs.sqs.delete_message(QueueUrl=jobs.gw.aws.res.jobs_queue_url, ReceiptHandle=m["ReceiptHandle"])
+        else:
+            jobs.sqs.change_message_visibility(QueueUrl=jobs.gw.aws.res.jobs_queue_url,
+                                               ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+    bad_request = {"model": "default", "messages": [{"role": prompt, "content": prompt}], prompt: prompt}
+    bad_value = {"model": "default", "messages": [{"role": "user", "content": prompt}], "temperature": prompt}
+    send(jobs, json.dumps({"version": 1, "job_id": known["id"], "tenant_id": "tenant-a", "request": bad_value}),
+         "g-known", "bad-known")  # passes the schema, fails the request model
+    send(jobs, json.dumps({"version": 1, "job_id": "ext-x", "tenant_id": "tenant-a", "request": bad_request,
+                           prompt: prompt}), "g-unknown", "bad-unknown")
+    send(jobs, f"not json {prompt}", "g-garbage", "bad-garbage")
+    jobs.drain(lambda: jobs.job(rejected["id"])["status"] == "failed" and jobs.job(known["id"])["status"] == "failed")
+    for job_id in (rejected["id"], known["id"]):
+        text = jobs.gw.get(f"/v1/jobs/{job_id}").text
+        assert json.loads(text)["error"]["code"] in ("invalid_value", "invalid_job_message")
+        assert prompt not in text
+    assert "Invalid content" in jobs.job(rejected["id"])["error"]["message"]  # the upstream's reason is kept
+    out, err = capfd.readouterr()
+    logs = all_logs()
+    assert "invalid job message" in logs  # the capture saw the worker's logs
+    assert prompt not in out + err + logs
