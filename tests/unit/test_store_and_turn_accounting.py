@@ -81,3 +81,40 @@ def test_a_reply_counts_as_history_like_any_message():
     # without usage from the upstream, the reply is counted locally
     message = ChatService.reply_message(RoutedReply(UpstreamReply(body, Usage(0, 0)), deployment))
     assert message.tokens == count_message({"role": "assistant", "content": text})
+
+
+@pytest.mark.parametrize("upstream_usage", [True, False], ids=["usage-reported", "usage-counted"])
+def test_a_streamed_reply_counts_as_history_like_a_non_streamed_one(upstream_usage):
+    """The same reply stored by a streamed turn costs the same history tokens as by a plain one."""
+    import time
+
+    from llm_gateway.deadline import Deadline
+    from llm_gateway.retry import CallStats
+    from llm_gateway.router import RoutedStream
+    from llm_gateway.service import TurnReport
+    from llm_gateway.streaming import ChatStream, StreamReport
+    from llm_gateway.tokens import count_text
+
+    deployment = Deployment(name="d", model="m", base_url="http://x")
+    text = "The answer is forty-two, as computed."
+    chunks = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}]},
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    if upstream_usage:
+        chunks.append({"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": count_text(text)}})
+
+    class Turn:
+        committed = None
+
+        def renew(self): ...
+        def release(self): ...
+
+        def commit(self, reply, usage, cost_usd):
+            Turn.committed = reply
+
+    stream = ChatStream(RoutedStream(chunks[0], iter(chunks[1:]), deployment, CallStats()),
+                        TurnReport(stream=StreamReport(time.perf_counter())), Deadline.after(30),
+                        conversation_id="conv_1", turn=Turn(), estimate_prompt_tokens=lambda: 20, renew_every=60)
+    assert [c["choices"] for c in stream][0][0]["delta"]["content"] == text
+    stream.close()
+    assert Turn.committed.body == {"role": "assistant", "content": text}
+    assert Turn.committed.tokens == count_message({"role": "assistant", "content": text})

@@ -32,7 +32,7 @@ from .errors import GatewayError, UpstreamTimeout
 from .providers.base import Usage
 from .router import RoutedStream
 from .store import NewMessage
-from .tokens import count_message, count_text
+from .tokens import TOKENS_PER_MESSAGE, count_message, count_text
 
 # Bounded: each becomes a metric name (StreamOutcome_<outcome>).
 STREAM_OUTCOMES = ("complete", "upstream_error", "client_disconnect", "commit_failed", "internal_error")
@@ -230,7 +230,9 @@ class ChatStream:
                 "deployment": self.routed.deployment.name,
                 "finish_reason": self.reply.finish_reason,
             }
-            reply = NewMessage(body, usage.completion_tokens or count_message(body), meta=meta)
+            # as history a reply costs its tokens plus the per-message framing (as ChatService.reply_message)
+            tokens = usage.completion_tokens + TOKENS_PER_MESSAGE if usage.completion_tokens else count_message(body)
+            reply = NewMessage(body, tokens, meta=meta)
             try:
                 self.turn.commit(reply, usage, report.cost_usd)
             except BaseException:
