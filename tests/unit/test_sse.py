@@ -187,3 +187,27 @@ def test_anthropic_stream_ending_before_any_chunk_is_a_retryable_502():
     with pytest.raises(UpstreamHTTPError) as err:
         next(stream)
     assert err.value.status == 502
+
+
+@pytest.mark.parametrize("event", [
+    {"choices": ["not an object"]},
+    {"choices": [{"index": 0, "delta": "not an object"}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": ["not an object"]}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": "first", "function": {"name": "f"}}]}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": {"a": 1}}}]}}]},
+    {"choices": [], "usage": "not an object"},
+    {"choices": [], "usage": {"completion_tokens": "many"}},
+], ids=["choice", "delta", "tool-call", "tool-call-index", "tool-call-arguments", "usage", "usage-count"])
+def test_a_chunk_the_reply_builder_cannot_fold_is_malformed(event):
+    """Caught by the reader (a retryable 502 before the first chunk, reason 'malformed' after it),
+    not by the reply builder as an internal error of the gateway's."""
+    stream, _ = stream_of(chunk("hi"), b"data: " + json.dumps(event).encode() + b"\n\n")
+    builder = ReplyBuilder()
+    builder.add(next(stream))
+    with pytest.raises(UpstreamStreamError) as err:
+        builder.add(next(stream))
+    assert err.value.reason == "malformed"
+    first, _ = stream_of(b"data: " + json.dumps(event).encode() + b"\n\n")
+    with pytest.raises(UpstreamHTTPError) as before:
+        next(first)
+    assert before.value.status == 502

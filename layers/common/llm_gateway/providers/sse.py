@@ -139,7 +139,31 @@ class OpenAIChunks:
             raise StreamFailure("error", scrub(str(message or "The upstream reported an error."), self.secret))
         if not isinstance(chunk.get("choices"), list):
             raise StreamFailure("malformed", "The upstream sent a chunk without 'choices'.")
+        if not _foldable(chunk):
+            raise StreamFailure("malformed", "The upstream sent a chunk that is not a chat.completion.chunk.")
         return chunk
+
+
+def _foldable(chunk: dict[str, Any]) -> bool:
+    """Whether the parts of a chunk that the gateway reads (streaming.ReplyBuilder) have their shape."""
+    from .base import Usage
+
+    for choice in chunk["choices"]:
+        if not isinstance(choice, dict):
+            return False
+        delta = choice.get("delta") or {}
+        if not isinstance(delta, dict) or not isinstance(delta.get("tool_calls") or [], list):
+            return False
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {} if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(call.get("index", 0), int) \
+                    or not all(isinstance(function.get(k) or "", str) for k in ("name", "arguments")):
+                return False
+    try:
+        Usage.from_openai(chunk.get("usage"))
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
 
 
 class SSEChunkStream:
