@@ -118,3 +118,19 @@ def test_a_streamed_reply_counts_as_history_like_a_non_streamed_one(upstream_usa
     stream.close()
     assert Turn.committed.body == {"role": "assistant", "content": text}
     assert Turn.committed.tokens == count_message({"role": "assistant", "content": text})
+
+
+def test_a_commit_is_one_idempotent_transaction_per_lease(stubbed):
+    """botocore retries a TransactWriteItems whose answer was lost (a timeout, a 5xx); without a
+    ClientRequestToken the retry fails the lease/version conditions the first one just changed, and a
+    stored turn is reported as a 409 (the client retries it: a duplicate turn). With the lease's id as
+    token DynamoDB answers the retry as the same transaction."""
+    from llm_gateway.store import Conversation, Lease, NewMessage, TurnUsage
+
+    store, stubber = stubbed
+    lease = Lease(Conversation("conv_1", "tenant-a", 0, 0), "0123456789abcdef0123456789abcdef", 0)
+    stubber.add_response("transact_write_items", {},
+                         expected_params={"TransactItems": ANY, "ClientRequestToken": lease.lease_id})
+    store.commit_turn(lease, [NewMessage({"role": "user", "content": "hi"}, 5)], usage=TurnUsage())
+    stubber.assert_no_pending_responses()
+    assert len(lease.lease_id) <= 36  # DynamoDB's limit for the token

@@ -544,7 +544,10 @@ class DynamoConversationStore:
             items.append({"Put": {"TableName": self.table, "Item": marker,
                                   "ConditionExpression": "attribute_not_exists(PK)"}})
         try:
-            self.client.transact_write_items(TransactItems=items)
+            # The token makes the commit idempotent for 10 minutes: when botocore retries a commit whose
+            # response was lost (timeout, 5xx), DynamoDB answers the retry as the same transaction instead
+            # of failing its conditions (version moved, lease gone) and the stored turn being reported 409.
+            self.client.transact_write_items(TransactItems=items, ClientRequestToken=lease.lease_id)
         except ClientError as err:
             if _code(err) == "TransactionCanceledException":
                 reasons = [r.get("Code") for r in err.response.get("CancellationReasons", [])]
