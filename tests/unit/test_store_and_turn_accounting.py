@@ -134,3 +134,33 @@ def test_a_commit_is_one_idempotent_transaction_per_lease(stubbed):
     store.commit_turn(lease, [NewMessage({"role": "user", "content": "hi"}, 5)], usage=TurnUsage())
     stubber.assert_no_pending_responses()
     assert len(lease.lease_id) <= 36  # DynamoDB's limit for the token
+
+
+def test_a_stream_past_its_deadline_ends_with_a_timeout_and_stores_nothing():
+    import time
+
+    from llm_gateway.deadline import Deadline
+    from llm_gateway.errors import UpstreamTimeout
+    from llm_gateway.retry import CallStats
+    from llm_gateway.router import RoutedStream
+    from llm_gateway.service import TurnReport
+    from llm_gateway.streaming import ChatStream, StreamReport
+
+    events: list[str] = []
+
+    class Turn:
+        def renew(self): events.append("renew")
+        def release(self): events.append("release")
+        def commit(self, reply, usage, cost_usd): events.append("commit")
+
+    chunks = [{"choices": [{"index": 0, "delta": {"content": "w"}}]}] * 3 + [
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    report = TurnReport(stream=StreamReport(time.perf_counter()))
+    stream = ChatStream(RoutedStream(chunks[0], iter(chunks[1:]), Deployment(name="d", model="m", base_url="http://x"),
+                                     CallStats()), report, Deadline.after(0.0), conversation_id="conv_1", turn=Turn(),
+                        estimate_prompt_tokens=lambda: 1, renew_every=60)
+    with pytest.raises(UpstreamTimeout) as failure:
+        stream.next_chunk()
+    assert failure.value.code == "stream_deadline_exceeded"
+    stream.close()
+    assert events == ["release"] and report.stream.outcome == "upstream_error"
