@@ -90,3 +90,15 @@ def test_another_tenant_cannot_delete(gateway):
     conv = gateway.post("/v1/conversations", {}).json()["id"]
     assert gateway.client.delete(f"/v1/conversations/{conv}", headers=gateway.headers(OTHER_KEY)).status_code == 404
     assert gateway.get(f"/v1/conversations/{conv}").status_code == 200
+
+
+def test_has_more_is_exact_when_a_page_is_exactly_full(gateway):
+    ids = {gateway.post("/v1/conversations", {}).json()["id"] for _ in range(4)}
+    full = gateway.get("/v1/conversations", params={"limit": 4}).json()
+    assert {c["id"] for c in full["data"]} == ids
+    assert full["has_more"] is False and full["next_cursor"] is None  # no empty page to chase
+    first = gateway.get("/v1/conversations", params={"limit": 3}).json()
+    assert first["has_more"] is True
+    rest = gateway.get("/v1/conversations", params={"limit": 3, "after": first["next_cursor"]}).json()
+    assert len(rest["data"]) == 1 and rest["has_more"] is False
+    assert {c["id"] for c in first["data"] + rest["data"]} == ids

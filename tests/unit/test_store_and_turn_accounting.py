@@ -164,3 +164,60 @@ def test_a_stream_past_its_deadline_ends_with_a_timeout_and_stores_nothing():
     assert failure.value.code == "stream_deadline_exceeded"
     stream.close()
     assert events == ["release"] and report.stream.outcome == "upstream_error"
+
+
+def test_a_replayed_turn_reads_every_message_even_when_dynamodb_leaves_keys_unprocessed(stubbed, monkeypatch):
+    """BatchGetItem may return part of the keys as UnprocessedKeys (throttling): they are asked again,
+    so a replayed job rebuilds its reply from the right message, never from a partial read."""
+    import llm_gateway.store as store_module
+
+    monkeypatch.setattr(store_module.time, "sleep", lambda s: None)
+    store, stubber = stubbed
+    pk = {"S": "T#tenant-a#C#conv_1"}
+    stubber.add_response("get_item", {"Item": {"PK": pk, "SK": {"S": "TURN#job_1"}, "first_seq": {"N": "4"},
+                                               "count": {"N": "2"}}})
+
+    def item(seq: int, role: str) -> dict:
+        return {"PK": pk, "SK": {"S": f"M#{seq:010d}"}, "msg": {"S": f'{{"role": "{role}", "content": "m{seq}"}}'},
+                "tokens": {"N": "5"}, "created_at": {"N": "0"}}
+
+    second_key = {"PK": pk, "SK": {"S": "M#0000000005"}}
+    stubber.add_response("batch_get_item", {"Responses": {"t": [item(4, "user")]},
+                                            "UnprocessedKeys": {"t": {"Keys": [second_key], "ConsistentRead": True}}})
+    stubber.add_response("batch_get_item", {"Responses": {"t": [item(5, "assistant")]}, "UnprocessedKeys": {}},
+                         expected_params={"RequestItems": {"t": {"Keys": [second_key], "ConsistentRead": True}}})
+    messages = store.turn_messages("tenant-a", "conv_1", "job_1")
+    assert [(m.seq, m.role) for m in messages] == [(4, "user"), (5, "assistant")]
+    stubber.assert_no_pending_responses()
+
+
+def test_list_asks_one_more_than_the_page_so_has_more_is_exact(stubbed):
+    """DynamoDB returns a LastEvaluatedKey whenever it stops at Limit, even with nothing after it; so the
+    store asks for limit + 1 and has more only when that extra item exists (moto omits the key, so this
+    is checked against DynamoDB's documented behaviour here)."""
+    import base64
+
+    store, stubber = stubbed
+
+    def head(n: int) -> dict:
+        return {"PK": {"S": f"T#tenant-a#C#conv_{n}"}, "SK": {"S": "META"}, "conversation_id": {"S": f"conv_{n}"},
+                "tenant": {"S": "tenant-a"}, "created_at": {"N": str(n)}, "updated_at": {"N": str(n)},
+                "GSI1PK": {"S": "T#tenant-a#CONV"}, "GSI1SK": {"S": f"{n:015d}#conv_{n}"}}
+
+    def expect(items: list[dict], last_key: bool) -> None:
+        response = {"Items": items}
+        if last_key:
+            response["LastEvaluatedKey"] = {k: items[-1][k] for k in ("PK", "SK", "GSI1PK", "GSI1SK")}
+        stubber.add_response("query", response, expected_params={
+            "TableName": "t", "IndexName": "GSI1", "KeyConditionExpression": "GSI1PK = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": "T#tenant-a#CONV"}}, "ScanIndexForward": False, "Limit": 3})
+
+    expect([head(2), head(1)], last_key=False)  # exactly a page: nothing after it
+    conversations, cursor = store.list("tenant-a", limit=2, after=None)
+    assert [c.id for c in conversations] == ["conv_2", "conv_1"] and cursor is None
+
+    expect([head(3), head(2), head(1)], last_key=True)  # the extra item exists: one more page
+    conversations, cursor = store.list("tenant-a", limit=2, after=None)
+    assert [c.id for c in conversations] == ["conv_3", "conv_2"]
+    assert base64.urlsafe_b64decode(cursor).decode() == f"{2:015d}#conv_2"  # the next page starts after conv_2
+    stubber.assert_no_pending_responses()

@@ -34,7 +34,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
 from .batch import GroupedFifoProcessor
 from .deadline import Deadline
@@ -209,7 +209,8 @@ class JobWorker:
         # before handing the job back to SQS (whose redelivery waits a whole visibility timeout).
         retrying = Retrying(
             retry=retry_if_exception_type(ConversationBusy),
-            stop=stop_after_delay(max(0.0, min(self.settings.job_busy_wait_seconds, deadline.remaining() - 1))),
+            # stop_before_delay: no sleep may end past the wait budget (nor so the deadline).
+            stop=stop_before_delay(max(0.0, min(self.settings.job_busy_wait_seconds, deadline.remaining() - 1))),
             wait=wait_exponential(multiplier=0.1, max=2.0),
             reraise=True,
         )

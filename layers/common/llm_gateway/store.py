@@ -298,7 +298,7 @@ class DynamoConversationStore:
             "KeyConditionExpression": "GSI1PK = :pk",
             "ExpressionAttributeValues": {":pk": _s(f"T#{tenant}#CONV")},
             "ScanIndexForward": False,
-            "Limit": limit,
+            "Limit": limit + 1,  # one more than asked: has_more is then exact
         }
         if after:
             try:
@@ -314,10 +314,12 @@ class DynamoConversationStore:
                 "SK": _s(META),
             }
         resp = self.client.query(**params)
-        conversations = [self._conversation(item) for item in resp.get("Items", [])]
+        items = resp.get("Items", [])
+        conversations = [self._conversation(item) for item in items[:limit]]
         cursor = None
-        if "LastEvaluatedKey" in resp and conversations:
-            cursor = base64.urlsafe_b64encode(resp["LastEvaluatedKey"]["GSI1SK"]["S"].encode()).decode()
+        # More exist when DynamoDB found the extra item, or cut the page short at its 1 MB limit.
+        if items and (len(items) > limit or "LastEvaluatedKey" in resp):
+            cursor = base64.urlsafe_b64encode(items[:limit][-1]["GSI1SK"]["S"].encode()).decode()
         return conversations, cursor
 
     def delete(self, tenant, conversation_id) -> None:
@@ -571,9 +573,17 @@ class DynamoConversationStore:
         keys = [{"PK": key["PK"], "SK": _s(message_sk(seq))} for seq in range(first, first + count)]
         found: list[StoredMessage] = []
         for start in range(0, len(keys), 100):
-            got = self.client.batch_get_item(
-                RequestItems={self.table: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
-            )
-            found += [self._message(item) for item in got["Responses"].get(self.table, [])]
+            request = {self.table: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+            for attempt in range(8):
+                got = self.client.batch_get_item(RequestItems=request)
+                found += [self._message(item) for item in got["Responses"].get(self.table, [])]
+                request = got.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(1.0, 0.05 * 2**attempt))
+            else:
+                raise RuntimeError("DynamoDB kept keys unprocessed while reading a committed turn")
+        if len(found) != count:
+            raise RuntimeError(f"turn '{turn_id}' is missing {count - len(found)} of its messages")
         return sorted(found, key=lambda m: m.seq)
 
