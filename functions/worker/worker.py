@@ -17,6 +17,15 @@ def default_worker() -> JobWorker:
     return build_worker(build_services(get_settings()))
 
 
+# The keys inject_lambda_context adds. They belong to this invocation only: dropping them when it
+# ends keeps them off other log lines where the API and worker share a process (the local stack).
+LAMBDA_CONTEXT_KEYS = ["cold_start", "function_name", "function_memory_size", "function_arn",
+                       "function_request_id", "xray_trace_id"]
+
+
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict, context) -> dict:
-    return default_worker().handle(event, context)
+    try:
+        return default_worker().handle(event, context)
+    finally:
+        logger.remove_keys(LAMBDA_CONTEXT_KEYS)

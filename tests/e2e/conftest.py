@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,6 +28,15 @@ class Stack:
     upstream_url: str  # the fake upstream's base URL ("…/v1"); its control API is beside it
     proc: subprocess.Popen
     ports: tuple[int, ...]
+    log: Path  # everything the stack printed: its JSON log lines
+
+    def log_lines(self) -> list[dict]:
+        lines = []
+        for line in self.log.read_text().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    lines.append(json.loads(line))
+        return lines
 
     def control(self, path: str, body: dict | None = None) -> dict:
         root = self.upstream_url.removesuffix("/v1")
@@ -43,11 +53,12 @@ class Stack:
         return self.control("/_control/requests")["requests"]
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"local stack exited with {proc.returncode}:\n{proc.stdout.read()}")
+            output = log.read_text() if log else (proc.stdout.read() if proc.stdout else "")
+            raise RuntimeError(f"local stack exited with {proc.returncode}:\n{output[-5000:]}")
         try:
             with urllib.request.urlopen(url + "/health", timeout=1) as resp:
                 if resp.status == 200:
@@ -74,21 +85,25 @@ def stack_env(api_port: int, moto_port: int, upstream_port: int) -> dict[str, st
         ),
         # fast, bounded retries so fault tests take little time
         BACKOFF_BASE_SECONDS="0.05", BACKOFF_MAX_SECONDS="0.2", REQUEST_DEADLINE_SECONDS="10",
+        PYTHONUNBUFFERED="1",  # log lines reach the log file as they are written
     )
     return env
 
 
 @pytest.fixture(scope="session")
-def stack():
+def stack(tmp_path_factory):
     api_port, moto_port, upstream_port = free_port(), free_port(), free_port()
     env = stack_env(api_port, moto_port, upstream_port)
-    proc = subprocess.Popen([sys.executable, "-m", "local.stack"], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Output goes to a file, not a pipe nobody reads (a full pipe would stall the stack).
+    log = tmp_path_factory.mktemp("stack") / "stack.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "local.stack"], cwd=ROOT, env=env, text=True,
+                                stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{api_port}"
     try:
-        wait_healthy(base, proc, 60)
+        wait_healthy(base, proc, 60, log)
         yield Stack(base + "/v1", API_KEY, f"http://127.0.0.1:{upstream_port}/v1", proc,
-                    (api_port, moto_port, upstream_port))
+                    (api_port, moto_port, upstream_port), log)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -145,3 +145,24 @@ def test_transient_upstream_failure_is_retried_transparently(client, fresh_upstr
     r = client.chat.completions.create(model="default", messages=user("retry me"))
     assert r.choices[0].message.content.startswith("Echo: retry me")
     assert fresh_upstream.control("/_control/stats")["chat_calls"] == 2
+
+
+def test_logs_carry_no_prompt_or_key_and_api_lines_no_worker_context(client, stack):
+    canary = "canary-prompt-e2e-7d1c0f"
+    r = client.chat.completions.create(model="default", messages=user(canary))
+    assert canary in r.choices[0].message.content  # it went through the gateway and back
+    job = client.post("/jobs", body={"model": "default", "messages": user(canary)}, cast_to=object)
+    deadline = time.monotonic() + 30
+    while client.get(f"/jobs/{job['id']}", cast_to=object)["status"] != "succeeded":
+        assert time.monotonic() < deadline, "the job did not succeed"
+        time.sleep(0.05)
+    client.models.list()  # an API request after the worker ran in the same process
+
+    text = stack.log.read_text()
+    assert canary not in text
+    assert "sk-fake-upstream-local" not in text  # the provider key, decrypted in the stack
+    lines = stack.log_lines()
+    assert any(line.get("message") == "job succeeded" for line in lines)
+    api_lines = [line for line in lines if line.get("message") == "request"]
+    assert api_lines and api_lines[-1]["route"] == "/v1/models"
+    assert "function_name" not in api_lines[-1]  # the worker's Lambda context stayed with its invocation
