@@ -163,3 +163,21 @@ def test_a_malformed_completion_is_a_502_that_stores_nothing_and_frees_the_conve
         assert r.json()["error"]["type"] == "upstream_error"
     assert gateway.get(f"/v1/conversations/{conv}").json()["message_count"] == 0
     assert gateway.post("/v1/chat/completions", chat("again", conv)).status_code == 200  # not 409
+
+
+def test_a_reply_too_large_to_store_is_a_clear_502_that_stores_nothing(gateway):
+    """A conversation message is one DynamoDB item (400 KB at most): a larger reply is reported as
+    what it is, the lease is let go, nothing is stored — and stateless, the same reply is just returned."""
+    huge = {"id": "chatcmpl-big", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "x" * 450_000}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 100_000, "total_tokens": 100_005}}
+    conv = gateway.post("/v1/conversations", {}).json()["id"]
+    set_upstream(gateway, scripted((200, {}, huge), (200, {}, huge)))
+    r = gateway.post("/v1/chat/completions", chat("write a lot", conv))
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "reply_too_large_to_store"
+    assert gateway.get(f"/v1/conversations/{conv}").json()["message_count"] == 0
+    stateless = gateway.post("/v1/chat/completions", chat("write a lot"))
+    assert stateless.status_code == 200 and len(stateless.json()["choices"][0]["message"]["content"]) == 450_000
+    assert gateway.post("/v1/chat/completions", chat("again", conv)).status_code == 200  # lease released

@@ -27,11 +27,13 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from .errors import ConversationBusy, InvalidRequest, NotFound
+from .errors import ConversationBusy, InvalidRequest, NotFound, UpstreamError
 
 META = "META"
 MSG_PREFIX = "M#"
 TURN_PREFIX = "TURN#"
+# DynamoDB's item limit is 400 KB; keep room for the key and the other attributes.
+MAX_MESSAGE_ITEM_BYTES = 380_000
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # A single-item write to an item that an ongoing TransactWriteItems includes is rejected with
 # this (botocore does not retry it): for the head, that means a turn is committing right now.
@@ -527,6 +529,15 @@ class DynamoConversationStore:
                 "msg": _s(json.dumps(message.body, separators=(",", ":"), ensure_ascii=False)),
                 "tokens": _n(message.tokens), "created_at": _n(now),
             }
+            size = len(item["msg"]["S"].encode())
+            if size > MAX_MESSAGE_ITEM_BYTES:
+                # Requests are bounded before any upstream call (MAX_MESSAGE_BYTES); only a reply can be
+                # this large. Say so plainly instead of letting DynamoDB refuse the transaction (a 500).
+                raise UpstreamError(
+                    f"The upstream's reply ({size} bytes) is too large to store in a conversation; "
+                    "nothing was stored. Ask for a shorter reply (max_tokens) or send it without conversation_id.",
+                    code="reply_too_large_to_store",
+                )
             if message.incomplete:
                 item["incomplete"] = {"BOOL": True}
             if message.meta:
