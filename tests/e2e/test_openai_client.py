@@ -158,11 +158,16 @@ def test_logs_carry_no_prompt_or_key_and_api_lines_no_worker_context(client, sta
         time.sleep(0.05)
     client.models.list()  # an API request after the worker ran in the same process
 
+    # The access line is written as the response finishes, just after the client has it: wait for it.
+    deadline = time.monotonic() + 10
+    while not [line for line in stack.log_lines() if line.get("route") == "/v1/models"]:
+        assert time.monotonic() < deadline, "no access log line for GET /v1/models"
+        time.sleep(0.02)
+
     text = stack.log.read_text()
     assert canary not in text
     assert "sk-fake-upstream-local" not in text  # the provider key, decrypted in the stack
     lines = stack.log_lines()
     assert any(line.get("message") == "job succeeded" for line in lines)
-    api_lines = [line for line in lines if line.get("message") == "request"]
-    assert api_lines and api_lines[-1]["route"] == "/v1/models"
-    assert "function_name" not in api_lines[-1]  # the worker's Lambda context stayed with its invocation
+    models_line = [line for line in lines if line.get("route") == "/v1/models"][-1]
+    assert "function_name" not in models_line  # the worker's Lambda context stayed with its invocation
