@@ -28,6 +28,20 @@ class SimulatedCrash(BaseException):
     """The worker process dies: no except-Exception handler sees it, nothing is reported."""
 
 
+def crash_once(monkeypatch, obj, name: str, why: str) -> None:
+    """The first call of ``obj.name`` kills the worker (SimulatedCrash); later calls run as usual."""
+    real = getattr(obj, name)
+    crashes = []
+
+    def maybe_crash(*args, **kwargs):
+        if not crashes:
+            crashes.append(1)
+            raise SimulatedCrash(why)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, maybe_crash)
+
+
 class Upstream:
     """The fake upstream's behaviour per request, keyed by markers in the last message."""
 
@@ -232,16 +246,7 @@ def test_crash_after_upstream_reply_before_the_write(jobs, monkeypatch):
     conv = jobs.conversation()
     job = jobs.submit(chat("crash", conv)).json()
     store = jobs.gw.services.chat.store
-    real_commit = store.commit_turn
-    crashes = []
-
-    def commit_then_maybe_crash(*args, **kwargs):
-        if not crashes:
-            crashes.append(1)
-            raise SimulatedCrash("worker died after the upstream reply, before the write")
-        return real_commit(*args, **kwargs)
-
-    monkeypatch.setattr(store, "commit_turn", commit_then_maybe_crash)
+    crash_once(monkeypatch, store, "commit_turn", "worker died after the upstream reply, before the write")
     # A short function timeout: the crashed attempt's in-progress idempotency record expires with it.
     jobs.poller.function_timeout = 2
     first = jobs.poller.poll_once()
@@ -257,16 +262,7 @@ def test_crash_after_the_write_before_the_job_update(jobs, monkeypatch):
     conv = jobs.conversation()
     job = jobs.submit(chat("late crash", conv)).json()
     store = jobs.worker.jobs
-    real_succeed = store.succeed
-    crashes = []
-
-    def maybe_crash(*args, **kwargs):
-        if not crashes:
-            crashes.append(1)
-            raise SimulatedCrash("worker died after the reply was stored")
-        return real_succeed(*args, **kwargs)
-
-    monkeypatch.setattr(store, "succeed", maybe_crash)
+    crash_once(monkeypatch, store, "succeed", "worker died after the reply was stored")
     jobs.poller.function_timeout = 2
     assert isinstance(jobs.poller.poll_once().error, SimulatedCrash)
     assert len(jobs.replies(conv)) == 1
