@@ -25,8 +25,7 @@ if __name__ == "__main__":
     import app
 
     body = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
-    r = TestClient(app.app).post("/v1/chat/completions", json=body,
-                                 headers={"Authorization": "Bearer sk-local-dev"})
+    r = TestClient(app.app).post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer sk-local-dev"})
     elapsed = seconds_since_process_start()
     assert r.status_code == 200, r.text
     # VmHWM, not ru_maxrss: Linux carries the forking parent's high-water mark into ru_maxrss across exec.

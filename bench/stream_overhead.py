@@ -74,9 +74,9 @@ def pct(values: list[float], p: float) -> float:
 def main() -> None:
     import uvicorn
 
-    from llm_gateway.auth import ApiKeyStore
-    from llm_gateway.keys import encrypt_key
     from llm_gateway.runtime import build_services
+    from llm_gateway.security.api_keys import ApiKeyStore
+    from llm_gateway.security.provider_keys import encrypt_key
     from llm_gateway.settings import Settings
     from local.fake_upstream import FakeUpstream
     from local.resources import MotoServer, boto_session, provision
@@ -86,14 +86,26 @@ def main() -> None:
         res = provision(session, moto.endpoint, prefix="bench")
         kms = session.client("kms", endpoint_url=moto.endpoint)
         dynamodb = session.client("dynamodb", endpoint_url=moto.endpoint)
-        settings = Settings(table_name=res.table_name, openai_base_url=fake.url, default_model="fake-model",
-                            provider_key_ciphertext=encrypt_key(PROVIDER_KEY, "default", res.kms_key_id, kms))
+        settings = Settings(
+            table_name=res.table_name,
+            openai_base_url=fake.url,
+            default_model="fake-model",
+            provider_key_ciphertext=encrypt_key(PROVIDER_KEY, "default", res.kms_key_id, kms),
+        )
         services = build_services(settings, dynamodb=dynamodb, kms=kms)
         ApiKeyStore(res.table_name, client=dynamodb).create("bench", "bench", key=TENANT_KEY)
         from app import create_app
 
-        server = uvicorn.Server(uvicorn.Config(create_app(lambda: services), host="127.0.0.1", port=0,
-                                               log_level="warning", access_log=False, lifespan="off"))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(lambda: services),
+                host="127.0.0.1",
+                port=0,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         while not server.started:
@@ -107,11 +119,13 @@ def main() -> None:
 
         direct_auth = {"Authorization": f"Bearer {PROVIDER_KEY}"}
         paths = {
-            "direct": lambda: timed_stream(client, f"{fake.url}/chat/completions",
-                                           {**body, "model": "fake-model"}, direct_auth),
+            "direct": lambda: timed_stream(
+                client, f"{fake.url}/chat/completions", {**body, "model": "fake-model"}, direct_auth
+            ),
             "gateway": lambda: timed_stream(client, f"{gateway}/chat/completions", body, auth),
-            "gateway+conversation": lambda: timed_stream(client, f"{gateway}/chat/completions",
-                                                         {**body, "conversation_id": conv}, auth),
+            "gateway+conversation": lambda: timed_stream(
+                client, f"{gateway}/chat/completions", {**body, "conversation_id": conv}, auth
+            ),
         }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
         for i in range(WARMUP + ROUNDS):
@@ -124,8 +138,10 @@ def main() -> None:
         thread.join(10)
 
     direct = results["direct"]
-    print(f"stream overhead: {ROUNDS} rounds, fake upstream delay_first_byte={FAULT['delay_first_byte']}s "
-          f"delay_between_chunks={FAULT['delay_between_chunks']}s")
+    print(
+        f"stream overhead: {ROUNDS} rounds, fake upstream delay_first_byte={FAULT['delay_first_byte']}s "
+        f"delay_between_chunks={FAULT['delay_between_chunks']}s"
+    )
     for label, idx in (("TTFB", 0), ("stream duration", 1)):
         d = [s[idx] for s in direct]
         print(f"\n{label}: direct p50 {pct(d, 50) * 1000:.1f} ms, p95 {pct(d, 95) * 1000:.1f} ms")
@@ -134,8 +150,10 @@ def main() -> None:
             over = [gs - ds for gs, ds in zip(g, d, strict=True)]
             for p in (50, 95):
                 ratio = pct(over, p) / pct(d, p)
-                print(f"  {name:22s} p{p}: {pct(g, p) * 1000:7.1f} ms, overhead {pct(over, p) * 1000:6.1f} ms, "
-                      f"overhead/direct = {ratio:.3f}")
+                print(
+                    f"  {name:22s} p{p}: {pct(g, p) * 1000:7.1f} ms, overhead {pct(over, p) * 1000:6.1f} ms, "
+                    f"overhead/direct = {ratio:.3f}"
+                )
     print(f"\n(mean direct TTFB {statistics.mean(s[0] for s in direct) * 1000:.1f} ms)")
 
 

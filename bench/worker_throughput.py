@@ -29,9 +29,9 @@ BATCH = 10
 
 def worker_throughput(concurrency: int, batches: int) -> float:
     """jobs/s of single worker invocations over ``batches`` batches of 10 independent jobs."""
-    from llm_gateway.job_worker import build_worker
-    from llm_gateway.keys import encrypt_key
+    from llm_gateway.jobs.worker import build_worker
     from llm_gateway.runtime import build_services
+    from llm_gateway.security.provider_keys import encrypt_key
     from llm_gateway.settings import Settings
     from local.fake_upstream import FakeUpstream
     from local.poller import LambdaContext, SqsPoller, lambda_record
@@ -46,16 +46,24 @@ def worker_throughput(concurrency: int, batches: int) -> float:
             return session.client(name, endpoint_url=moto.endpoint, config=Config(max_pool_connections=64))
 
         kms, ddb, sqs = client("kms"), client("dynamodb"), client("sqs")
-        settings = Settings(table_name=res.table_name, jobs_queue_url=res.jobs_queue_url, openai_base_url=fake.url,
-                            default_model="fake-model", worker_concurrency=concurrency,
-                            provider_key_ciphertext=encrypt_key("sk-bench", "default", res.kms_key_id, kms))
+        settings = Settings(
+            table_name=res.table_name,
+            jobs_queue_url=res.jobs_queue_url,
+            openai_base_url=fake.url,
+            default_model="fake-model",
+            worker_concurrency=concurrency,
+            provider_key_ciphertext=encrypt_key("sk-bench", "default", res.kms_key_id, kms),
+        )
         services = build_services(settings, dynamodb=ddb, kms=kms, sqs=sqs)
         worker = build_worker(services)
         poller = SqsPoller(sqs, res.jobs_queue_url, worker.handle, wait_seconds=1)
 
         def one_batch(n: int) -> float:
-            body = {"requests": [{"model": "default", "messages": [{"role": "user", "content": f"b{n} j{i}"}]}
-                                 for i in range(BATCH)]}
+            body = {
+                "requests": [
+                    {"model": "default", "messages": [{"role": "user", "content": f"b{n} j{i}"}]} for i in range(BATCH)
+                ]
+            }
             services.jobs.submit("bench", body)
             messages = []
             while len(messages) < BATCH:
@@ -121,22 +129,32 @@ def main() -> None:
     delay, UPSTREAM_DELAY = UPSTREAM_DELAY, 0.0
     floor = BATCH / worker_throughput(concurrency=10, batches=batches)  # the same batch, upstream instant
     UPSTREAM_DELAY = delay
-    print(f"worker throughput: {batches} invocations x {BATCH} independent jobs, upstream "
-          f"{UPSTREAM_DELAY * 1000:.0f} ms per call, ideal {ideal:.0f} jobs/s")
+    print(
+        f"worker throughput: {batches} invocations x {BATCH} independent jobs, upstream "
+        f"{UPSTREAM_DELAY * 1000:.0f} ms per call, ideal {ideal:.0f} jobs/s"
+    )
     print(f"  groups concurrent   {concurrent:6.1f} jobs/s   ratio to ideal {concurrent / ideal:.2f}   (target >= 0.8)")
-    print(f"  groups sequential   {sequential:6.1f} jobs/s   ratio to ideal {sequential / ideal:.2f}"
-          f"   (concurrent / sequential {concurrent / sequential:.1f}x)")
-    print(f"  floor: the same batch with an instant upstream takes {floor * 1000:.0f} ms (4 DynamoDB writes per job"
-          " against one moto server process, serialised by its GIL)")
-    print(f"  batch time {BATCH / concurrent * 1000:.0f} ms = upstream {UPSTREAM_DELAY * 1000:.0f} ms + "
-          f"{BATCH / concurrent * 1000 - UPSTREAM_DELAY * 1000:.0f} ms not overlapped with it")
+    print(
+        f"  groups sequential   {sequential:6.1f} jobs/s   ratio to ideal {sequential / ideal:.2f}"
+        f"   (concurrent / sequential {concurrent / sequential:.1f}x)"
+    )
+    print(
+        f"  floor: the same batch with an instant upstream takes {floor * 1000:.0f} ms (4 DynamoDB writes per job"
+        " against one moto server process, serialised by its GIL)"
+    )
+    print(
+        f"  batch time {BATCH / concurrent * 1000:.0f} ms = upstream {UPSTREAM_DELAY * 1000:.0f} ms + "
+        f"{BATCH / concurrent * 1000 - UPSTREAM_DELAY * 1000:.0f} ms not overlapped with it"
+    )
 
     sync, jobs = end_to_end(10 if QUICK else 30)
     p50_sync, p50_job = statistics.median(sync), statistics.median(jobs)
     print("end to end on the local stack (moto + fake upstream without delay + poller + worker)")
     print(f"  POST /v1/chat/completions        p50 {p50_sync * 1000:7.1f} ms   max {max(sync) * 1000:7.1f} ms")
-    print(f"  POST /v1/jobs -> succeeded       p50 {p50_job * 1000:7.1f} ms   max {max(jobs) * 1000:7.1f} ms"
-          f"   ratio to the synchronous turn: {p50_job / p50_sync:.1f}x")
+    print(
+        f"  POST /v1/jobs -> succeeded       p50 {p50_job * 1000:7.1f} ms   max {max(jobs) * 1000:7.1f} ms"
+        f"   ratio to the synchronous turn: {p50_job / p50_sync:.1f}x"
+    )
 
 
 if __name__ == "__main__":

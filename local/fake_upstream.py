@@ -525,9 +525,7 @@ class _Handler(BaseHTTPRequestHandler):
             tail = chunk({}, finish)
             if include_usage:
                 tail += event(
-                    (
-                        prefix + '"choices":[],"usage":' + json.dumps(usage, separators=(",", ":")) + "}"
-                    ).encode()
+                    (prefix + '"choices":[],"usage":' + json.dumps(usage, separators=(",", ":")) + "}").encode()
                 )
             tail += event(b"[DONE]")
             if chunked:
@@ -555,9 +553,7 @@ def _validate_chat(raw: bytes, body: Any):
         )
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _HttpError(
-            400, "you must provide a model parameter", param="model", code="missing_required_parameter"
-        )
+        raise _HttpError(400, "you must provide a model parameter", param="model", code="missing_required_parameter")
     if "messages" not in body:
         raise _HttpError(
             400,
@@ -577,13 +573,9 @@ def _validate_chat(raw: bytes, body: Any):
                 code="invalid_value",
             )
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None and (
-        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
-    ):
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
         param = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        raise _HttpError(
-            400, f"Invalid '{param}': expected an integer >= 1.", param=param, code="invalid_value"
-        )
+        raise _HttpError(400, f"Invalid '{param}': expected an integer >= 1.", param=param, code="invalid_value")
     stream = body.get("stream") is True
     opts = body.get("stream_options")
     include_usage = stream and isinstance(opts, dict) and opts.get("include_usage") is True

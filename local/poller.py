@@ -44,8 +44,14 @@ _SYSTEM_EXIT = (KeyboardInterrupt, SystemExit, GeneratorExit)
 class LambdaContext:
     """The parts of ``awslambdaric``'s context object that handlers and Powertools read."""
 
-    def __init__(self, function_name: str, timeout_seconds: float, region: str = "us-east-1",
-                 memory_limit_in_mb: int = 256, account: str = "123456789012") -> None:
+    def __init__(
+        self,
+        function_name: str,
+        timeout_seconds: float,
+        region: str = "us-east-1",
+        memory_limit_in_mb: int = 256,
+        account: str = "123456789012",
+    ) -> None:
         self.function_name = function_name
         self.function_version = "$LATEST"
         self.invoked_function_arn = f"arn:aws:lambda:{region}:{account}:function:{function_name}"
@@ -122,9 +128,19 @@ class BatchOutcome:
 
 
 class SqsPoller:
-    def __init__(self, sqs: Any, queue_url: str, handler: Callable[[dict, Any], Any], *, batch_size: int = 10,
-                 wait_seconds: int = 1, visibility_timeout: int | None = None, function_timeout: float = 120.0,
-                 function_name: str = "WorkerFunction", region: str | None = None) -> None:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        handler: Callable[[dict, Any], Any],
+        *,
+        batch_size: int = 10,
+        wait_seconds: int = 1,
+        visibility_timeout: int | None = None,
+        function_timeout: float = 120.0,
+        function_name: str = "WorkerFunction",
+        region: str | None = None,
+    ) -> None:
         if not 1 <= batch_size <= 10:
             raise ValueError("batch_size must be 1..10 (SQS ReceiveMessage limit)")
         self.sqs = sqs
@@ -136,8 +152,9 @@ class SqsPoller:
         self.function_timeout = function_timeout
         self.function_name = function_name
         self.region = region or getattr(getattr(sqs, "meta", None), "region_name", None) or "us-east-1"
-        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         self.invocations = 0
         self.deleted = 0
         self.failures = 0
@@ -178,7 +195,7 @@ class SqsPoller:
         outcome.failed = [i for i in ids if i in failed]
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
-            chunk = done[start:start + 10]
+            chunk = done[start : start + 10]
             resp = self.sqs.delete_message_batch(
                 QueueUrl=self.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],

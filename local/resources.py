@@ -85,18 +85,19 @@ def create_table(dynamodb: Any, name: str, props: dict) -> None:
         )
 
 
-def provision(session: Any, endpoint_url: str, *, prefix: str = "llm-gateway-local",
-              template: dict | None = None) -> LocalResources:
+def provision(
+    session: Any, endpoint_url: str, *, prefix: str = "llm-gateway-local", template: dict | None = None
+) -> LocalResources:
     """Create the template's table, KMS key and queues in the moto server at ``endpoint_url``."""
     template = template or load_template()
     dynamodb, kms, sqs = (session.client(s, endpoint_url=endpoint_url) for s in ("dynamodb", "kms", "sqs"))
 
     tables = _resources(template, "AWS::DynamoDB::Table")
-    (table_logical, table_props), = tables.items()
+    ((table_logical, table_props),) = tables.items()
     table_name = f"{prefix}-{table_logical.lower()}"
     create_table(dynamodb, table_name, table_props)
 
-    (key_logical, key_props), = _resources(template, "AWS::KMS::Key").items()
+    ((key_logical, key_props),) = _resources(template, "AWS::KMS::Key").items()
     key_id = kms.create_key(Description=f"{prefix} {key_logical}")["KeyMetadata"]["KeyId"]
     for alias_props in _resources(template, "AWS::KMS::Alias").values():
         kms.create_alias(AliasName=f"alias/{prefix}-provider-keys", TargetKeyId=key_id)
@@ -125,9 +126,9 @@ def provision(session: Any, endpoint_url: str, *, prefix: str = "llm-gateway-loc
             )
         url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         out.queues[logical] = url
-        out.queue_arns[logical] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        out.queue_arns[logical] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
     return out
 
 
@@ -162,7 +163,8 @@ class MotoServer:
             # moto's server with DynamoDB requests applied one at a time, as DynamoDB applies them
             # atomically (see moto_atomic.py); run by path, so no PYTHONPATH is needed.
             [sys.executable, str(Path(__file__).with_name("moto_atomic.py")), "127.0.0.1", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -124,8 +124,8 @@ def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
             fake = stack.enter_context(FakeUpstream(HOST, config.upstream_port, api_key=FAKE_UPSTREAM_KEY))
             base_url, plaintext_key, upstream = fake.url, FAKE_UPSTREAM_KEY, f"fake upstream at {fake.url}"
 
-        from llm_gateway.keys import encrypt_key
-        from llm_gateway.routing import DEFAULT_KEY_REF
+        from llm_gateway.security.provider_keys import encrypt_key
+        from llm_gateway.upstream.aliases import DEFAULT_KEY_REF
 
         ciphertext = encrypt_key(plaintext_key, DEFAULT_KEY_REF, resources.kms_key_id, kms)
         env = {
@@ -149,7 +149,7 @@ def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
         os.environ.pop("AWS_PROFILE", None)
         os.environ.update(env)
 
-        from llm_gateway.auth import ApiKeyStore
+        from llm_gateway.security.api_keys import ApiKeyStore
 
         ApiKeyStore(resources.table_name, client=session.client("dynamodb", endpoint_url=moto.endpoint)).create(
             DEV_TENANT, "make dev", key=config.api_key
@@ -180,8 +180,9 @@ def main() -> int:
         from app import app
 
         server = uvicorn.Server(
-            uvicorn.Config(app, host=HOST, port=config.port, log_level="warning", access_log=False,
-                           timeout_graceful_shutdown=5)
+            uvicorn.Config(
+                app, host=HOST, port=config.port, log_level="warning", access_log=False, timeout_graceful_shutdown=5
+            )
         )
         print(banner(config, env["LOCAL_UPSTREAM"]), flush=True)
         server.run()

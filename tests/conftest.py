@@ -43,8 +43,11 @@ def new_aws(moto_server):
         def client(service: str):
             from botocore.config import Config
 
-            return session.client(service, endpoint_url=moto_server.endpoint,
-                                  config=Config(retries={"mode": "standard"}, max_pool_connections=64))
+            return session.client(
+                service,
+                endpoint_url=moto_server.endpoint,
+                config=Config(retries={"mode": "standard"}, max_pool_connections=64),
+            )
 
     return Aws
 

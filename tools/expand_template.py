@@ -138,8 +138,7 @@ def check_invariants(sam: dict[str, Any], cfn: dict[str, Any]) -> list[str]:
                         raise CheckFailed(f"{where}: timeoutInMillis {timeout_ms} outside 50..900000")
                     if fn and int(timeout_ms) > timeouts[fn] * 1000:
                         raise CheckFailed(
-                            f"{where}: integration timeout {timeout_ms} ms exceeds {fn} Timeout "
-                            f"{timeouts[fn]} s"
+                            f"{where}: integration timeout {timeout_ms} ms exceeds {fn} Timeout {timeouts[fn]} s"
                         )
                 notes.append(f"{where}: streaming integration, timeoutInMillis={timeout_ms}")
 
@@ -157,9 +156,7 @@ def check_invariants(sam: dict[str, Any], cfn: dict[str, Any]) -> list[str]:
         visibility = int(queues[queue_id]["Properties"].get("VisibilityTimeout", 30))
         needed = 6 * timeouts[fn_id]
         if visibility < needed:
-            raise CheckFailed(
-                f"{queue_id}: VisibilityTimeout {visibility} s < 6 x {fn_id} Timeout ({needed} s)"
-            )
+            raise CheckFailed(f"{queue_id}: VisibilityTimeout {visibility} s < 6 x {fn_id} Timeout ({needed} s)")
         if "ReportBatchItemFailures" not in (props.get("FunctionResponseTypes") or []):
             raise CheckFailed(f"{esm_id}: FunctionResponseTypes lacks ReportBatchItemFailures")
         notes.append(f"{queue_id}: VisibilityTimeout {visibility} s >= 6 x {fn_id} ({needed} s)")
@@ -169,10 +166,12 @@ def check_invariants(sam: dict[str, Any], cfn: dict[str, Any]) -> list[str]:
         max_receives = int(redrive.get("maxReceiveCount", 0))
         if not 3 <= max_receives <= 5:
             raise CheckFailed(f"{queue_id}: RedrivePolicy maxReceiveCount {max_receives} not in 3..5")
-        fn_env = ((sam["Resources"][fn_id]["Properties"].get("Environment") or {}).get("Variables") or {})
+        fn_env = (sam["Resources"][fn_id]["Properties"].get("Environment") or {}).get("Variables") or {}
         if str(fn_env.get("JOBS_MAX_RECEIVE_COUNT")) != str(max_receives):
-            raise CheckFailed(f"{fn_id}: JOBS_MAX_RECEIVE_COUNT {fn_env.get('JOBS_MAX_RECEIVE_COUNT')!r} != "
-                              f"{queue_id} maxReceiveCount {max_receives}")
+            raise CheckFailed(
+                f"{fn_id}: JOBS_MAX_RECEIVE_COUNT {fn_env.get('JOBS_MAX_RECEIVE_COUNT')!r} != "
+                f"{queue_id} maxReceiveCount {max_receives}"
+            )
         notes.append(f"{queue_id}: maxReceiveCount {max_receives} == {fn_id} JOBS_MAX_RECEIVE_COUNT")
     return notes
 

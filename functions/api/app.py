@@ -5,7 +5,6 @@ Routes translate HTTP into service calls and back; every error leaves through
 ``llm_gateway.errors.to_http`` in OpenAI's shape.
 """
 
-
 import json
 import time
 import uuid
@@ -20,7 +19,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from llm_gateway.auth import Caller
+from llm_gateway.chat.models import ChatCompletionRequest, CreateConversation, validation_reason
+from llm_gateway.chat.service import TurnReport
+from llm_gateway.chat.streaming import ChatStream, StreamReport
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import (
     GatewayError,
@@ -30,12 +31,10 @@ from llm_gateway.errors import (
     internal_error,
     to_http,
 )
-from llm_gateway.models import ChatCompletionRequest, CreateConversation, validation_reason
 from llm_gateway.observability import RequestMetrics, logger
 from llm_gateway.runtime import Services, build_services
-from llm_gateway.service import TurnReport
+from llm_gateway.security.api_keys import Caller
 from llm_gateway.settings import get_settings
-from llm_gateway.streaming import ChatStream, StreamReport
 
 VERSION = "0.1.0"
 DEPLOYMENT_HEADER = "x-llm-gateway-deployment"  # which deployment of the alias answered
@@ -118,8 +117,15 @@ class GatewayMiddleware:
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
             route = scope.get("route")
-            logger.info("request", extra={"method": scope["method"], "route": getattr(route, "path", "unmatched"),
-                                          "status": status["code"], "latency_ms": round(elapsed_ms, 2)})
+            logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "route": getattr(route, "path", "unmatched"),
+                    "status": status["code"],
+                    "latency_ms": round(elapsed_ms, 2),
+                },
+            )
             metrics.add("Latency", elapsed_ms, "Milliseconds")
             metrics.add(f"Status{status['code'] // 100}xx", 1)
             metrics.flush()
@@ -170,8 +176,10 @@ class ChatStreamResponse(StreamingResponse):
             try:
                 chunk = await anyio.to_thread.run_sync(self.stream.next_chunk, abandon_on_cancel=True)
             except GatewayError as exc:
-                logger.warning("stream failed after the first byte",
-                               extra={"error_code": exc.code, "outcome": self.stream.stats.outcome})
+                logger.warning(
+                    "stream failed after the first byte",
+                    extra={"error_code": exc.code, "outcome": self.stream.stats.outcome},
+                )
                 yield sse_event(to_http(exc).body)
                 return
             except Exception as exc:
@@ -191,8 +199,15 @@ class ChatStreamResponse(StreamingResponse):
                 self.stream.abort()  # no-op unless the stream is still running (client gone)
                 await anyio.to_thread.run_sync(self.stream.close)
                 stats = self.stream.stats
-                logger.info("stream", extra={"outcome": stats.outcome, "chunks": stats.chunks,
-                                             "ttft_ms": stats.first_token_ms, "duration_ms": stats.duration_ms})
+                logger.info(
+                    "stream",
+                    extra={
+                        "outcome": stats.outcome,
+                        "chunks": stats.chunks,
+                        "ttft_ms": stats.first_token_ms,
+                        "duration_ms": stats.duration_ms,
+                    },
+                )
                 self.metrics.turn(self.report)
 
 
@@ -265,14 +280,16 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
         }
 
     @app.post("/v1/chat/completions", tags=["chat"], response_model=None)
-    def chat_completions(body: ChatCompletionRequest, request: Request, response: Response,
-                         who: CallerDep) -> dict[str, Any] | Response:
+    def chat_completions(
+        body: ChatCompletionRequest, request: Request, response: Response, who: CallerDep
+    ) -> dict[str, Any] | Response:
         svc = services()
         state = request.state
         if body.stream:
             return stream_chat(svc, body, state, who)
-        deadline = deadline_for(state.headers, svc.settings.request_deadline_seconds,
-                                svc.settings.deadline_margin_seconds)
+        deadline = deadline_for(
+            state.headers, svc.settings.request_deadline_seconds, svc.settings.deadline_margin_seconds
+        )
         report = TurnReport()
         try:
             result = svc.chat.complete(who.tenant, body, deadline, report)
@@ -283,8 +300,9 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
 
     def stream_chat(svc: Services, body: ChatCompletionRequest, state: Any, who: Caller) -> Response:
         # No 29 s buffered-integration limit for a stream: the stream deadline (and the Lambda's).
-        deadline = deadline_for(state.headers, svc.settings.stream_deadline_seconds,
-                                svc.settings.deadline_margin_seconds)
+        deadline = deadline_for(
+            state.headers, svc.settings.stream_deadline_seconds, svc.settings.deadline_margin_seconds
+        )
         report = TurnReport(stream=StreamReport(state.started))
         try:
             stream = svc.chat.stream(who.tenant, body, deadline, report)
@@ -302,7 +320,7 @@ def create_app(services: Callable[[], Services] = default_services) -> FastAPI:
         system_tokens = 0
         if body.system:
             svc.chat.check_system_size(body.system, "system")
-            from llm_gateway.tokens import count_message
+            from llm_gateway.chat.tokens import count_message
 
             system_tokens = count_message({"role": "system", "content": body.system})
         conversation = svc.conversations.create(

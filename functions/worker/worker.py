@@ -1,4 +1,4 @@
-"""SQS jobs worker: a thin Lambda handler over ``llm_gateway.job_worker``.
+"""SQS jobs worker: a thin Lambda handler over ``llm_gateway.jobs.worker``.
 
 The event source mapping delivers batches from the FIFO jobs queue with
 ``ReportBatchItemFailures``; the answer lists the records SQS must redeliver.
@@ -6,7 +6,7 @@ The event source mapping delivers batches from the FIFO jobs queue with
 
 from functools import lru_cache
 
-from llm_gateway.job_worker import JobWorker, build_worker
+from llm_gateway.jobs.worker import JobWorker, build_worker
 from llm_gateway.observability import logger
 from llm_gateway.runtime import build_services
 from llm_gateway.settings import get_settings
@@ -19,8 +19,14 @@ def default_worker() -> JobWorker:
 
 # The keys inject_lambda_context adds. They belong to this invocation only: dropping them when it
 # ends keeps them off other log lines where the API and worker share a process (the local stack).
-LAMBDA_CONTEXT_KEYS = ["cold_start", "function_name", "function_memory_size", "function_arn",
-                       "function_request_id", "xray_trace_id"]
+LAMBDA_CONTEXT_KEYS = [
+    "cold_start",
+    "function_name",
+    "function_memory_size",
+    "function_arn",
+    "function_request_id",
+    "xray_trace_id",
+]
 
 
 @logger.inject_lambda_context(clear_state=True)

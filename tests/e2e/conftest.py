@@ -41,8 +41,12 @@ class Stack:
     def control(self, path: str, body: dict | None = None) -> dict:
         root = self.upstream_url.removesuffix("/v1")
         data = json.dumps(body or {}).encode() if body is not None else None
-        req = urllib.request.Request(root + path, data=data, method="POST" if data is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            root + path,
+            data=data,
+            method="POST" if data is not None else "GET",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read() or b"{}")
 
@@ -79,12 +83,15 @@ def stack_env(api_port: int, moto_port: int, upstream_port: int) -> dict[str, st
     """The environment `make dev` would run with, on the given ports, with no real upstream or AWS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AWS_"))}
     env.update(
-        PORT=str(api_port), MOTO_PORT=str(moto_port), FAKE_UPSTREAM_PORT=str(upstream_port),
-        GATEWAY_API_KEY=API_KEY, PYTHONPATH=os.pathsep.join(
-            str(ROOT / p) for p in ("layers/common", "functions/api", "functions/worker", ".")
-        ),
+        PORT=str(api_port),
+        MOTO_PORT=str(moto_port),
+        FAKE_UPSTREAM_PORT=str(upstream_port),
+        GATEWAY_API_KEY=API_KEY,
+        PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("layers/common", "functions/api", "functions/worker", ".")),
         # fast, bounded retries so fault tests take little time
-        BACKOFF_BASE_SECONDS="0.05", BACKOFF_MAX_SECONDS="0.2", REQUEST_DEADLINE_SECONDS="10",
+        BACKOFF_BASE_SECONDS="0.05",
+        BACKOFF_MAX_SECONDS="0.2",
+        REQUEST_DEADLINE_SECONDS="10",
         PYTHONUNBUFFERED="1",  # log lines reach the log file as they are written
     )
     return env
@@ -97,13 +104,20 @@ def stack(tmp_path_factory):
     # Output goes to a file, not a pipe nobody reads (a full pipe would stall the stack).
     log = tmp_path_factory.mktemp("stack") / "stack.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "local.stack"], cwd=ROOT, env=env, text=True,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "local.stack"], cwd=ROOT, env=env, text=True, stdout=out, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{api_port}"
     try:
         wait_healthy(base, proc, 60, log)
-        yield Stack(base + "/v1", API_KEY, f"http://127.0.0.1:{upstream_port}/v1", proc,
-                    (api_port, moto_port, upstream_port), log)
+        yield Stack(
+            base + "/v1",
+            API_KEY,
+            f"http://127.0.0.1:{upstream_port}/v1",
+            proc,
+            (api_port, moto_port, upstream_port),
+            log,
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         try:

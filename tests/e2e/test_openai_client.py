@@ -32,8 +32,9 @@ def test_conversation_over_three_turns(client, stack, fresh_upstream):
     assert conv["object"] == "conversation" and conv["id"].startswith("conv_")
     replies = []
     for i in range(1, 4):
-        r = client.chat.completions.create(model="default", messages=user(f"turn {i}"),
-                                           extra_body={"conversation_id": conv["id"]})
+        r = client.chat.completions.create(
+            model="default", messages=user(f"turn {i}"), extra_body={"conversation_id": conv["id"]}
+        )
         replies.append(r.choices[0].message.content)
         assert r.model_extra["conversation_id"] == conv["id"]
     # Turn 3's upstream request carried turns 1-2: 2 * (user + assistant) + the new user message.
@@ -60,6 +61,7 @@ def test_list_get_delete_conversations(client):
 
 # ---- every error reaches the client as openai's typed exception ---------------------------------
 
+
 def test_bad_key_is_authentication_error(stack):
     bad = openai.OpenAI(base_url=stack.base_url, api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as err:
@@ -78,8 +80,9 @@ def test_bad_input_is_bad_request(client, fresh_upstream, messages):
 
 def test_unknown_ids_are_not_found(client, fresh_upstream):
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="default", messages=user("hi"),
-                                       extra_body={"conversation_id": "conv_doesnotexist"})
+        client.chat.completions.create(
+            model="default", messages=user("hi"), extra_body={"conversation_id": "conv_doesnotexist"}
+        )
     with pytest.raises(openai.NotFoundError) as err:
         client.chat.completions.create(model="no-such-model", messages=user("hi"))
     assert err.value.body["code"] == "model_not_found"
@@ -92,8 +95,9 @@ def test_concurrent_turn_is_conflict(client, fresh_upstream):
     first: dict = {}
 
     def slow_turn():
-        first["reply"] = client.chat.completions.create(model="default", messages=user("first"),
-                                                        extra_body={"conversation_id": conv})
+        first["reply"] = client.chat.completions.create(
+            model="default", messages=user("first"), extra_body={"conversation_id": conv}
+        )
 
     t = threading.Thread(target=slow_turn)
     t.start()
@@ -102,8 +106,9 @@ def test_concurrent_turn_is_conflict(client, fresh_upstream):
         while fresh_upstream.control("/_control/stats")["chat_calls"] < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
         with pytest.raises(openai.ConflictError) as err:
-            client.chat.completions.create(model="default", messages=user("second"),
-                                           extra_body={"conversation_id": conv})
+            client.chat.completions.create(
+                model="default", messages=user("second"), extra_body={"conversation_id": conv}
+            )
         assert err.value.body["code"] == "conversation_busy"
     finally:
         fresh_upstream.control("/_control/release", {})

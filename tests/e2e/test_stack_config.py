@@ -23,8 +23,14 @@ def test_openai_base_url_routes_default_to_that_server():
         api_port = free_port()
         env = stack_env(api_port, free_port(), free_port())
         env.update(OPENAI_BASE_URL=real.url, OPENAI_API_KEY=REAL_KEY, DEFAULT_MODEL="my-model")
-        proc = subprocess.Popen([sys.executable, "-m", "local.stack"], cwd=ROOT, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "local.stack"],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             base = f"http://127.0.0.1:{api_port}"
             wait_healthy(base, proc, 60)
@@ -50,8 +56,9 @@ def test_port_in_use_is_reported_and_nothing_starts():
         port = taken.getsockname()[1]
         moto_port = free_port()
         env = stack_env(port, moto_port, free_port())
-        result = subprocess.run([sys.executable, "-m", "local.stack"], cwd=ROOT, env=env, text=True,
-                                capture_output=True, timeout=30)
+        result = subprocess.run(
+            [sys.executable, "-m", "local.stack"], cwd=ROOT, env=env, text=True, capture_output=True, timeout=30
+        )
     assert result.returncode != 0
     assert f"127.0.0.1:{port}" in result.stderr and "already in use" in result.stderr
     assert not port_in_use(moto_port)  # it never half-started: no moto, no upstream

@@ -44,8 +44,9 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
 
 def test_no_buffering_chunks_arrive_before_the_upstream_continues(client, fresh_upstream):
     fresh_upstream.script({"block_after": 3})
-    stream = client.chat.completions.create(model="default", messages=user("alpha beta gamma delta epsilon"),
-                                            stream=True, timeout=15)
+    stream = client.chat.completions.create(
+        model="default", messages=user("alpha beta gamma delta epsilon"), stream=True, timeout=15
+    )
     it = iter(stream)
     first = [next(it) for _ in range(4)]  # the role chunk, then 3 content chunks
     # The upstream is still holding the rest back: these 4 chunks crossed the gateway on their own.
@@ -60,9 +61,15 @@ def test_no_buffering_chunks_arrive_before_the_upstream_continues(client, fresh_
 
 def test_stream_text_equals_stored_reply_and_usage_chunk(client, fresh_upstream):
     conv = new_conversation(client)
-    chunks = list(client.chat.completions.create(
-        model="default", messages=user("store me please"), stream=True,
-        stream_options={"include_usage": True}, extra_body={"conversation_id": conv}))
+    chunks = list(
+        client.chat.completions.create(
+            model="default",
+            messages=user("store me please"),
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"conversation_id": conv},
+        )
+    )
     text = text_of(chunks)
     assert text == "Echo: store me please (messages seen: 1)"
     usage_chunk = chunks[-1]
@@ -74,11 +81,16 @@ def test_stream_text_equals_stored_reply_and_usage_chunk(client, fresh_upstream)
     assert [m["role"] for m in stored] == ["user", "assistant"]
     assert stored[1]["content"] == text
     assert stored[1]["finish_reason"] == "stop"
-    assert stored[1]["usage"] == {"prompt_tokens": usage_chunk.usage.prompt_tokens,
-                                  "completion_tokens": usage_chunk.usage.completion_tokens}
+    assert stored[1]["usage"] == {
+        "prompt_tokens": usage_chunk.usage.prompt_tokens,
+        "completion_tokens": usage_chunk.usage.completion_tokens,
+    }
     # Without include_usage the stream carries no usage, and the gateway counts tokens itself.
-    chunks = list(client.chat.completions.create(model="default", messages=user("again"), stream=True,
-                                                 extra_body={"conversation_id": conv}))
+    chunks = list(
+        client.chat.completions.create(
+            model="default", messages=user("again"), stream=True, extra_body={"conversation_id": conv}
+        )
+    )
     assert all(c.usage is None for c in chunks)
     stored = messages_of(client, conv)
     assert stored[3]["content"] == text_of(chunks) and stored[3]["tokens"] > 0
@@ -86,13 +98,17 @@ def test_stream_text_equals_stored_reply_and_usage_chunk(client, fresh_upstream)
 
 def test_upstream_cut_mid_stream_is_an_error_and_stores_nothing(client, fresh_upstream):
     conv = new_conversation(client)
-    list(client.chat.completions.create(model="default", messages=user("first turn"), stream=True,
-                                        extra_body={"conversation_id": conv}))
+    list(
+        client.chat.completions.create(
+            model="default", messages=user("first turn"), stream=True, extra_body={"conversation_id": conv}
+        )
+    )
     fresh_upstream.script({"cut_after": 3})
     received = []
     with pytest.raises(openai.APIError) as err:
-        for chunk in client.chat.completions.create(model="default", messages=user("doomed turn text"),
-                                                    stream=True, extra_body={"conversation_id": conv}):
+        for chunk in client.chat.completions.create(
+            model="default", messages=user("doomed turn text"), stream=True, extra_body={"conversation_id": conv}
+        ):
             received.append(chunk)
     assert "ended before the reply was complete" in str(err.value)
     assert err.value.body["code"] == "upstream_stream_cut"
@@ -104,8 +120,11 @@ def test_upstream_cut_mid_stream_is_an_error_and_stores_nothing(client, fresh_up
     assert [m["content"] for m in stored] == ["first turn", "Echo: first turn (messages seen: 1)"]
 
     # The next turn's upstream history holds the first turn only: no partial text, no orphan user message.
-    chunks = list(client.chat.completions.create(model="default", messages=user("next"), stream=True,
-                                                 extra_body={"conversation_id": conv}))
+    chunks = list(
+        client.chat.completions.create(
+            model="default", messages=user("next"), stream=True, extra_body={"conversation_id": conv}
+        )
+    )
     assert text_of(chunks) == "Echo: next (messages seen: 3)"
     sent = fresh_upstream.upstream_requests()[-1]["body"]["messages"]
     assert [m["content"] for m in sent] == ["first turn", "Echo: first turn (messages seen: 1)", "next"]
@@ -124,16 +143,18 @@ def test_failure_before_first_chunk_is_retried_transparently(client, fresh_upstr
 def test_second_turn_during_a_stream_gets_409_and_the_first_commits_alone(client, fresh_upstream):
     conv = new_conversation(client)
     fresh_upstream.script({"block_after": 2})
-    stream = client.chat.completions.create(model="default", messages=user("first one here"), stream=True,
-                                            extra_body={"conversation_id": conv}, timeout=15)
+    stream = client.chat.completions.create(
+        model="default", messages=user("first one here"), stream=True, extra_body={"conversation_id": conv}, timeout=15
+    )
     it = iter(stream)
     head = [next(it) for _ in range(3)]
     assert stats(fresh_upstream)["blocked"] == 1
 
     for streamed in (True, False):
         with pytest.raises(openai.ConflictError) as err:
-            client.chat.completions.create(model="default", messages=user("intruder"), stream=streamed,
-                                           extra_body={"conversation_id": conv})
+            client.chat.completions.create(
+                model="default", messages=user("intruder"), stream=streamed, extra_body={"conversation_id": conv}
+            )
         assert err.value.body["code"] == "conversation_busy"
     assert stats(fresh_upstream)["chat_calls"] == 1  # the 409s were decided before any upstream call
 
@@ -147,23 +168,27 @@ def test_second_turn_during_a_stream_gets_409_and_the_first_commits_alone(client
 def test_client_disconnect_mid_stream_closes_upstream_and_stores_nothing(client, fresh_upstream):
     conv = new_conversation(client)
     fresh_upstream.script({"delay_between_chunks": 0.05})
-    stream = client.chat.completions.create(model="default", messages=user(WORDS), stream=True,
-                                            extra_body={"conversation_id": conv})
+    stream = client.chat.completions.create(
+        model="default", messages=user(WORDS), stream=True, extra_body={"conversation_id": conv}
+    )
     it = iter(stream)
     for _ in range(3):
         next(it)
     stream.close()  # the client goes away mid-stream
 
     # The gateway closed its upstream connection: the fake saw the disconnect and has no open stream.
-    wait_for(lambda: stats(fresh_upstream)["disconnects"] == 1 and stats(fresh_upstream)["open_streams"] == 0,
-             what="the upstream to see the disconnect")
+    wait_for(
+        lambda: stats(fresh_upstream)["disconnects"] == 1 and stats(fresh_upstream)["open_streams"] == 0,
+        what="the upstream to see the disconnect",
+    )
     # The lease was released at once (no 409 lingering until it expires), and nothing was stored.
     assert messages_of(client, conv) == []
 
     def next_turn():
         try:
-            return client.chat.completions.create(model="default", messages=user("after"),
-                                                  extra_body={"conversation_id": conv})
+            return client.chat.completions.create(
+                model="default", messages=user("after"), extra_body={"conversation_id": conv}
+            )
         except openai.ConflictError:  # the release may trail the upstream's view by a few ms
             return None
 

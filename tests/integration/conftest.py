@@ -15,11 +15,11 @@ import responses
 from botocore.exceptions import ClientError
 from starlette.testclient import TestClient
 
-from llm_gateway.auth import ApiKeyStore
-from llm_gateway.keys import encrypt_key
-from llm_gateway.retry import RetryBudget, RetryPolicy
 from llm_gateway.runtime import build_services
+from llm_gateway.security.api_keys import ApiKeyStore
+from llm_gateway.security.provider_keys import encrypt_key
 from llm_gateway.settings import Settings
+from llm_gateway.upstream.retry import RetryBudget, RetryPolicy
 
 UPSTREAM = "http://upstream.test/v1"
 CANARY_KEY = "sk-canary-PROVIDERKEY-7f3a9c"  # must never appear in a log line or error body
@@ -54,24 +54,42 @@ def echo_reply(request) -> tuple[int, dict, str]:
     body = json.loads(request.body)
     last = body["messages"][-1].get("content")
     reply = {
-        "id": "chatcmpl-test", "object": "chat.completion", "created": 1, "model": body["model"],
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": f"echo:{last} n={len(body['messages'])}"}}],
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1,
+        "model": body["model"],
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": f"echo:{last} n={len(body['messages'])}"},
+            }
+        ],
         "usage": {"prompt_tokens": 7 * len(body["messages"]), "completion_tokens": 3, "total_tokens": 0},
     }
     return 200, {}, json.dumps(reply)
 
 
-def make_gateway(aws, *, sleep: Callable[[float], None] | None = None, budget: RetryBudget | None = None,
-                 ciphertext: str | None = None, **overrides) -> Gateway:
+def make_gateway(
+    aws,
+    *,
+    sleep: Callable[[float], None] | None = None,
+    budget: RetryBudget | None = None,
+    ciphertext: str | None = None,
+    **overrides,
+) -> Gateway:
     """The app over moto. Retry sleeps are recorded in ``Gateway.sleeps`` (and, when ``sleep`` is
     given, also really slept through it); ``ciphertext`` replaces the default provider key's."""
     kms = aws.client("kms")
     if ciphertext is None:
         ciphertext = encrypt_key(CANARY_KEY, "default", aws.res.kms_key_id, kms)
     settings = Settings(
-        table_name=aws.res.table_name, openai_base_url=UPSTREAM, provider_key_ciphertext=ciphertext,
-        default_model="gpt-test", jobs_queue_url=aws.res.jobs_queue_url, **overrides,
+        table_name=aws.res.table_name,
+        openai_base_url=UPSTREAM,
+        provider_key_ciphertext=ciphertext,
+        default_model="gpt-test",
+        jobs_queue_url=aws.res.jobs_queue_url,
+        **overrides,
     )
     sleeps: list[float] = []
 
@@ -80,8 +98,13 @@ def make_gateway(aws, *, sleep: Callable[[float], None] | None = None, budget: R
         if sleep is not None:
             sleep(seconds)
 
-    policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_base=0.01, backoff_max=0.05,
-                         budget=budget or RetryBudget(1.0, 100.0), sleep=record)
+    policy = RetryPolicy(
+        max_attempts=settings.max_attempts,
+        backoff_base=0.01,
+        backoff_max=0.05,
+        budget=budget or RetryBudget(1.0, 100.0),
+        sleep=record,
+    )
     dynamodb = aws.client("dynamodb")
     services = build_services(settings, dynamodb=dynamodb, kms=kms, sqs=aws.client("sqs"), policy=policy)
     keys = ApiKeyStore(settings.table_name, client=dynamodb)

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from llm_gateway.auth import ApiKeyStore
-from llm_gateway.keys import encrypt_key
-from llm_gateway.retry import RetryBudget, RetryPolicy
 from llm_gateway.runtime import Services, build_services
+from llm_gateway.security.api_keys import ApiKeyStore
+from llm_gateway.security.provider_keys import encrypt_key
 from llm_gateway.settings import Settings
+from llm_gateway.upstream.retry import RetryBudget, RetryPolicy
 from local.fake_upstream import FakeUpstream
 
 PROVIDER_KEY = "sk-live-provider-key-4c1d"
@@ -46,8 +46,7 @@ def serve_app(app: Any) -> Iterator[str]:
     """uvicorn on an ephemeral loopback port, in a thread; yields http://127.0.0.1:<port>."""
     import uvicorn
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-                            lifespan="off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     ready = threading.Event()
     original_startup = server.startup
@@ -74,12 +73,15 @@ def live_gateway(aws: Any, **overrides: Any) -> Iterator[Live]:
     with FakeUpstream(api_key=PROVIDER_KEY) as upstream:
         kms = aws.client("kms")
         settings = Settings(
-            table_name=aws.res.table_name, openai_base_url=upstream.url, default_model="fake-model",
+            table_name=aws.res.table_name,
+            openai_base_url=upstream.url,
+            default_model="fake-model",
             provider_key_ciphertext=encrypt_key(PROVIDER_KEY, "default", aws.res.kms_key_id, kms),
             **overrides,
         )
-        policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_base=0.01, backoff_max=0.05,
-                             budget=RetryBudget(1.0, 100.0))
+        policy = RetryPolicy(
+            max_attempts=settings.max_attempts, backoff_base=0.01, backoff_max=0.05, budget=RetryBudget(1.0, 100.0)
+        )
         dynamodb = aws.client("dynamodb")
         services = build_services(settings, dynamodb=dynamodb, kms=kms, policy=policy)
         ApiKeyStore(settings.table_name, client=dynamodb).create("tenant-live", "test", key=TENANT_KEY)

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 import requests
 
-from llm_gateway.keys import encrypt_key
+from llm_gateway.security.provider_keys import encrypt_key
 from tests.integration.live import live_gateway
 from tests.loopback import LoopbackServer, read_body, reply, serving
 from tests.unit.providers_common import fixture
@@ -54,11 +54,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(read_body(self))
-        self.server.requests.append({"path": self.path, "body": body, "api_key": self.headers.get("x-api-key"),
-                                     "version": self.headers.get("anthropic-version")})
+        self.server.requests.append(
+            {
+                "path": self.path,
+                "body": body,
+                "api_key": self.headers.get("x-api-key"),
+                "version": self.headers.get("anthropic-version"),
+            }
+        )
         if self.headers.get("x-api-key") != ANTHROPIC_KEY:
-            return reply(self, 401, json.dumps({"type": "error", "error": {"type": "authentication_error",
-                                                                           "message": "invalid x-api-key"}}).encode())
+            return reply(
+                self,
+                401,
+                json.dumps(
+                    {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+                ).encode(),
+            )
         if not body.get("stream"):
             return reply(self, 200, json.dumps(MESSAGE).encode())
         self.send_response(200)
@@ -94,12 +105,27 @@ def anthropic():
 
 
 def anthropic_gateway(aws, upstream: AnthropicLoopback):
-    routing = {"version": 1, "aliases": {"default": {"deployments": [
-        {"name": DEPLOYMENT, "provider": "anthropic", "model": "claude-sonnet-4-20250514",
-         "base_url": upstream.url, "key_ref": "anthropic-key", "default_max_tokens": 256}]}}}
+    routing = {
+        "version": 1,
+        "aliases": {
+            "default": {
+                "deployments": [
+                    {
+                        "name": DEPLOYMENT,
+                        "provider": "anthropic",
+                        "model": "claude-sonnet-4-20250514",
+                        "base_url": upstream.url,
+                        "key_ref": "anthropic-key",
+                        "default_max_tokens": 256,
+                    }
+                ]
+            }
+        },
+    }
     ciphertext = encrypt_key(ANTHROPIC_KEY, DEPLOYMENT, aws.res.kms_key_id, aws.client("kms"))
-    return live_gateway(aws, routing_config=json.dumps(routing),
-                        provider_keys=json.dumps({"anthropic-key": ciphertext}))
+    return live_gateway(
+        aws, routing_config=json.dumps(routing), provider_keys=json.dumps({"anthropic-key": ciphertext})
+    )
 
 
 def create_conversation(live) -> str:
@@ -116,18 +142,24 @@ def stored(live, conversation_id: str) -> list[dict]:
 
 def lease_of(live, conversation_id: str) -> dict:
     store = live.services.conversations
-    item = store.client.get_item(TableName=store.table, Key=store._key("tenant-live", conversation_id),
-                                 ConsistentRead=True)["Item"]
+    item = store.client.get_item(
+        TableName=store.table, Key=store._key("tenant-live", conversation_id), ConsistentRead=True
+    )["Item"]
     return {k: v for k, v in item.items() if k.startswith("lease")}
 
 
 def stream_events(live, body: dict) -> tuple[requests.Response, list[str]]:
     """POST a streamed chat request; the ``data`` of every SSE event the gateway sent."""
-    r = requests.post(f"{live.base_url}/chat/completions", json={**body, "stream": True}, headers=live.headers(),
-                      timeout=20, stream=True)
+    r = requests.post(
+        f"{live.base_url}/chat/completions",
+        json={**body, "stream": True},
+        headers=live.headers(),
+        timeout=20,
+        stream=True,
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/event-stream")
-    events = [line[len(b"data: "):].decode() for line in r.iter_lines() if line.startswith(b"data: ")]
+    events = [line[len(b"data: ") :].decode() for line in r.iter_lines() if line.startswith(b"data: ")]
     return r, events
 
 
@@ -138,8 +170,12 @@ def text_of(chunks: list[dict]) -> str:
 def test_anthropic_stream_reaches_the_client_as_openai_chunks_and_the_turn_is_stored(aws, anthropic):
     with anthropic_gateway(aws, anthropic) as live:
         question = [{"role": "user", "content": "Hi"}]
-        r = requests.post(f"{live.base_url}/chat/completions", json={"model": "default", "messages": question},
-                          headers=live.headers(), timeout=20)
+        r = requests.post(
+            f"{live.base_url}/chat/completions",
+            json={"model": "default", "messages": question},
+            headers=live.headers(),
+            timeout=20,
+        )
         assert r.status_code == 200, r.text
         non_streamed = r.json()["choices"][0]["message"]["content"]
 
@@ -158,7 +194,9 @@ def test_anthropic_stream_reaches_the_client_as_openai_chunks_and_the_turn_is_st
         assert not lease_of(live, conv)
         sent = anthropic.requests
         assert [(s["path"], s["api_key"], s["version"], s["body"].get("stream")) for s in sent] == [
-            ("/v1/messages", ANTHROPIC_KEY, "2023-06-01", None), ("/v1/messages", ANTHROPIC_KEY, "2023-06-01", True)]
+            ("/v1/messages", ANTHROPIC_KEY, "2023-06-01", None),
+            ("/v1/messages", ANTHROPIC_KEY, "2023-06-01", True),
+        ]
         assert sent[1]["body"]["messages"] == [{"role": "user", "content": "Hi"}]
 
 
@@ -166,8 +204,9 @@ def test_anthropic_stream_cut_midway_ends_with_an_error_event_and_stores_nothing
     with anthropic_gateway(aws, anthropic) as live:
         conv = create_conversation(live)
         anthropic.mode = "cut"
-        _, events = stream_events(live, {"model": "default", "messages": [{"role": "user", "content": "Hi"}],
-                                         "conversation_id": conv})
+        _, events = stream_events(
+            live, {"model": "default", "messages": [{"role": "user", "content": "Hi"}], "conversation_id": conv}
+        )
         assert "[DONE]" not in events
         *chunks, last = [json.loads(e) for e in events]
         assert text_of(chunks) == "Hello"  # the client saw the partial text, then the error event
@@ -177,8 +216,9 @@ def test_anthropic_stream_cut_midway_ends_with_an_error_event_and_stores_nothing
         assert not lease_of(live, conv)  # released: the next turn may start
 
         anthropic.mode = "full"
-        _, events = stream_events(live, {"model": "default", "messages": [{"role": "user", "content": "again"}],
-                                         "conversation_id": conv})
+        _, events = stream_events(
+            live, {"model": "default", "messages": [{"role": "user", "content": "again"}], "conversation_id": conv}
+        )
         assert events[-1] == "[DONE]"
         assert stored(live, conv) == [{"role": "user", "content": "again"}, {"role": "assistant", "content": REPLY}]
 
@@ -187,9 +227,18 @@ def test_client_disconnect_closes_the_anthropic_connection_and_releases_the_turn
     with anthropic_gateway(aws, anthropic) as live:
         conv = create_conversation(live)
         anthropic.mode = "hold"  # after "Hello", only pings: the gateway's reader waits for more
-        r = requests.post(f"{live.base_url}/chat/completions", headers=live.headers(), timeout=20, stream=True,
-                          json={"model": "default", "stream": True, "conversation_id": conv,
-                                "messages": [{"role": "user", "content": "Hi"}]})
+        r = requests.post(
+            f"{live.base_url}/chat/completions",
+            headers=live.headers(),
+            timeout=20,
+            stream=True,
+            json={
+                "model": "default",
+                "stream": True,
+                "conversation_id": conv,
+                "messages": [{"role": "user", "content": "Hi"}],
+            },
+        )
         first = next(line for line in r.iter_lines() if line.startswith(b"data: "))
         assert json.loads(first[6:])["choices"][0]["delta"]["content"] == "Hello"
         assert lease_of(live, conv)  # held while streaming

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llm_gateway.auth import ApiKeyStore
+from llm_gateway.security.api_keys import ApiKeyStore
 from tests.integration.conftest import DYNAMODB_WRITES, OTHER_KEY, chat, count_calls, table_snapshot
 
 USER = {"role": "user", "content": "hi"}
@@ -64,8 +64,7 @@ BODY_CASES = {
     "max_tokens string": ({"model": "default", "messages": [USER], "max_tokens": "10"}, "max_tokens"),
     "max_tokens zero": ({"model": "default", "messages": [USER], "max_tokens": 0}, "max_tokens"),
     "body an array": ([USER], None),
-    "conversation_id not a string": ({"model": "default", "messages": [USER], "conversation_id": 7},
-                                     "conversation_id"),
+    "conversation_id not a string": ({"model": "default", "messages": [USER], "conversation_id": 7}, "conversation_id"),
 }
 
 
@@ -79,20 +78,28 @@ def test_invalid_bodies_get_400_and_touch_nothing(watched, case):
 
 
 def test_malformed_json_gets_400(watched):
-    r = watched.client.post("/v1/chat/completions", content=b'{"model": "default", "messages": [',
-                            headers={**watched.headers(), "Content-Type": "application/json"})
+    r = watched.client.post(
+        "/v1/chat/completions",
+        content=b'{"model": "default", "messages": [',
+        headers={**watched.headers(), "Content-Type": "application/json"},
+    )
     error = assert_openai_error(r, 400)
     assert "JSON" in error["message"]
     assert_untouched(watched)
 
 
-@pytest.mark.parametrize("messages", [
-    [{"role": "system", "content": "only a system prompt"}],
-    [{"role": "system", "content": "a"}, {"role": "developer", "content": "b"}],
-], ids=["system", "system+developer"])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "system", "content": "only a system prompt"}],
+        [{"role": "system", "content": "a"}, {"role": "developer", "content": "b"}],
+    ],
+    ids=["system", "system+developer"],
+)
 def test_a_turn_without_a_non_system_message_gets_400_before_any_write(watched, messages):
-    r = watched.post("/v1/chat/completions", {"model": "default", "conversation_id": watched.conv,
-                                              "messages": messages})
+    r = watched.post(
+        "/v1/chat/completions", {"model": "default", "conversation_id": watched.conv, "messages": messages}
+    )
     assert_openai_error(r, 400, param="messages")
     assert_untouched(watched)
 
@@ -130,10 +137,11 @@ def test_body_over_1mb_without_content_length_gets_413(watched):
 
     def body():
         for i in range(0, len(chunk), 64 * 1024):
-            yield chunk[i:i + 64 * 1024]
+            yield chunk[i : i + 64 * 1024]
 
-    r = watched.client.post("/v1/chat/completions", content=body(),
-                            headers={**watched.headers(), "Content-Type": "application/json"})
+    r = watched.client.post(
+        "/v1/chat/completions", content=body(), headers={**watched.headers(), "Content-Type": "application/json"}
+    )
     assert_openai_error(r, 413, code="request_too_large")
     assert_untouched(watched)
 
@@ -148,10 +156,13 @@ def test_unknown_and_other_tenants_conversation_ids_get_identical_404s(watched):
         error = assert_openai_error(r, 404, param="conversation_id", code="not_found")
         shape = json.loads(r.text.replace(conversation_id, "ID"))
         assert shape == json.loads(
-            watched.post("/v1/chat/completions", chat("hi", unknown)).text.replace(unknown, "ID"))
+            watched.post("/v1/chat/completions", chat("hi", unknown)).text.replace(unknown, "ID")
+        )
         assert error["type"] == "invalid_request_error"
-        for r in (watched.get(f"/v1/conversations/{conversation_id}"),
-                  watched.client.delete(f"/v1/conversations/{conversation_id}", headers=watched.headers())):
+        for r in (
+            watched.get(f"/v1/conversations/{conversation_id}"),
+            watched.client.delete(f"/v1/conversations/{conversation_id}", headers=watched.headers()),
+        ):
             assert json.loads(r.text.replace(conversation_id, "ID")) == shape
             assert r.status_code == 404
     # the lease attempt on an unknown id is a conditional write that fails: nothing is written
@@ -172,8 +183,11 @@ def test_missing_invalid_malformed_and_revoked_keys_get_401(watched):
         "empty bearer": {"Authorization": "Bearer "},
     }
     for name, headers in cases.items():
-        for method, path in (("POST", "/v1/chat/completions"), ("GET", f"/v1/conversations/{watched.conv}"),
-                             ("GET", "/v1/models")):
+        for method, path in (
+            ("POST", "/v1/chat/completions"),
+            ("GET", f"/v1/conversations/{watched.conv}"),
+            ("GET", "/v1/models"),
+        ):
             r = watched.client.request(method, path, json=chat("hi", watched.conv), headers=headers)
             error = assert_openai_error(r, 401)
             assert error["type"] == "authentication_error", name

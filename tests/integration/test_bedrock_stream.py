@@ -20,8 +20,8 @@ import pytest
 from botocore.config import Config
 
 from llm_gateway.providers.bedrock import BedrockProvider, from_converse
-from llm_gateway.retry import UpstreamHTTPError, UpstreamStreamError, should_retry
-from llm_gateway.routing import Deployment
+from llm_gateway.upstream.aliases import Deployment
+from llm_gateway.upstream.retry import UpstreamHTTPError, UpstreamStreamError, should_retry
 from tests.loopback import LoopbackServer, read_body, reply, serving
 from tests.unit.providers_common import fixture
 
@@ -46,14 +46,13 @@ def frame(headers: dict[str, str], payload: dict) -> bytes:
 
 
 def event(member: dict) -> bytes:
-    (name, payload), = member.items()
+    ((name, payload),) = member.items()
     return frame({":event-type": name, ":content-type": "application/json", ":message-type": "event"}, payload)
 
 
 def exception(member: dict) -> bytes:
-    (name, payload), = member.items()
-    return frame({":exception-type": name, ":content-type": "application/json", ":message-type": "exception"},
-                 payload)
+    ((name, payload),) = member.items()
+    return frame({":exception-type": name, ":content-type": "application/json", ":message-type": "exception"}, payload)
 
 
 class Server(LoopbackServer):
@@ -74,15 +73,23 @@ class Handler(BaseHTTPRequestHandler):
 def bedrock():
     server = Server(Handler)
     server.requests = []
-    client = boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=server.url,
-                          config=Config(retries={"total_max_attempts": 1}))
+    client = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=server.url,
+        config=Config(retries={"total_max_attempts": 1}),
+    )
     provider = BedrockProvider(Deployment(name="br", provider="bedrock", model=MODEL), client)
     with serving(server):
         yield server, provider
 
 
-BODY = {"model": "x", "stream": True, "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": "Weather in Seattle?"}]}
+BODY = {
+    "model": "x",
+    "stream": True,
+    "stream_options": {"include_usage": True},
+    "messages": [{"role": "user", "content": "Weather in Seattle?"}],
+}
 
 
 def test_converse_stream_through_botocore_yields_the_non_streaming_text(bedrock):

@@ -128,5 +128,5 @@ def test_50_contending_turns_retrying_on_409_are_all_stored_exactly_once(gateway
     wire = [{"role": m["role"], "content": m["content"]} for m in messages]
     for body in gateway.upstream_calls():
         seq = seq_of[body["messages"][-1]["content"]]
-        assert body["messages"][:-1] == wire[max(0, seq - HISTORY):seq]
+        assert body["messages"][:-1] == wire[max(0, seq - HISTORY) : seq]
     assert gateway.get(f"/v1/conversations/{conv}").json()["message_count"] == 2 * THREADS

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from llm_gateway.store import conversation_pk
+from llm_gateway.conversations.store import conversation_pk
 from tests.integration.conftest import OTHER_KEY, chat
 
 
 def items_of(gateway, tenant: str, conversation_id: str) -> list[dict]:
     return gateway.services.conversations.client.query(
-        TableName=gateway.aws.res.table_name, KeyConditionExpression="PK = :pk",
-        ExpressionAttributeValues={":pk": {"S": conversation_pk(tenant, conversation_id)}}, ConsistentRead=True,
+        TableName=gateway.aws.res.table_name,
+        KeyConditionExpression="PK = :pk",
+        ExpressionAttributeValues={":pk": {"S": conversation_pk(tenant, conversation_id)}},
+        ConsistentRead=True,
     )["Items"]
 
 
@@ -19,7 +21,11 @@ def test_create_returns_201_with_the_conversation(gateway):
     body = r.json()
     assert body["id"].startswith("conv_") and body["object"] == "conversation"
     assert (body["model"], body["system"], body["metadata"], body["message_count"]) == (
-        "default", "Be brief.", {"team": "a"}, 0)
+        "default",
+        "Be brief.",
+        {"team": "a"},
+        0,
+    )
     assert gateway.get(f"/v1/conversations/{body['id']}").json()["system"] == "Be brief."
     # an empty body is fine; unknown fields and unknown models are not
     assert gateway.client.post("/v1/conversations", headers=gateway.headers()).status_code == 201

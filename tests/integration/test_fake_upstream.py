@@ -137,17 +137,13 @@ def test_stream_concatenates_to_the_non_stream_text_and_ends_with_done(fake, cli
     assert len(content_chunks) >= 3
     assert "usage" not in objs[-1]
     assert content_of(payloads) == EXPECTED_REPLY
-    assert (
-        client.chat.completions.create(model="m", messages=MSGS).choices[0].message.content == EXPECTED_REPLY
-    )
+    assert client.chat.completions.create(model="m", messages=MSGS).choices[0].message.content == EXPECTED_REPLY
 
 
 def test_stream_include_usage_final_chunk(fake, client):
     full = client.chat.completions.create(model="m", messages=MSGS)
     chunks = list(
-        client.chat.completions.create(
-            model="m", messages=MSGS, stream=True, stream_options={"include_usage": True}
-        )
+        client.chat.completions.create(model="m", messages=MSGS, stream=True, stream_options={"include_usage": True})
     )
     assert chunks[-1].choices == []
     assert chunks[-1].usage.model_dump() == full.usage.model_dump()
@@ -234,9 +230,7 @@ def test_scripted_via_control_endpoint_and_openai_client_retries(fake):
     )
     assert r.status_code == 200 and r.json() == {"queued": 2}
     with openai.OpenAI(base_url=fake.url, api_key="k", max_retries=2) as c:
-        assert (
-            c.chat.completions.create(model="m", messages=MSGS).choices[0].message.content == EXPECTED_REPLY
-        )
+        assert c.chat.completions.create(model="m", messages=MSGS).choices[0].message.content == EXPECTED_REPLY
     assert fake.chat_calls == 2
     bad = requests.post(f"{fake.base}/_control/script", json={"faults": [{"stauts": 500}]}, timeout=5)
     assert bad.status_code == 400 and "stauts" in bad.json()["error"]["message"]
@@ -326,9 +320,7 @@ def test_hang_times_out_then_release_answers(fake):
     assert fake.wait_for_blocked(1, timeout=2)
     assert requests.post(f"{fake.base}/_control/release", timeout=5).status_code == 200
     th.join(5)
-    assert (
-        out["r"].status_code == 200 and out["r"].json()["choices"][0]["message"]["content"] == EXPECTED_REPLY
-    )
+    assert out["r"].status_code == 200 and out["r"].json()["choices"][0]["message"]["content"] == EXPECTED_REPLY
 
 
 def test_block_after_holds_exactly_n_chunks_until_release(fake):
@@ -377,9 +369,7 @@ def test_per_request_header_faults(fake, client):
     r = chat(fake, headers={"X-Fake-Fault": '{"bogus": 1}'})
     assert r.status_code == 400 and "X-Fake-Fault" in r.json()["error"]["message"]
     with pytest.raises(openai.InternalServerError):
-        client.chat.completions.create(
-            model="m", messages=MSGS, extra_headers={"X-Fake-Fault": '{"status": 503}'}
-        )
+        client.chat.completions.create(model="m", messages=MSGS, extra_headers={"X-Fake-Fault": '{"status": 503}'})
     assert chat(fake).status_code == 200
 
 
@@ -464,9 +454,7 @@ def test_cli_runs_in_the_foreground_and_stops_on_ctrl_c():
         assert f"127.0.0.1:{port}/v1" in proc.stdout.readline()
         base = f"http://127.0.0.1:{port}/v1"
         assert (
-            requests.post(
-                f"{base}/chat/completions", json={"model": "m", "messages": MSGS}, timeout=5
-            ).status_code
+            requests.post(f"{base}/chat/completions", json={"model": "m", "messages": MSGS}, timeout=5).status_code
             == 401
         )
         proc.send_signal(signal.SIGINT)

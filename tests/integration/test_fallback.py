@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from llm_gateway.keys import encrypt_key
+from llm_gateway.security.provider_keys import encrypt_key
 from local.fake_upstream import FakeUpstream
 from tests.integration.conftest import make_gateway
 
@@ -31,17 +31,39 @@ def upstreams():
 
 
 def routing(primary: FakeUpstream, secondary: FakeUpstream) -> str:
-    return json.dumps({"version": 1, "aliases": {"default": {"deployments": [
-        {"name": "primary", "provider": "openai_compatible", "model": "p-model", "base_url": primary.url},
-        {"name": "secondary", "provider": "openai_compatible", "model": "s-model", "base_url": secondary.url,
-         "key_ref": "secondary-key", "input_price_per_1m": IN_PRICE, "output_price_per_1m": OUT_PRICE},
-    ]}}})
+    return json.dumps(
+        {
+            "version": 1,
+            "aliases": {
+                "default": {
+                    "deployments": [
+                        {
+                            "name": "primary",
+                            "provider": "openai_compatible",
+                            "model": "p-model",
+                            "base_url": primary.url,
+                        },
+                        {
+                            "name": "secondary",
+                            "provider": "openai_compatible",
+                            "model": "s-model",
+                            "base_url": secondary.url,
+                            "key_ref": "secondary-key",
+                            "input_price_per_1m": IN_PRICE,
+                            "output_price_per_1m": OUT_PRICE,
+                        },
+                    ]
+                }
+            },
+        }
+    )
 
 
 def gateway_for(aws, upstreams, key_context: str = "secondary", **overrides):
     ciphertext = encrypt_key(SECONDARY_KEY, key_context, aws.res.kms_key_id, aws.client("kms"))
-    return make_gateway(aws, routing_config=routing(*upstreams),
-                        provider_keys=json.dumps({"secondary-key": ciphertext}), **overrides)
+    return make_gateway(
+        aws, routing_config=routing(*upstreams), provider_keys=json.dumps({"secondary-key": ciphertext}), **overrides
+    )
 
 
 def emf_records(text: str) -> list[dict]:

@@ -6,8 +6,9 @@ from tests.integration.conftest import chat
 
 
 def turn(gateway, conversation_id: str, *messages: dict) -> dict:
-    r = gateway.post("/v1/chat/completions",
-                     {"model": "default", "conversation_id": conversation_id, "messages": list(messages)})
+    r = gateway.post(
+        "/v1/chat/completions", {"model": "default", "conversation_id": conversation_id, "messages": list(messages)}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["conversation_id"] == conversation_id
     return r.json()
@@ -19,15 +20,18 @@ def user(text: str) -> dict:
 
 def test_third_turn_carries_turns_one_and_two_in_order_and_get_returns_all_six(gateway):
     conv = gateway.post("/v1/conversations", {}).json()
-    replies = [turn(gateway, conv["id"], user(text))["choices"][0]["message"]["content"]
-               for text in ("one", "two", "three")]
+    replies = [
+        turn(gateway, conv["id"], user(text))["choices"][0]["message"]["content"] for text in ("one", "two", "three")
+    ]
 
     sent = gateway.upstream_calls()
     assert len(sent) == 3
     assert sent[0]["messages"] == [user("one")]
     assert sent[2]["messages"] == [
-        user("one"), {"role": "assistant", "content": replies[0]},
-        user("two"), {"role": "assistant", "content": replies[1]},
+        user("one"),
+        {"role": "assistant", "content": replies[0]},
+        user("two"),
+        {"role": "assistant", "content": replies[1]},
         user("three"),
     ]
     # the gateway's extension never reaches the upstream; the alias is resolved to the deployment model
@@ -36,9 +40,12 @@ def test_third_turn_carries_turns_one_and_two_in_order_and_get_returns_all_six(g
     got = gateway.get(f"/v1/conversations/{conv['id']}").json()
     data = got["messages"]["data"]
     assert [(m["seq"], m["role"], m["content"]) for m in data] == [
-        (0, "user", "one"), (1, "assistant", replies[0]),
-        (2, "user", "two"), (3, "assistant", replies[1]),
-        (4, "user", "three"), (5, "assistant", replies[2]),
+        (0, "user", "one"),
+        (1, "assistant", replies[0]),
+        (2, "user", "two"),
+        (3, "assistant", replies[1]),
+        (4, "user", "three"),
+        (5, "assistant", replies[2]),
     ]
     assert [m["id"] for m in data] == [f"msg_{i}" for i in range(6)]
     assert got["message_count"] == 6
@@ -110,7 +117,8 @@ def test_system_prompt_given_at_creation_is_sent_first(gateway):
     assert conv.status_code == 201
     turn(gateway, conv.json()["id"], user("hello"))
     assert gateway.upstream_calls()[0]["messages"] == [
-        {"role": "system", "content": "Answer in French."}, user("hello"),
+        {"role": "system", "content": "Answer in French."},
+        user("hello"),
     ]
 
 

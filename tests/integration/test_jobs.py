@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import responses
 
-from llm_gateway.job_worker import build_worker
-from llm_gateway.jobs import JobMessage
+from llm_gateway.jobs.service import JobMessage
+from llm_gateway.jobs.worker import build_worker
 from local.poller import LambdaContext, SqsPoller, lambda_record
 
 from .conftest import OTHER_KEY, UPSTREAM, echo_reply, make_gateway
@@ -63,11 +63,34 @@ class Upstream:
         if "POISON" in last or self.down:
             return 503, {}, json.dumps({"error": {"message": "overloaded", "type": "server_error"}})
         if "ECHO400" in last:  # an upstream that quotes the prompt back in its error
-            return 400, {}, json.dumps({"error": {"message": f"Invalid content: '{last}'", "code": "invalid_value",
-                                                  "type": "invalid_request_error"}})
+            return (
+                400,
+                {},
+                json.dumps(
+                    {
+                        "error": {
+                            "message": f"Invalid content: '{last}'",
+                            "code": "invalid_value",
+                            "type": "invalid_request_error",
+                        }
+                    }
+                ),
+            )
         if "REJECT" in last:
-            return 400, {}, json.dumps({"error": {"message": "bad parameter", "type": "invalid_request_error",
-                                                  "code": "invalid_value", "param": "messages"}})
+            return (
+                400,
+                {},
+                json.dumps(
+                    {
+                        "error": {
+                            "message": "bad parameter",
+                            "type": "invalid_request_error",
+                            "code": "invalid_value",
+                            "param": "messages",
+                        }
+                    }
+                ),
+            )
         return echo_reply(request)
 
     def count(self, text: str) -> int:
@@ -113,14 +136,18 @@ class Jobs:
     def queue_messages(self, url: str | None = None) -> list[dict]:
         """Every message currently visible on a queue (made visible again right away)."""
         url = url or self.gw.aws.res.jobs_queue_url
-        got = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                       VisibilityTimeout=0, AttributeNames=["All"]).get("Messages", [])
+        got = self.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=0, AttributeNames=["All"]
+        ).get("Messages", [])
         return got
 
     def job_items(self) -> list[dict]:
         ddb = self.gw.aws.client("dynamodb")
-        items = ddb.scan(TableName=self.gw.aws.res.table_name, FilterExpression="SK = :j",
-                         ExpressionAttributeValues={":j": {"S": "JOB"}})["Items"]
+        items = ddb.scan(
+            TableName=self.gw.aws.res.table_name,
+            FilterExpression="SK = :j",
+            ExpressionAttributeValues={":j": {"S": "JOB"}},
+        )["Items"]
         return items
 
     def event_for(self, message: dict, receive_count: int = 1) -> dict:
@@ -143,8 +170,9 @@ def _jobs(aws, **overrides) -> Jobs:
         gw.upstream = mock
         worker = build_worker(gw.services)
         sqs = aws.client("sqs")
-        poller = SqsPoller(sqs, aws.res.jobs_queue_url, worker.handle, wait_seconds=1, visibility_timeout=1,
-                           function_timeout=30)
+        poller = SqsPoller(
+            sqs, aws.res.jobs_queue_url, worker.handle, wait_seconds=1, visibility_timeout=1, function_timeout=30
+        )
         yield Jobs(gw, worker, poller, sqs, upstream)
 
 
@@ -209,11 +237,17 @@ def test_redelivery_after_idempotency_record_is_gone_still_stores_one_reply(jobs
     message = jobs.receive_one()
     assert jobs.worker.handle(jobs.event_for(message), LambdaContext("w", 30)) == {"batchItemFailures": []}
     ddb = jobs.gw.aws.client("dynamodb")
-    ddb.delete_item(TableName=jobs.gw.aws.res.table_name,  # the idempotency record expired
-                    Key={"PK": {"S": "IDEMPOTENCY#jobs"},
-                         "SK": ddb.query(TableName=jobs.gw.aws.res.table_name, KeyConditionExpression="PK = :p",
-                                         ExpressionAttributeValues={":p": {"S": "IDEMPOTENCY#jobs"}})
-                         ["Items"][0]["SK"]})
+    ddb.delete_item(
+        TableName=jobs.gw.aws.res.table_name,  # the idempotency record expired
+        Key={
+            "PK": {"S": "IDEMPOTENCY#jobs"},
+            "SK": ddb.query(
+                TableName=jobs.gw.aws.res.table_name,
+                KeyConditionExpression="PK = :p",
+                ExpressionAttributeValues={":p": {"S": "IDEMPOTENCY#jobs"}},
+            )["Items"][0]["SK"],
+        },
+    )
     assert jobs.worker.handle(jobs.event_for(message, 2), LambdaContext("w", 30)) == {"batchItemFailures": []}
     assert jobs.upstream.count("guarded") == 1 and len(jobs.replies(conv)) == 1
     assert jobs.job(job["id"])["status"] == "succeeded"
@@ -427,8 +461,11 @@ def test_twenty_jobs_on_one_conversation_run_in_submission_order(jobs):
         (chat("hi", "conv_unknown"), 404, "conversation_id"),
         ({"requests": []}, 400, "requests"),
         ({"requests": [chat("ok")] * 101}, 400, "requests"),
-        ({"requests": [chat("ok"), chat("ok"), {"model": "default", "messages": [{"role": "robot"}]}]},
-         400, "requests[2].messages[0].role"),
+        (
+            {"requests": [chat("ok"), chat("ok"), {"model": "default", "messages": [{"role": "robot"}]}]},
+            400,
+            "requests[2].messages[0].role",
+        ),
         ({"requests": [chat("ok"), "not an object"]}, 400, "requests[1]"),
         ({"requests": [chat("ok")], "extra": 1}, 400, "extra"),
     ],
@@ -449,8 +486,9 @@ def test_bad_job_bodies_more(aws):
         assert r.status_code == 404 and r.json()["error"]["param"] == "requests[1].conversation_id"
         r = jobs.submit({"requests": [chat("ok"), chat("x" * 3_000)]})
         assert r.status_code == 413 and r.json()["error"]["param"] == "requests[1]"
-        r = jobs.gw.client.post("/v1/jobs", content=b"[1, 2]", headers={**jobs.gw.headers(),
-                                                                          "content-type": "application/json"})
+        r = jobs.gw.client.post(
+            "/v1/jobs", content=b"[1, 2]", headers={**jobs.gw.headers(), "content-type": "application/json"}
+        )
         assert r.status_code == 400
         r = jobs.submit(chat("ok"), key="x" * 300)
         assert r.status_code == 400 and r.json()["error"]["param"] == "Idempotency-Key"
@@ -461,8 +499,9 @@ def test_bad_job_bodies_more(aws):
 
 
 def send(jobs, body: str, group: str, dedup: str) -> None:
-    jobs.sqs.send_message(QueueUrl=jobs.gw.aws.res.jobs_queue_url, MessageBody=body,
-                          MessageGroupId=group, MessageDeduplicationId=dedup)
+    jobs.sqs.send_message(
+        QueueUrl=jobs.gw.aws.res.jobs_queue_url, MessageBody=body, MessageGroupId=group, MessageDeduplicationId=dedup
+    )
 
 
 def test_direct_producer_message_creates_and_runs_the_job(jobs):
@@ -503,7 +542,7 @@ def test_sample_event_follows_the_schema_and_runs(jobs):
     """events/sqs-job-batch.json is a real worker input: the schema accepts it, the worker runs it."""
     from pathlib import Path
 
-    from llm_gateway.jobs import parse_job_message
+    from llm_gateway.jobs.service import parse_job_message
 
     event = json.loads((Path(__file__).resolve().parents[2] / "events" / "sqs-job-batch.json").read_text())
     for record in event["Records"]:
@@ -549,14 +588,23 @@ def test_job_errors_and_invalid_message_logs_never_carry_the_prompt(jobs, all_lo
         if json.loads(m["Body"])["job_id"] == known["id"]:  # only the invalid copy below will run
             jobs.sqs.delete_message(QueueUrl=jobs.gw.aws.res.jobs_queue_url, ReceiptHandle=m["ReceiptHandle"])
         else:
-            jobs.sqs.change_message_visibility(QueueUrl=jobs.gw.aws.res.jobs_queue_url,
-                                               ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+            jobs.sqs.change_message_visibility(
+                QueueUrl=jobs.gw.aws.res.jobs_queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+            )
     bad_request = {"model": "default", "messages": [{"role": prompt, "content": prompt}], prompt: prompt}
     bad_value = {"model": "default", "messages": [{"role": "user", "content": prompt}], "temperature": prompt}
-    send(jobs, json.dumps({"version": 1, "job_id": known["id"], "tenant_id": "tenant-a", "request": bad_value}),
-         "g-known", "bad-known")  # passes the schema, fails the request model
-    send(jobs, json.dumps({"version": 1, "job_id": "ext-x", "tenant_id": "tenant-a", "request": bad_request,
-                           prompt: prompt}), "g-unknown", "bad-unknown")
+    send(
+        jobs,
+        json.dumps({"version": 1, "job_id": known["id"], "tenant_id": "tenant-a", "request": bad_value}),
+        "g-known",
+        "bad-known",
+    )  # passes the schema, fails the request model
+    send(
+        jobs,
+        json.dumps({"version": 1, "job_id": "ext-x", "tenant_id": "tenant-a", "request": bad_request, prompt: prompt}),
+        "g-unknown",
+        "bad-unknown",
+    )
     send(jobs, f"not json {prompt}", "g-garbage", "bad-garbage")
     jobs.drain(lambda: jobs.job(rejected["id"])["status"] == "failed" and jobs.job(known["id"])["status"] == "failed")
     for job_id in (rejected["id"], known["id"]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from concurrent.futures import ThreadPoolExecutor
 
-from llm_gateway.keys import encrypt_key
+from llm_gateway.security.provider_keys import encrypt_key
 from tests.integration.conftest import (
     CANARY_KEY,
     TENANT_KEY,
@@ -24,8 +24,11 @@ def test_100_requests_in_one_container_decrypt_once(gateway):
         assert r.status_code == 200, r.text
     assert decrypts.attempted == {"Decrypt": 1}
     # and the decrypted key is the one the upstream received
-    assert all(c.request.headers["Authorization"] == f"Bearer {CANARY_KEY}" for c in gateway.upstream.calls
-               if "upstream.test" in c.request.url)
+    assert all(
+        c.request.headers["Authorization"] == f"Bearer {CANARY_KEY}"
+        for c in gateway.upstream.calls
+        if "upstream.test" in c.request.url
+    )
 
 
 def test_concurrent_first_requests_decrypt_once(gateway):
@@ -34,10 +37,19 @@ def test_concurrent_first_requests_decrypt_once(gateway):
 
     decrypts = count_calls(gateway.kms, ("Decrypt",))
     with serve(gateway.app) as base, ThreadPoolExecutor(20) as pool:
-        statuses = list(pool.map(
-            lambda i: requests.post(f"{base}/v1/chat/completions", json=chat(f"q{i}"),
-                                    headers={"Authorization": f"Bearer {TENANT_KEY}"}, timeout=30).status_code,
-            range(20)))
+        statuses = list(
+            pool.map(
+                lambda i: (
+                    requests.post(
+                        f"{base}/v1/chat/completions",
+                        json=chat(f"q{i}"),
+                        headers={"Authorization": f"Bearer {TENANT_KEY}"},
+                        timeout=30,
+                    ).status_code
+                ),
+                range(20),
+            )
+        )
     assert statuses == [200] * 20
     assert decrypts.attempted == {"Decrypt": 1}
 

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from llm_gateway.store import DynamoConversationStore, conversation_pk, message_sk
-from llm_gateway.tokens import TOKENS_PER_REPLY, count_message
+from llm_gateway.chat.tokens import TOKENS_PER_REPLY, count_message
+from llm_gateway.conversations.store import DynamoConversationStore, conversation_pk, message_sk
 from tests.conftest import new_aws
 from tests.integration.conftest import (
     chat,
@@ -36,8 +36,13 @@ def write_messages(client, table: str, tenant: str, conversation_id: str, count:
 
     def item(i: int) -> dict:
         body = generated(i)
-        return {"PK": pk, "SK": {"S": message_sk(i)}, "msg": {"S": json.dumps(body, separators=(",", ":"))},
-                "tokens": {"N": str(count_message(body))}, "created_at": {"N": "1700000000000"}}
+        return {
+            "PK": pk,
+            "SK": {"S": message_sk(i)},
+            "msg": {"S": json.dumps(body, separators=(",", ":"))},
+            "tokens": {"N": str(count_message(body))},
+            "created_at": {"N": "1700000000000"},
+        }
 
     def batch(start: int) -> None:
         pending = {table: [{"PutRequest": {"Item": item(i)}} for i in range(start, min(start + 25, count))]}
@@ -47,8 +52,10 @@ def write_messages(client, table: str, tenant: str, conversation_id: str, count:
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(batch, range(0, count, 25)))
     client.update_item(
-        TableName=table, Key={"PK": pk, "SK": {"S": "META"}},
-        UpdateExpression="SET message_count = :n", ExpressionAttributeValues={":n": {"N": str(count)}},
+        TableName=table,
+        Key={"PK": pk, "SK": {"S": "META"}},
+        UpdateExpression="SET message_count = :n",
+        ExpressionAttributeValues={":n": {"N": str(count)}},
     )
 
 
@@ -60,8 +67,9 @@ def long_aws(moto_server):
     store = DynamoConversationStore(aws.res.table_name, client=client)
     aws.conversations = {}
     for name, count in (("long", LONG), ("medium", MEDIUM), ("short", SHORT)):
-        conv = store.create("tenant-a", system=SYSTEM, system_tokens=count_message({"role": "system",
-                                                                                     "content": SYSTEM}))
+        conv = store.create(
+            "tenant-a", system=SYSTEM, system_tokens=count_message({"role": "system", "content": SYSTEM})
+        )
         write_messages(client, aws.res.table_name, "tenant-a", conv.id, count)
         aws.conversations[name] = conv.id
     return aws
@@ -70,9 +78,12 @@ def long_aws(moto_server):
 def newest_stored(aws, conversation_id: str, limit: int) -> list[tuple[dict, int]]:
     """The test's own oracle: the newest stored messages (body, tokens), newest first."""
     resp = aws.client("dynamodb").query(
-        TableName=aws.res.table_name, KeyConditionExpression="PK = :pk AND begins_with(SK, :m)",
+        TableName=aws.res.table_name,
+        KeyConditionExpression="PK = :pk AND begins_with(SK, :m)",
         ExpressionAttributeValues={":pk": {"S": conversation_pk("tenant-a", conversation_id)}, ":m": {"S": "M#"}},
-        ScanIndexForward=False, Limit=limit, ConsistentRead=True,
+        ScanIndexForward=False,
+        Limit=limit,
+        ConsistentRead=True,
     )
     return [(json.loads(i["msg"]["S"]), int(i["tokens"]["N"])) for i in resp["Items"]]
 
@@ -127,7 +138,7 @@ def test_trimming_keeps_the_system_prompt_and_the_newest_messages_that_fit(long_
         newest = newest_stored(long_aws, convs["long"], 400)
         expected = fitting(newest, 300, 200)
         # the boundary: what was kept fits, one more (older) message would not
-        kept_tokens = sum(tokens for _, tokens in newest[:len(expected)])
+        kept_tokens = sum(tokens for _, tokens in newest[: len(expected)])
         assert kept_tokens <= 300 < kept_tokens + newest[len(expected)][1]
         long_queries, long_read, sent = turn_cost(gw, convs["long"], "short budget")
         medium_queries, medium_read, _ = turn_cost(gw, convs["medium"], "short budget")
@@ -151,7 +162,7 @@ def test_history_fits_the_context_window_minus_max_tokens(long_aws):
         room = window - max_tokens - fixed - TOKENS_PER_REPLY
         newest = newest_stored(long_aws, conv, 400)
         expected = fitting(newest, room, 200)
-        kept_tokens = sum(tokens for _, tokens in newest[:len(expected)])
+        kept_tokens = sum(tokens for _, tokens in newest[: len(expected)])
         assert kept_tokens <= room < kept_tokens + newest[len(expected)][1]
         _, _, sent = turn_cost(gw, conv, question["content"], max_tokens=max_tokens)
 
@@ -174,7 +185,7 @@ def item_size(item: dict) -> int:
     size = 0
     for name, value in item.items():
         size += len(name.encode())
-        (kind, raw), = value.items()
+        ((kind, raw),) = value.items()
         if kind == "S":
             size += len(raw.encode())
         elif kind == "N":
@@ -204,8 +215,7 @@ def test_max_size_messages_are_stored_far_below_the_item_limit(gateway, char):
     limit = gateway.services.settings.max_message_bytes
     conv = gateway.post("/v1/conversations", {}).json()["id"]
     system, big = max_size("system", limit, char), max_size("user", limit, char)
-    r = gateway.post("/v1/chat/completions", {"model": "default", "conversation_id": conv,
-                                              "messages": [system, big]})
+    r = gateway.post("/v1/chat/completions", {"model": "default", "conversation_id": conv, "messages": [system, big]})
     assert r.status_code == 200, r.text[:300]
     got = gateway.get(f"/v1/conversations/{conv}").json()
     assert got["system"] == system["content"]
@@ -218,11 +228,15 @@ def test_max_size_messages_are_stored_far_below_the_item_limit(gateway, char):
 def test_leading_system_messages_over_the_limit_together_are_refused_before_any_write(gateway):
     limit = gateway.services.settings.max_message_bytes
     conv = gateway.post("/v1/conversations", {}).json()["id"]
-    writes = count_calls(gateway.services.conversations.client,
-                         ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"))
+    writes = count_calls(
+        gateway.services.conversations.client,
+        ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"),
+    )
     half = max_size("system", limit, "a")
-    r = gateway.post("/v1/chat/completions", {"model": "default", "conversation_id": conv,
-                                              "messages": [half, half, {"role": "user", "content": "hi"}]})
+    r = gateway.post(
+        "/v1/chat/completions",
+        {"model": "default", "conversation_id": conv, "messages": [half, half, {"role": "user", "content": "hi"}]},
+    )
     assert r.status_code == 413, r.text[:300]
     assert r.json()["error"]["param"] == "messages"
     assert writes.total() == 0 and gateway.upstream_calls() == []

@@ -18,8 +18,12 @@ def emf(text: str) -> list[dict]:
 def test_client_chosen_names_never_become_dimensions_or_metric_names(gateway, capfd):
     conv = gateway.post("/v1/conversations", {}).json()["id"]
     capfd.readouterr()
-    for body in (chat("hi") | {"model": MARKER}, chat("hi", conv) | {"model": MARKER},
-                 chat("hi", stream=True) | {"model": MARKER}, chat("hi", f"conv_{MARKER}")):
+    for body in (
+        chat("hi") | {"model": MARKER},
+        chat("hi", conv) | {"model": MARKER},
+        chat("hi", stream=True) | {"model": MARKER},
+        chat("hi", f"conv_{MARKER}"),
+    ):
         assert gateway.post("/v1/chat/completions", body).status_code == 404
     assert gateway.post("/v1/conversations", {"model": MARKER}).status_code == 404
     assert gateway.get(f"/v1/{MARKER}").status_code == 404

@@ -9,13 +9,18 @@ import pytest
 import requests
 
 from llm_gateway.providers import build_provider
-from llm_gateway.routing import Deployment
+from llm_gateway.upstream.aliases import Deployment
 from tests.fakes import FakeKeys
 from tests.loopback import LoopbackServer, read_body, reply, serving
 
-COMPLETION = {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
-              "choices": [{"index": 0, "message": {"role": "assistant", "content": "via"}, "finish_reason": "stop"}],
-              "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+COMPLETION = {
+    "id": "c",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "via"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+}
 
 
 class Recorder(LoopbackServer):
@@ -49,16 +54,25 @@ def servers():
 
 @pytest.fixture
 def env(monkeypatch):
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
-                 "all_proxy"):
+    for name in (
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
 
 def provider(base_url: str, **kw):
     deployment = Deployment(name="d", provider="openai_compatible", model="m", base_url=base_url, **kw)
-    return build_provider(deployment, FakeKeys({}), requests.Session(), region="us-east-1", connect_timeout=2,
-                          read_timeout=5)
+    return build_provider(
+        deployment, FakeKeys({}), requests.Session(), region="us-east-1", connect_timeout=2, read_timeout=5
+    )
 
 
 BODY = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
@@ -108,5 +122,7 @@ def test_deployments_without_a_proxy_keep_the_shared_session(servers, env):
     plain = Deployment(name="a", model="m", base_url="http://x.test/v1")
     proxied = Deployment(name="b", model="m", base_url="http://x.test/v1", proxy=servers[0].url)
     assert build_provider(plain, FakeKeys({}), shared, region="r", connect_timeout=1, read_timeout=1).session is shared
-    assert build_provider(proxied, FakeKeys({}), shared, region="r", connect_timeout=1,
-                          read_timeout=1).session is not shared
+    assert (
+        build_provider(proxied, FakeKeys({}), shared, region="r", connect_timeout=1, read_timeout=1).session
+        is not shared
+    )

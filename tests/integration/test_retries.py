@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from llm_gateway.retry import RetryBudget
+from llm_gateway.upstream.retry import RetryBudget
 from tests.integration.conftest import (
     chat,
     count_calls,
@@ -146,12 +146,19 @@ def test_an_exhausted_retry_budget_stops_retries(aws):
     assert len(gw.sleeps) == 10
 
 
-@pytest.mark.parametrize("reply", [
-    {"choices": ["not an object"]},
-    {"choices": [{"index": 0, "message": "not an object", "finish_reason": "stop"}]},
-    {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}], "usage": "not an object"},
-    {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}], "usage": {"prompt_tokens": "many"}},
-], ids=["choice", "message", "usage", "usage-count"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"choices": ["not an object"]},
+        {"choices": [{"index": 0, "message": "not an object", "finish_reason": "stop"}]},
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}], "usage": "not an object"},
+        {
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}],
+            "usage": {"prompt_tokens": "many"},
+        },
+    ],
+    ids=["choice", "message", "usage", "usage-count"],
+)
 def test_a_malformed_completion_is_a_502_that_stores_nothing_and_frees_the_conversation(gateway, reply):
     """An upstream 200 whose body is not a chat.completion is the upstream's failure (502), never
     a 500 of ours; the conversation's lease is let go and nothing is stored."""
@@ -168,10 +175,14 @@ def test_a_malformed_completion_is_a_502_that_stores_nothing_and_frees_the_conve
 def test_a_reply_too_large_to_store_is_a_clear_502_that_stores_nothing(gateway):
     """A conversation message is one DynamoDB item (400 KB at most): a larger reply is reported as
     what it is, the lease is let go, nothing is stored — and stateless, the same reply is just returned."""
-    huge = {"id": "chatcmpl-big", "object": "chat.completion", "created": 1, "model": "m",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "x" * 450_000}}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 100_000, "total_tokens": 100_005}}
+    huge = {
+        "id": "chatcmpl-big",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "x" * 450_000}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 100_000, "total_tokens": 100_005},
+    }
     conv = gateway.post("/v1/conversations", {}).json()["id"]
     set_upstream(gateway, scripted((200, {}, huge), (200, {}, huge)))
     r = gateway.post("/v1/chat/completions", chat("write a lot", conv))

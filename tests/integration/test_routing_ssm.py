@@ -7,11 +7,19 @@ import json
 import pytest
 
 from llm_gateway.errors import ConfigurationError
-from llm_gateway.routing import load_routing
 from llm_gateway.settings import Settings
+from llm_gateway.upstream.aliases import load_routing
 
-CONFIG = {"version": 1, "aliases": {"from-ssm": {"deployments": [
-    {"name": "ssm-dep", "provider": "openai_compatible", "model": "m", "base_url": "http://x.test/v1"}]}}}
+CONFIG = {
+    "version": 1,
+    "aliases": {
+        "from-ssm": {
+            "deployments": [
+                {"name": "ssm-dep", "provider": "openai_compatible", "model": "m", "base_url": "http://x.test/v1"}
+            ]
+        }
+    },
+}
 
 
 def test_ssm_parameter_wins_over_routing_config(aws):

@@ -30,8 +30,10 @@ def all_logs(caplog):
     formatter = logging.Formatter()
 
     def text() -> str:
-        records = [json.dumps(vars(r), default=str) + (formatter.formatException(r.exc_info) if r.exc_info else "")
-                   for r in caplog.records]
+        records = [
+            json.dumps(vars(r), default=str) + (formatter.formatException(r.exc_info) if r.exc_info else "")
+            for r in caplog.records
+        ]
         return buffer.getvalue() + "\n".join(records)
 
     yield text
@@ -41,10 +43,14 @@ def all_logs(caplog):
 
 def test_neither_canary_appears_in_any_log_line_or_error_body(gateway, all_logs, capfd):
     assert gateway.services.keys.get("default") == CANARY_KEY  # the canary really is the key in use
-    echo_key = openai_error(f"Incorrect API key provided: {CANARY_KEY}. You can find your API key at "
-                            "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
-    echo_both = openai_error(f"Invalid 'messages[0].content': '{CANARY_PROMPT}' (key {CANARY_KEY})",
-                             code="invalid_value")
+    echo_key = openai_error(
+        f"Incorrect API key provided: {CANARY_KEY}. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+        code="invalid_api_key",
+    )
+    echo_both = openai_error(
+        f"Invalid 'messages[0].content': '{CANARY_PROMPT}' (key {CANARY_KEY})", code="invalid_value"
+    )
     prompt = [{"role": "user", "content": CANARY_PROMPT}]
     conv = gateway.post("/v1/conversations", {"system": f"system {CANARY_PROMPT}"}).json()["id"]
     request = {"model": "default", "messages": prompt}
@@ -72,10 +78,21 @@ def test_neither_canary_appears_in_any_log_line_or_error_body(gateway, all_logs,
     # bad input carrying the prompt: the validation message names the field, not the value
     assert send({"model": "default", "messages": prompt, "temperature": CANARY_PROMPT}).status_code == 400
     assert send({"model": "default", "messages": [{"role": CANARY_PROMPT, "content": "x"}]}).status_code == 400
-    assert send({"model": "default", "messages": [{"role": "user", "content": CANARY_PROMPT * 8000}],
-                 "conversation_id": conv}).status_code == 413
-    r = gateway.client.post("/v1/chat/completions", content=f'{{"model": "{CANARY_PROMPT}'.encode(),
-                            headers={**gateway.headers(), "Content-Type": "application/json"})
+    assert (
+        send(
+            {
+                "model": "default",
+                "messages": [{"role": "user", "content": CANARY_PROMPT * 8000}],
+                "conversation_id": conv,
+            }
+        ).status_code
+        == 413
+    )
+    r = gateway.client.post(
+        "/v1/chat/completions",
+        content=f'{{"model": "{CANARY_PROMPT}'.encode(),
+        headers={**gateway.headers(), "Content-Type": "application/json"},
+    )
     bodies.append((r.status_code, r.text))
     assert r.status_code == 400
     # the stored conversation still has the prompt (that is its job), readable by its owner only

@@ -4,8 +4,10 @@ def test_chat_roundtrip(gateway):
     assert r.json()["choices"][0]["message"]["content"] == "echo:Hi n=1"
     conv = gateway.post("/v1/conversations", {}).json()
     for i in range(3):
-        r = gateway.post("/v1/chat/completions", {"model": "default", "conversation_id": conv["id"],
-                                                   "messages": [{"role": "user", "content": f"t{i}"}]})
+        r = gateway.post(
+            "/v1/chat/completions",
+            {"model": "default", "conversation_id": conv["id"], "messages": [{"role": "user", "content": f"t{i}"}]},
+        )
         assert r.status_code == 200, r.text
     got = gateway.get(f"/v1/conversations/{conv['id']}").json()
     assert len(got["messages"]["data"]) == 6

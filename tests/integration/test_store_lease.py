@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from llm_gateway.conversations.store import DynamoConversationStore
 from llm_gateway.errors import ConversationBusy
-from llm_gateway.store import DynamoConversationStore
 
 pytestmark = pytest.mark.integration
 
 
 def head_lease(store: DynamoConversationStore, tenant: str, conversation_id: str) -> dict:
-    item = store.client.get_item(TableName=store.table, Key=store._key(tenant, conversation_id),
-                                 ConsistentRead=True)["Item"]
+    item = store.client.get_item(TableName=store.table, Key=store._key(tenant, conversation_id), ConsistentRead=True)[
+        "Item"
+    ]
     return {k: v for k, v in item.items() if k.startswith("lease")}
 
 

@@ -16,7 +16,7 @@ from tests.integration.live import live_gateway
 pytestmark = pytest.mark.integration
 
 LONG = " ".join(f"w{i}" for i in range(60))
-STREAM_CODE = ("llm_gateway/providers/sse.py", "llm_gateway/streaming.py", "llm_gateway/router.py")
+STREAM_CODE = ("llm_gateway/providers/sse.py", "llm_gateway/chat/streaming.py", "llm_gateway/upstream/router.py")
 
 
 def user(text: str) -> list[dict]:
@@ -33,8 +33,11 @@ def established_to(port: int) -> int:
                 for line in f:
                     fields = line.split()
                     local, remote, state = fields[1], fields[2], fields[3]
-                    if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port \
-                            and int(local.rsplit(":", 1)[1], 16) != port:
+                    if (
+                        state == "01"
+                        and int(remote.rsplit(":", 1)[1], 16) == port
+                        and int(local.rsplit(":", 1)[1], 16) != port
+                    ):
                         count += 1
         except FileNotFoundError:
             continue
@@ -71,8 +74,9 @@ def emf_records(text: str) -> list[dict]:
 
 def lease_of(live, conversation_id: str) -> dict:
     store = live.services.conversations
-    item = store.client.get_item(TableName=store.table, Key=store._key("tenant-live", conversation_id),
-                                 ConsistentRead=True)["Item"]
+    item = store.client.get_item(
+        TableName=store.table, Key=store._key("tenant-live", conversation_id), ConsistentRead=True
+    )["Item"]
     return {k: v for k, v in item.items() if k.startswith("lease")}
 
 
@@ -86,8 +90,9 @@ def test_client_disconnect_leaves_no_thread_socket_lease_or_message(aws, capsys)
     with live_gateway(aws) as live:
         conv = create_conversation(live)
         live.upstream.script({"delay_between_chunks": 0.05})
-        stream = live.openai().chat.completions.create(model="default", messages=user(LONG), stream=True,
-                                                       extra_body={"conversation_id": conv})
+        stream = live.openai().chat.completions.create(
+            model="default", messages=user(LONG), stream=True, extra_body={"conversation_id": conv}
+        )
         it = iter(stream)
         for _ in range(3):
             next(it)
@@ -115,8 +120,9 @@ def test_stall_mid_stream_ends_with_an_error_event_and_is_counted(aws, capsys):
         live.upstream.script({"block_after": 2})
         got = []
         with pytest.raises(openai.APIError) as err:
-            for chunk in live.openai().chat.completions.create(model="default", messages=user("a b c d"),
-                                                               stream=True, extra_body={"conversation_id": conv}):
+            for chunk in live.openai().chat.completions.create(
+                model="default", messages=user("a b c d"), stream=True, extra_body={"conversation_id": conv}
+            ):
                 got.append(chunk)
         assert err.value.body["code"] == "upstream_stream_stalled"
         assert err.value.body["type"] == "timeout_error"
@@ -150,8 +156,7 @@ def test_errors_before_the_first_byte_are_plain_json(aws):
         assert r.status_code == 503 and r.headers["content-type"].startswith("application/json")
         assert r.json()["error"]["code"] == "upstream_unavailable"
         assert not lease_of(live, conv)  # released: the next turn is not blocked
-        r = requests.post(url, json={**body, "conversation_id": conv}, headers=live.headers(), timeout=10,
-                          stream=True)
+        r = requests.post(url, json={**body, "conversation_id": conv}, headers=live.headers(), timeout=10, stream=True)
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["x-conversation-id"] == conv
         events = [line for line in r.iter_lines() if line]
@@ -164,8 +169,9 @@ def test_lease_is_renewed_while_a_long_stream_runs(aws):
         conv = create_conversation(live)
         live.upstream.script({"delay_between_chunks": 0.05})
         client = live.openai()
-        stream = client.chat.completions.create(model="default", messages=user(LONG), stream=True,
-                                                extra_body={"conversation_id": conv})
+        stream = client.chat.completions.create(
+            model="default", messages=user(LONG), stream=True, extra_body={"conversation_id": conv}
+        )
         started = time.monotonic()
         received = []
         busy = threading.Event()
@@ -173,8 +179,9 @@ def test_lease_is_renewed_while_a_long_stream_runs(aws):
             received.append(chunk)
             if not busy.is_set() and time.monotonic() - started > 2.0:  # twice the lease: it was renewed
                 with pytest.raises(openai.ConflictError):
-                    client.chat.completions.create(model="default", messages=user("intruder"),
-                                                   extra_body={"conversation_id": conv})
+                    client.chat.completions.create(
+                        model="default", messages=user("intruder"), extra_body={"conversation_id": conv}
+                    )
                 busy.set()
         assert busy.is_set()
         text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)

@@ -10,9 +10,9 @@ import requests
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
 from llm_gateway.providers import OpenAIProvider
-from llm_gateway.retry import CallStats, RetryBudget, RetryPolicy, UpstreamHTTPError, UpstreamStreamError
-from llm_gateway.router import Router
-from llm_gateway.routing import Deployment, ModelAlias
+from llm_gateway.upstream.aliases import Deployment, ModelAlias
+from llm_gateway.upstream.retry import CallStats, RetryBudget, RetryPolicy, UpstreamHTTPError, UpstreamStreamError
+from llm_gateway.upstream.router import Router
 from local.fake_upstream import FakeUpstream
 from tests.fakes import FakeKeys
 
@@ -45,8 +45,9 @@ def provider(fake, **kw) -> OpenAIProvider:
 def router_for(fake, read_timeout: float = 5.0) -> tuple[Router, ModelAlias, list[float]]:
     p = provider(fake)
     sleeps: list[float] = []
-    policy = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.02, budget=RetryBudget(1.0, 100.0),
-                         sleep=sleeps.append)
+    policy = RetryPolicy(
+        max_attempts=3, backoff_base=0.01, backoff_max=0.02, budget=RetryBudget(1.0, 100.0), sleep=sleeps.append
+    )
     router = Router({"d1": p}, policy, connect_timeout=2.0, read_timeout=read_timeout)
     return router, ModelAlias(name="default", deployments=[p.deployment]), sleeps
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llm_gateway.routing import Deployment
+from llm_gateway.upstream.aliases import Deployment
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "providers"
 

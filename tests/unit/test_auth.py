@@ -11,9 +11,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from llm_gateway import auth
-from llm_gateway.auth import ApiKeyStore, Authenticator, hash_key
 from llm_gateway.errors import AuthenticationFailed, NotFound
+from llm_gateway.security import api_keys as auth
+from llm_gateway.security.api_keys import ApiKeyStore, Authenticator, hash_key
 from local.resources import _resources, create_table, load_template
 
 TABLE = "auth-test"
@@ -54,7 +54,7 @@ def test_keys_are_stored_only_as_sha256_hashes(keys):
     assert record.key_hash == hashlib.sha256(plaintext.encode()).hexdigest() == hash_key(plaintext)
     dump = json.dumps(keys.client.scan(TableName=TABLE)["Items"])
     assert plaintext not in dump
-    assert plaintext[len("sk-gw-"):] not in dump
+    assert plaintext[len("sk-gw-") :] not in dump
     assert record.key_hash in dump
     assert keys.lookup(plaintext).tenant == "tenant-a"
     assert keys.lookup(plaintext + "x") is None
@@ -73,9 +73,12 @@ def test_the_stored_hash_is_compared_in_constant_time(keys, monkeypatch):
     assert keys.lookup(plaintext) is not None
     assert calls == [(hash_key(plaintext), hash_key(plaintext))]
     # an item whose stored hash does not match its key is refused, even though it was found
-    keys.client.update_item(TableName=TABLE, Key={"PK": {"S": f"APIKEY#{hash_key(plaintext)}"},
-                                                  "SK": {"S": "APIKEY"}},
-                            UpdateExpression="SET key_hash = :h", ExpressionAttributeValues={":h": {"S": "0" * 64}})
+    keys.client.update_item(
+        TableName=TABLE,
+        Key={"PK": {"S": f"APIKEY#{hash_key(plaintext)}"}, "SK": {"S": "APIKEY"}},
+        UpdateExpression="SET key_hash = :h",
+        ExpressionAttributeValues={":h": {"S": "0" * 64}},
+    )
     assert keys.lookup(plaintext) is None
 
 
@@ -96,10 +99,17 @@ def test_list_and_revoke(keys):
         keys.revoke("key_nope")
 
 
-@pytest.mark.parametrize(("header", "code"), [
-    (None, "missing_api_key"), ("", "missing_api_key"), ("Basic abc", "invalid_api_key"),
-    ("Bearer", "invalid_api_key"), ("Bearer   ", "invalid_api_key"), ("Bearer sk-gw-unknown", "invalid_api_key"),
-])
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "missing_api_key"),
+        ("", "missing_api_key"),
+        ("Basic abc", "invalid_api_key"),
+        ("Bearer", "invalid_api_key"),
+        ("Bearer   ", "invalid_api_key"),
+        ("Bearer sk-gw-unknown", "invalid_api_key"),
+    ],
+)
 def test_missing_malformed_and_unknown_keys_fail(keys, header, code):
     with pytest.raises(AuthenticationFailed) as info:
         Authenticator(keys).authenticate(header)

@@ -7,13 +7,19 @@ import threading
 
 from aws_lambda_powertools.utilities.batch import process_partial_response
 
-from llm_gateway.batch import GroupedFifoProcessor
+from llm_gateway.jobs.batch import GroupedFifoProcessor
 from local.poller import failed_ids
 
 
 def sqs_record(n: int, group: str) -> dict:
-    return {"messageId": f"m{n}", "receiptHandle": f"r{n}", "body": str(n), "eventSource": "aws:sqs",
-            "attributes": {"MessageGroupId": group, "ApproximateReceiveCount": "1"}, "messageAttributes": {}}
+    return {
+        "messageId": f"m{n}",
+        "receiptHandle": f"r{n}",
+        "body": str(n),
+        "eventSource": "aws:sqs",
+        "attributes": {"MessageGroupId": group, "ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+    }
 
 
 def run(records: list[dict], handler, workers: int = 10) -> dict:

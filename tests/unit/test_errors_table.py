@@ -32,8 +32,9 @@ def test_each_error_maps_to_its_status_type_and_code(cls):
     status, type_, code = EXPECTED[cls]
     http = to_http(cls("Something went wrong.", param="messages"))
     assert http.status == status
-    assert http.body == {"error": {"message": "Something went wrong.", "type": type_, "param": "messages",
-                                   "code": code}}
+    assert http.body == {
+        "error": {"message": "Something went wrong.", "type": type_, "param": "messages", "code": code}
+    }
     assert http.headers == {}
 
 
@@ -64,5 +65,6 @@ def test_code_can_be_overridden_and_internal_error_says_nothing():
     assert to_http(errors.NotFound("x", code="model_not_found")).body["error"]["code"] == "model_not_found"
     http = internal_error()
     assert http.status == 500
-    assert http.body == {"error": {"message": "Internal server error.", "type": "server_error", "param": None,
-                                   "code": "internal_error"}}
+    assert http.body == {
+        "error": {"message": "Internal server error.", "type": "server_error", "param": None, "code": "internal_error"}
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from llm_gateway.models import ChatCompletionRequest, ChatMessage, CreateConversation, message_text
+from llm_gateway.chat.models import ChatCompletionRequest, ChatMessage, CreateConversation, message_text
 
 USER = {"role": "user", "content": "hi"}
 
@@ -14,23 +14,53 @@ def request(**fields) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate({"model": "default", "messages": [USER], **fields})
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("temperature", "0.5"), ("temperature", "hot"), ("temperature", True), ("temperature", 2.5), ("temperature", -1),
-    ("top_p", 1.5), ("stream", "yes"), ("stream", "true"), ("stream", 1), ("max_tokens", "10"), ("max_tokens", 1.5),
-    ("max_tokens", 0), ("max_completion_tokens", -3), ("n", 0), ("n", "2"), ("stop", 5), ("stop", ["a", 1]),
-    ("model", 42), ("model", ""), ("messages", "hi"), ("messages", []), ("messages", {"role": "user"}),
-    ("conversation_id", 7), ("conversation_id", ""), ("conversation_id", "c" * 129),
-    ("stream_options", {"include_usage": "yes"}),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", "0.5"),
+        ("temperature", "hot"),
+        ("temperature", True),
+        ("temperature", 2.5),
+        ("temperature", -1),
+        ("top_p", 1.5),
+        ("stream", "yes"),
+        ("stream", "true"),
+        ("stream", 1),
+        ("max_tokens", "10"),
+        ("max_tokens", 1.5),
+        ("max_tokens", 0),
+        ("max_completion_tokens", -3),
+        ("n", 0),
+        ("n", "2"),
+        ("stop", 5),
+        ("stop", ["a", 1]),
+        ("model", 42),
+        ("model", ""),
+        ("messages", "hi"),
+        ("messages", []),
+        ("messages", {"role": "user"}),
+        ("conversation_id", 7),
+        ("conversation_id", ""),
+        ("conversation_id", "c" * 129),
+        ("stream_options", {"include_usage": "yes"}),
+    ],
+)
 def test_wrong_types_and_values_are_rejected(field, value):
     with pytest.raises(ValidationError):
         request(**{field: value})
 
 
-@pytest.mark.parametrize("message", [
-    {"role": "wizard", "content": "hi"}, {"content": "hi"}, {"role": "user", "content": 5},
-    {"role": "user", "content": "x", "name": 3}, {"role": "tool", "content": "x", "tool_call_id": 1}, "hi",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "wizard", "content": "hi"},
+        {"content": "hi"},
+        {"role": "user", "content": 5},
+        {"role": "user", "content": "x", "name": 3},
+        {"role": "tool", "content": "x", "tool_call_id": 1},
+        "hi",
+    ],
+)
 def test_bad_messages_are_rejected(message):
     with pytest.raises(ValidationError):
         request(messages=[message])
@@ -41,31 +71,62 @@ def test_valid_values_are_kept():
     assert (r.temperature, r.max_tokens, r.stop, r.conversation_id) == (0, 5, ["x"], "conv_1")
     for role in ("system", "developer", "user", "assistant", "tool", "function"):
         request(messages=[{"role": role, "content": "x"}])
-    request(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url",
-                                                                                   "image_url": {"url": "x"}}]}])
+    request(
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "x"}}],
+            }
+        ]
+    )
 
 
 def test_fields_we_do_not_interpret_pass_through_and_our_extension_does_not():
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    r = request(tools=tools, tool_choice="auto", response_format={"type": "json_object"}, seed=7, logprobs=True,
-                user="u1", conversation_id="conv_1", temperature=0.2)
+    r = request(
+        tools=tools,
+        tool_choice="auto",
+        response_format={"type": "json_object"},
+        seed=7,
+        logprobs=True,
+        user="u1",
+        conversation_id="conv_1",
+        temperature=0.2,
+    )
     body = r.upstream_body("gpt-real", [USER])
-    assert body == {"model": "gpt-real", "messages": [USER], "stream": False, "temperature": 0.2, "tools": tools,
-                    "tool_choice": "auto", "response_format": {"type": "json_object"}, "seed": 7, "logprobs": True,
-                    "user": "u1"}
+    assert body == {
+        "model": "gpt-real",
+        "messages": [USER],
+        "stream": False,
+        "temperature": 0.2,
+        "tools": tools,
+        "tool_choice": "auto",
+        "response_format": {"type": "json_object"},
+        "seed": 7,
+        "logprobs": True,
+        "user": "u1",
+    }
     assert "conversation_id" not in body
 
 
 def test_message_wire_form_keeps_extra_fields_and_drops_nulls():
     calls = [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
-    m = ChatMessage.model_validate({"role": "assistant", "content": None, "refusal": None, "tool_calls": calls,
-                                    "audio": {"id": "a"}})
+    m = ChatMessage.model_validate(
+        {"role": "assistant", "content": None, "refusal": None, "tool_calls": calls, "audio": {"id": "a"}}
+    )
     assert m.wire() == {"role": "assistant", "audio": {"id": "a"}, "tool_calls": calls}
 
 
 def test_message_text_collects_every_text_part():
-    assert message_text({"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"},
-                                                     {"type": "text", "text": "b"}]}) == "a\nb"
+    assert (
+        message_text(
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}],
+            }
+        )
+        == "a\nb"
+    )
     call = {"function": {"name": "f", "arguments": "{1}"}}
     assert message_text({"role": "assistant", "tool_calls": [call]}) == "f\n{1}"
     assert message_text({"role": "user"}) == ""
@@ -79,8 +140,14 @@ def test_completion_budget_prefers_max_completion_tokens():
 
 def test_create_conversation_is_strict_and_bounded():
     assert CreateConversation.model_validate({}).model == None  # noqa: E711
-    for bad in ({"colour": "red"}, {"system": 5}, {"metadata": {"k": 1}}, {"metadata": {"k": "v" * 513}},
-                {"metadata": {"k" * 65: "v"}}, {"metadata": {f"k{i}": "v" for i in range(17)}}):
+    for bad in (
+        {"colour": "red"},
+        {"system": 5},
+        {"metadata": {"k": 1}},
+        {"metadata": {"k": "v" * 513}},
+        {"metadata": {"k" * 65: "v"}},
+        {"metadata": {f"k{i}": "v" for i in range(17)}},
+    ):
         with pytest.raises(ValidationError):
             CreateConversation.model_validate(bad)
     CreateConversation.model_validate({"metadata": {f"{i:064d}": "v" * 512 for i in range(16)}})

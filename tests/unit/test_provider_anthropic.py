@@ -11,7 +11,7 @@ import responses
 
 from llm_gateway.errors import InvalidRequest
 from llm_gateway.providers.anthropic import AnthropicProvider, from_anthropic, to_anthropic
-from llm_gateway.retry import UpstreamHTTPError, UpstreamStreamError, should_retry
+from llm_gateway.upstream.retry import UpstreamHTTPError, UpstreamStreamError, should_retry
 from tests.fakes import FakeKeys
 from tests.unit.providers_common import deployment, fixture, without_volatile
 
@@ -21,8 +21,16 @@ TIMEOUT = (1.0, 5.0)
 
 
 def claude(**kw):
-    return deployment(**{"provider": "anthropic", "model": "claude-sonnet-4-20250514", "key_ref": "anthropic-key",
-                         "default_max_tokens": 1024, "name": "claude-direct", **kw})
+    return deployment(
+        **{
+            "provider": "anthropic",
+            "model": "claude-sonnet-4-20250514",
+            "key_ref": "anthropic-key",
+            "default_max_tokens": 1024,
+            "name": "claude-direct",
+            **kw,
+        }
+    )
 
 
 def provider(**kw) -> tuple[AnthropicProvider, FakeKeys]:
@@ -52,21 +60,34 @@ def test_single_text_turn_is_sent_as_a_plain_string_and_no_system_field_without_
     assert "system" not in out
 
 
-@pytest.mark.parametrize(("extra", "param"), [
-    ({"n": 2}, "n"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"frequency_penalty": 0.5}, "frequency_penalty"),
-    ({"logprobs": True}, "logprobs"),
-    ({"seed": 7}, "seed"),
-    ({"temperature": 1.5}, "temperature"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "strict": True, "parameters": {}}}]},
-     "tools[0].function.strict"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio",
-                                                 "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
-     "messages[0].content[0]"),
-    ({"messages": [{"role": "user", "name": "bob", "content": "hi"}]}, "messages[0].name"),
-])
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"logprobs": True}, "logprobs"),
+        ({"seed": 7}, "seed"),
+        ({"temperature": 1.5}, "temperature"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "strict": True, "parameters": {}}}]},
+            "tools[0].function.strict",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}],
+                    }
+                ]
+            },
+            "messages[0].content[0]",
+        ),
+        ({"messages": [{"role": "user", "name": "bob", "content": "hi"}]}, "messages[0].name"),
+    ],
+)
 @responses.activate
 def test_unsupported_features_are_refused_with_a_400_naming_the_param_and_nothing_is_sent(extra, param):
     p, _ = provider()
@@ -98,21 +119,30 @@ def test_tool_use_response_becomes_tool_calls():
     assert choice["finish_reason"] == "tool_calls"
 
 
-@pytest.mark.parametrize(("stop_reason", "finish"), [
-    ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
-    ("refusal", "content_filter"),
-])
+@pytest.mark.parametrize(
+    ("stop_reason", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+    ],
+)
 def test_stop_reason_maps_to_finish_reason(stop_reason, finish):
     data = {**DOC["anthropic_response"], "stop_reason": stop_reason}
     assert from_anthropic(data).body["choices"][0]["finish_reason"] == finish
 
 
-@pytest.mark.parametrize(("case", "status", "code", "retry", "retry_after"), [
-    ("overloaded", 529, "overloaded_error", True, None),
-    ("rate_limited", 429, "rate_limit_error", True, 7.0),
-    ("spend_limit", 429, "enforced_spend_limit_reached", False, None),
-    ("invalid", 400, "invalid_request_error", False, None),
-])
+@pytest.mark.parametrize(
+    ("case", "status", "code", "retry", "retry_after"),
+    [
+        ("overloaded", 529, "overloaded_error", True, None),
+        ("rate_limited", 429, "rate_limit_error", True, 7.0),
+        ("spend_limit", 429, "enforced_spend_limit_reached", False, None),
+        ("invalid", 400, "invalid_request_error", False, None),
+    ],
+)
 @responses.activate
 def test_documented_errors_map_to_retry_decisions(case, status, code, retry, retry_after):
     error = DOC["errors"][case]
@@ -126,8 +156,7 @@ def test_documented_errors_map_to_retry_decisions(case, status, code, retry, ret
 
 @responses.activate
 def test_a_401_decrypts_the_key_again_once():
-    responses.post(URL, json={"type": "error", "error": {"type": "authentication_error", "message": "bad"}},
-                   status=401)
+    responses.post(URL, json={"type": "error", "error": {"type": "authentication_error", "message": "bad"}}, status=401)
     responses.post(URL, json=DOC["anthropic_response"])
     p, keys = provider()
     p.complete(chat(), TIMEOUT)

@@ -10,9 +10,9 @@ import responses
 
 from llm_gateway.deadline import Deadline
 from llm_gateway.providers.azure import AzureOpenAIProvider
-from llm_gateway.retry import CallStats, RetryBudget, RetryPolicy, UpstreamHTTPError, should_retry
-from llm_gateway.router import Router
-from llm_gateway.routing import ModelAlias
+from llm_gateway.upstream.aliases import ModelAlias
+from llm_gateway.upstream.retry import CallStats, RetryBudget, RetryPolicy, UpstreamHTTPError, should_retry
+from llm_gateway.upstream.router import Router
 from tests.fakes import FakeKeys
 from tests.unit.providers_common import deployment, fixture
 
@@ -20,8 +20,16 @@ DOC = fixture("azure_chat.json")
 
 
 def azure(**kw):
-    return deployment(**{"provider": "azure", "name": "azure-gpt4o", "base_url": DOC["base_url"] + "/",
-                         "model": DOC["deployment_id"], "key_ref": "azure-key", **kw})
+    return deployment(
+        **{
+            "provider": "azure",
+            "name": "azure-gpt4o",
+            "base_url": DOC["base_url"] + "/",
+            "model": DOC["deployment_id"],
+            "key_ref": "azure-key",
+            **kw,
+        }
+    )
 
 
 def provider() -> AzureOpenAIProvider:
@@ -50,10 +58,13 @@ def test_api_version_is_configurable():
     assert p.url.endswith("/openai/deployments/gpt-4o-prod/chat/completions?api-version=2025-01-01-preview")
 
 
-@pytest.mark.parametrize(("case", "retry_after"), [
-    ("rate_limited_without_retry_after", None),  # -> our backoff
-    ("rate_limited_with_retry_after_ms", 1.5),  # retry-after-ms is preferred to Retry-After
-])
+@pytest.mark.parametrize(
+    ("case", "retry_after"),
+    [
+        ("rate_limited_without_retry_after", None),  # -> our backoff
+        ("rate_limited_with_retry_after_ms", 1.5),  # retry-after-ms is preferred to Retry-After
+    ],
+)
 @responses.activate
 def test_429_retry_after_is_honoured_when_present_and_absent_otherwise(case, retry_after):
     error = DOC[case]
@@ -80,8 +91,9 @@ def test_a_429_without_retry_after_falls_back_to_our_jittered_backoff():
     responses.post(DOC["expected_url"], json=error["body"], status=429)
     responses.post(DOC["expected_url"], json=DOC["response"])
     sleeps: list[float] = []
-    policy = RetryPolicy(max_attempts=3, backoff_base=0.5, backoff_max=8, budget=RetryBudget(1, 100),
-                         sleep=sleeps.append)
+    policy = RetryPolicy(
+        max_attempts=3, backoff_base=0.5, backoff_max=8, budget=RetryBudget(1, 100), sleep=sleeps.append
+    )
     p = provider()
     router = Router({p.name: p}, policy, connect_timeout=1, read_timeout=5)
     alias = ModelAlias(name="gpt", deployments=[p.deployment])
@@ -96,10 +108,12 @@ def test_azure_streams_like_openai():
 
     if "stream" not in vars(OpenAIProvider):
         pytest.skip("OpenAIProvider.stream arrives with the streaming branch")
-    sse = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":'
-           b'[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}\n\n'
-           b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":'
-           b'[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+    sse = (
+        b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+        b'[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}\n\n'
+        b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+        b'[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
     with responses.RequestsMock() as mock:
         mock.post(DOC["expected_url"], body=sse, content_type="text/event-stream")
         chunks = list(provider().stream({**BODY, "stream": True}, (1, 5)))

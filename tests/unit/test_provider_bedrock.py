@@ -20,7 +20,7 @@ from botocore.stub import Stubber
 
 from llm_gateway.errors import InvalidRequest
 from llm_gateway.providers.bedrock import BedrockProvider, StreamTranslator, from_converse, to_converse
-from llm_gateway.retry import UpstreamHTTPError, should_retry
+from llm_gateway.upstream.retry import UpstreamHTTPError, should_retry
 from tests.unit.providers_common import deployment, fixture, without_volatile
 
 DOC = fixture("bedrock_converse.json")
@@ -63,9 +63,18 @@ def test_tool_use_response_becomes_tool_calls():
 
 def test_images_travel_as_bytes_and_image_urls_are_refused():
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
-    body = {"model": "x", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what is this"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]}]}
+    body = {
+        "model": "x",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+                ],
+            }
+        ],
+    }
     out = to_converse(body, bedrock_deployment())
     assert out["messages"][0]["content"][1] == {"image": {"format": "png", "source": {"bytes": b"\x89PNG\r\n\x1a\n"}}}
     body["messages"][0]["content"][1]["image_url"]["url"] = "https://example.com/cat.png"
@@ -74,16 +83,23 @@ def test_images_travel_as_bytes_and_image_urls_are_refused():
     assert err.value.param == "messages[0].content[1]"
 
 
-@pytest.mark.parametrize(("extra", "param"), [
-    ({"n": 3}, "n"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
-    ({"presence_penalty": 1}, "presence_penalty"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"}, "tool_choice"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}], "parallel_tool_calls": False},
-     "parallel_tool_calls"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
-     "messages[0].content[0]"),
-])
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 3}, "n"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
+        ({"presence_penalty": 1}, "presence_penalty"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"}, "tool_choice"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}], "parallel_tool_calls": False},
+            "parallel_tool_calls",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+            "messages[0].content[0]",
+        ),
+    ],
+)
 def test_unsupported_features_are_refused_with_a_400_naming_the_param_and_nothing_is_sent(stubbed, extra, param):
     provider, _ = stubbed  # no stubbed response: a call would fail the test
     body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], **extra}
@@ -93,16 +109,19 @@ def test_unsupported_features_are_refused_with_a_400_naming_the_param_and_nothin
     assert "bedrock" in err.value.message
 
 
-@pytest.mark.parametrize(("code", "http", "status", "retry"), [
-    ("ThrottlingException", 429, 429, True),
-    ("ModelNotReadyException", 429, 503, True),
-    ("ServiceUnavailableException", 503, 503, True),
-    ("ModelTimeoutException", 408, 408, True),
-    ("InternalServerException", 500, 500, True),
-    ("ValidationException", 400, 400, False),
-    ("AccessDeniedException", 403, 403, False),
-    ("ServiceQuotaExceededException", 400, 429, False),
-])
+@pytest.mark.parametrize(
+    ("code", "http", "status", "retry"),
+    [
+        ("ThrottlingException", 429, 429, True),
+        ("ModelNotReadyException", 429, 503, True),
+        ("ServiceUnavailableException", 503, 503, True),
+        ("ModelTimeoutException", 408, 408, True),
+        ("InternalServerException", 500, 500, True),
+        ("ValidationException", 400, 400, False),
+        ("AccessDeniedException", 403, 403, False),
+        ("ServiceQuotaExceededException", 400, 429, False),
+    ],
+)
 def test_bedrock_errors_map_to_retry_decisions(stubbed, code, http, status, retry):
     provider, stubber = stubbed
     stubber.add_client_error("converse", service_error_code=code, service_message="nope", http_status_code=http)

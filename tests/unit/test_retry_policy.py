@@ -12,7 +12,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from llm_gateway.deadline import Deadline
-from llm_gateway.retry import (
+from llm_gateway.upstream.retry import (
     MIN_ATTEMPT_SECONDS,
     CallStats,
     DeadlineExceeded,
@@ -24,10 +24,26 @@ from llm_gateway.retry import (
 )
 
 
-@pytest.mark.parametrize(("status", "retried"), [
-    (408, True), (409, True), (429, True), (500, True), (502, True), (503, True), (504, True), (529, True),
-    (599, True), (400, False), (401, False), (403, False), (404, False), (413, False), (422, False),
-])
+@pytest.mark.parametrize(
+    ("status", "retried"),
+    [
+        (408, True),
+        (409, True),
+        (429, True),
+        (500, True),
+        (502, True),
+        (503, True),
+        (504, True),
+        (529, True),
+        (599, True),
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+        (413, False),
+        (422, False),
+    ],
+)
 def test_should_retry_by_status(status, retried):
     assert should_retry(UpstreamHTTPError(status, "x")) is retried
 
@@ -38,10 +54,16 @@ def test_a_spend_limit_429_is_not_retried(code):
     assert should_retry(UpstreamHTTPError(429, "slow down", code="rate_limit_exceeded")) is True
 
 
-@pytest.mark.parametrize(("exc", "retried"), [
-    (requests.ConnectionError("refused"), True), (requests.ConnectTimeout("slow"), True),
-    (requests.ReadTimeout("slow"), True), (ValueError("bug"), False), (KeyError("x"), False),
-])
+@pytest.mark.parametrize(
+    ("exc", "retried"),
+    [
+        (requests.ConnectionError("refused"), True),
+        (requests.ConnectTimeout("slow"), True),
+        (requests.ReadTimeout("slow"), True),
+        (ValueError("bug"), False),
+        (KeyError("x"), False),
+    ],
+)
 def test_should_retry_transport_errors_only(exc, retried):
     assert should_retry(exc) is retried
 

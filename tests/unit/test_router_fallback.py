@@ -6,9 +6,9 @@ import pytest
 
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import InvalidRequest, UpstreamRejected, UpstreamUnavailable
-from llm_gateway.retry import CallStats, RetryBudget, RetryPolicy, UpstreamHTTPError
-from llm_gateway.router import Cooldowns, Router
-from llm_gateway.routing import Deployment, ModelAlias
+from llm_gateway.upstream.aliases import Deployment, ModelAlias
+from llm_gateway.upstream.retry import CallStats, RetryBudget, RetryPolicy, UpstreamHTTPError
+from llm_gateway.upstream.router import Cooldowns, Router
 from tests.fakes import ScriptedProvider
 
 
@@ -24,17 +24,30 @@ class Clock:
         return self.now
 
 
-def setup(scripts: dict[str, list], *, max_attempts: int = 3, failures: int = 2, seconds: float = 30.0,
-          budget: RetryBudget | None = None):
+def setup(
+    scripts: dict[str, list],
+    *,
+    max_attempts: int = 3,
+    failures: int = 2,
+    seconds: float = 30.0,
+    budget: RetryBudget | None = None,
+):
     providers = {name: ScriptedProvider(name, script) for name, script in scripts.items()}
     sleeps: list[float] = []
-    policy = RetryPolicy(max_attempts=max_attempts, backoff_base=0.1, backoff_max=1.0,
-                         budget=budget or RetryBudget(1.0, 100.0), sleep=sleeps.append)
+    policy = RetryPolicy(
+        max_attempts=max_attempts,
+        backoff_base=0.1,
+        backoff_max=1.0,
+        budget=budget or RetryBudget(1.0, 100.0),
+        sleep=sleeps.append,
+    )
     clock = Clock()
-    router = Router(providers, policy, connect_timeout=1, read_timeout=5,
-                    cooldowns=Cooldowns(failures, seconds, clock=clock))
-    alias = ModelAlias(name="default", deployments=[
-        Deployment(name=name, model="m", base_url="http://x.test/v1") for name in scripts])
+    router = Router(
+        providers, policy, connect_timeout=1, read_timeout=5, cooldowns=Cooldowns(failures, seconds, clock=clock)
+    )
+    alias = ModelAlias(
+        name="default", deployments=[Deployment(name=name, model="m", base_url="http://x.test/v1") for name in scripts]
+    )
     return router, alias, providers, sleeps, clock
 
 
@@ -67,7 +80,8 @@ def test_a_request_the_provider_refuses_is_a_400_without_fallback():
 
 def test_after_the_cooldown_trips_the_primary_is_skipped_until_its_window_ends():
     router, alias, providers, _, clock = setup(
-        {"primary": [err(503), err(503), "back"], "secondary": ["s1", "s2", "s3", "s4"]}, failures=2, seconds=30)
+        {"primary": [err(503), err(503), "back"], "secondary": ["s1", "s2", "s3", "s4"]}, failures=2, seconds=30
+    )
     call(router, alias)
     call(router, alias)
     assert len(providers["primary"].bodies) == 2  # two consecutive failures: cooled down now
@@ -84,7 +98,8 @@ def test_after_the_cooldown_trips_the_primary_is_skipped_until_its_window_ends()
 
 def test_a_success_resets_the_failure_streak():
     router, alias, providers, _, _ = setup(
-        {"primary": [err(503), "ok", err(503), "ok"], "secondary": ["s", "s"]}, failures=2)
+        {"primary": [err(503), "ok", err(503), "ok"], "secondary": ["s", "s"]}, failures=2
+    )
     assert [call(router, alias).deployment.name for _ in range(4)] == ["secondary", "primary", "secondary", "primary"]
 
 
@@ -122,7 +137,8 @@ def test_the_retry_budget_bounds_fallbacks_too():
 
 def test_the_deadline_bounds_the_chain():
     router, alias, providers, sleeps, _ = setup(
-        {"a": [err(503, retry_after=5)] * 3, "b": [err(503, retry_after=5)] * 3}, max_attempts=10)
+        {"a": [err(503, retry_after=5)] * 3, "b": [err(503, retry_after=5)] * 3}, max_attempts=10
+    )
     stats = CallStats()
     with pytest.raises(UpstreamUnavailable):
         call(router, alias, stats, seconds=2.0)
@@ -134,7 +150,7 @@ def test_an_upstream_error_event_mid_stream_does_not_echo_the_prompt_to_the_clie
     """Like a failed non-stream call, the error that ends a stream passes the upstream's reason
     on but not an exact quote of the request's own message texts."""
     from llm_gateway.errors import UpstreamError
-    from llm_gateway.retry import UpstreamStreamError
+    from llm_gateway.upstream.retry import UpstreamStreamError
 
     prompt = "canary prompt text that must not come back"
 

@@ -7,16 +7,11 @@ import json
 import pytest
 import requests
 
+from llm_gateway.chat.streaming import ReplyBuilder
 from llm_gateway.providers.sse import SSEChunkStream, sse_data
-from llm_gateway.retry import UpstreamHTTPError, UpstreamStreamError
-from llm_gateway.streaming import ReplyBuilder
+from llm_gateway.upstream.retry import UpstreamHTTPError, UpstreamStreamError
 
-EVENTS = (
-    b": keep-alive comment\n\n"
-    b"data: {\"a\": 1}\n\n"
-    b"event: ignored\r\ndata: {\"b\":\r\ndata: 2}\r\n\r\n"
-    b"data:[DONE]\n\n"
-)
+EVENTS = b': keep-alive comment\n\ndata: {"a": 1}\n\nevent: ignored\r\ndata: {"b":\r\ndata: 2}\r\n\r\ndata:[DONE]\n\n'
 
 
 def test_sse_data_is_the_same_however_the_bytes_are_split():
@@ -107,25 +102,47 @@ def test_reply_builder_joins_text_and_tool_call_deltas():
     b.add({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
     assert b.add({"choices": [{"index": 0, "delta": {"content": "Hel"}}]})
     b.add({"choices": [{"index": 0, "delta": {"content": "lo"}}]})
-    b.add({"choices": [{"index": 0, "delta": {"tool_calls": [
-        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"a\""}}]}}]})
+    b.add(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "get", "arguments": '{"a"'},
+                            }
+                        ]
+                    },
+                }
+            ]
+        }
+    )
     b.add({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}}]})
     b.add({"choices": [{"index": 1, "delta": {"content": "other choice"}}]})
     b.add({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
     b.add({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}})
-    assert b.message() == {"role": "assistant", "content": "Hello", "tool_calls": [
-        {"id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"a\": 1}"}}]}
+    assert b.message() == {
+        "role": "assistant",
+        "content": "Hello",
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get", "arguments": '{"a": 1}'}}],
+    }
     assert b.finish_reason == "tool_calls" and (b.usage.prompt_tokens, b.usage.completion_tokens) == (5, 7)
 
 
 # ---- the same reader under Anthropic's event decoder ----------------------------------------
 
+
 def anthropic_stream_of(*parts):
     from llm_gateway.providers.anthropic import AnthropicEvents, StreamTranslator
 
     resp = FakeResponse(parts)
-    return SSEChunkStream(lambda: (resp, "sk-ant-secret-1"),
-                          lambda key: AnthropicEvents(StreamTranslator("claude", False), key)), resp
+    return SSEChunkStream(
+        lambda: (resp, "sk-ant-secret-1"), lambda key: AnthropicEvents(StreamTranslator("claude", False), key)
+    ), resp
 
 
 def anthropic_event(event: dict) -> bytes:
@@ -134,8 +151,9 @@ def anthropic_event(event: dict) -> bytes:
 
 START = anthropic_event({"type": "message_start", "message": {"id": "msg_1", "model": "c", "usage": {}}})
 HELLO = anthropic_event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}})
-STOP = anthropic_event({"type": "message_delta", "delta": {"stop_reason": "end_turn"}}) + \
-    anthropic_event({"type": "message_stop"})
+STOP = anthropic_event({"type": "message_delta", "delta": {"stop_reason": "end_turn"}}) + anthropic_event(
+    {"type": "message_stop"}
+)
 
 
 class Stalled(FakeRaw):
@@ -189,15 +207,19 @@ def test_anthropic_stream_ending_before_any_chunk_is_a_retryable_502():
     assert err.value.status == 502
 
 
-@pytest.mark.parametrize("event", [
-    {"choices": ["not an object"]},
-    {"choices": [{"index": 0, "delta": "not an object"}]},
-    {"choices": [{"index": 0, "delta": {"tool_calls": ["not an object"]}}]},
-    {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": "first", "function": {"name": "f"}}]}}]},
-    {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": {"a": 1}}}]}}]},
-    {"choices": [], "usage": "not an object"},
-    {"choices": [], "usage": {"completion_tokens": "many"}},
-], ids=["choice", "delta", "tool-call", "tool-call-index", "tool-call-arguments", "usage", "usage-count"])
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"choices": ["not an object"]},
+        {"choices": [{"index": 0, "delta": "not an object"}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": ["not an object"]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": "first", "function": {"name": "f"}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": {"a": 1}}}]}}]},
+        {"choices": [], "usage": "not an object"},
+        {"choices": [], "usage": {"completion_tokens": "many"}},
+    ],
+    ids=["choice", "delta", "tool-call", "tool-call-index", "tool-call-arguments", "usage", "usage-count"],
+)
 def test_a_chunk_the_reply_builder_cannot_fold_is_malformed(event):
     """Caught by the reader (a retryable 502 before the first chunk, reason 'malformed' after it),
     not by the reply builder as an internal error of the gateway's."""

@@ -7,13 +7,13 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from llm_gateway.chat.service import ChatService
+from llm_gateway.chat.tokens import count_message
+from llm_gateway.conversations.store import DynamoConversationStore
 from llm_gateway.errors import ConversationBusy, NotFound
 from llm_gateway.providers.base import UpstreamReply, Usage
-from llm_gateway.router import RoutedReply
-from llm_gateway.routing import Deployment
-from llm_gateway.service import ChatService
-from llm_gateway.store import DynamoConversationStore
-from llm_gateway.tokens import count_message
+from llm_gateway.upstream.aliases import Deployment
+from llm_gateway.upstream.router import RoutedReply
 
 
 @pytest.fixture
@@ -27,27 +27,33 @@ def test_a_lease_attempt_during_another_turns_commit_is_409_not_500(stubbed):
     """DynamoDB rejects a single-item write to an item in an ongoing transaction with
     TransactionConflictException: on the head, that is a turn committing, so the conversation is busy."""
     store, stubber = stubbed
-    stubber.add_client_error("update_item", service_error_code="TransactionConflictException",
-                             service_message="Transaction is ongoing for the item", http_status_code=400)
+    stubber.add_client_error(
+        "update_item",
+        service_error_code="TransactionConflictException",
+        service_message="Transaction is ongoing for the item",
+        http_status_code=400,
+    )
     with pytest.raises(ConversationBusy):
         store.acquire_lease("tenant-a", "conv_1", 30)
 
 
 def test_a_delete_during_a_commit_is_409(stubbed):
     store, stubber = stubbed
-    stubber.add_client_error("delete_item", service_error_code="TransactionConflictException",
-                             http_status_code=400)
+    stubber.add_client_error("delete_item", service_error_code="TransactionConflictException", http_status_code=400)
     with pytest.raises(ConversationBusy):
         store.delete("tenant-a", "conv_1")
 
 
 def test_a_lease_on_a_missing_head_is_404_and_on_a_held_one_409(stubbed):
     store, stubber = stubbed
-    stubber.add_client_error("update_item", service_error_code="ConditionalCheckFailedException",
-                             http_status_code=400)
-    stubber.add_client_error("update_item", service_error_code="ConditionalCheckFailedException",
-                             http_status_code=400,
-                             response_meta={}, modeled_fields={"Item": {"PK": {"S": "x"}}})
+    stubber.add_client_error("update_item", service_error_code="ConditionalCheckFailedException", http_status_code=400)
+    stubber.add_client_error(
+        "update_item",
+        service_error_code="ConditionalCheckFailedException",
+        http_status_code=400,
+        response_meta={},
+        modeled_fields={"Item": {"PK": {"S": "x"}}},
+    )
     with pytest.raises(NotFound):
         store.acquire_lease("tenant-a", "conv_1", 30)
     with pytest.raises(ConversationBusy):
@@ -57,12 +63,22 @@ def test_a_lease_on_a_missing_head_is_404_and_on_a_held_one_409(stubbed):
 def test_messages_after_is_exclusive_for_every_seq_including_0(stubbed):
     store, stubber = stubbed
     for after, start in ((None, "M#0000000000"), (0, "M#0000000001"), (41, "M#0000000042")):
-        stubber.add_response("query", {"Items": []}, expected_params={
-            "TableName": "t", "KeyConditionExpression": ANY, "ScanIndexForward": True, "Limit": 3,
-            "ConsistentRead": True,
-            "ExpressionAttributeValues": {":pk": {"S": "T#tenant-a#C#conv_1"}, ":lo": {"S": start},
-                                          ":hi": {"S": "M#9999999999"}},
-        })
+        stubber.add_response(
+            "query",
+            {"Items": []},
+            expected_params={
+                "TableName": "t",
+                "KeyConditionExpression": ANY,
+                "ScanIndexForward": True,
+                "Limit": 3,
+                "ConsistentRead": True,
+                "ExpressionAttributeValues": {
+                    ":pk": {"S": "T#tenant-a#C#conv_1"},
+                    ":lo": {"S": start},
+                    ":hi": {"S": "M#9999999999"},
+                },
+            },
+        )
         assert store.messages("tenant-a", "conv_1", limit=2, after=after) == ([], False)
     stubber.assert_no_pending_responses()
 
@@ -72,10 +88,13 @@ def test_a_reply_counts_as_history_like_any_message():
     history budget and the context-window cap count replies as they count the prompt."""
     deployment = Deployment(name="d", model="m", base_url="http://x")
     text = "The answer is forty-two, as computed."
-    from llm_gateway.tokens import count_text
+    from llm_gateway.chat.tokens import count_text
 
-    body = {"id": "c1", "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
-                                                   "message": {"role": "assistant", "content": text}}]}
+    body = {
+        "id": "c1",
+        "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+    }
     message = ChatService.reply_message(RoutedReply(UpstreamReply(body, Usage(20, count_text(text))), deployment))
     assert message.tokens == count_message({"role": "assistant", "content": text})
     # without usage from the upstream, the reply is counted locally
@@ -88,17 +107,19 @@ def test_a_streamed_reply_counts_as_history_like_a_non_streamed_one(upstream_usa
     """The same reply stored by a streamed turn costs the same history tokens as by a plain one."""
     import time
 
+    from llm_gateway.chat.service import TurnReport
+    from llm_gateway.chat.streaming import ChatStream, StreamReport
+    from llm_gateway.chat.tokens import count_text
     from llm_gateway.deadline import Deadline
-    from llm_gateway.retry import CallStats
-    from llm_gateway.router import RoutedStream
-    from llm_gateway.service import TurnReport
-    from llm_gateway.streaming import ChatStream, StreamReport
-    from llm_gateway.tokens import count_text
+    from llm_gateway.upstream.retry import CallStats
+    from llm_gateway.upstream.router import RoutedStream
 
     deployment = Deployment(name="d", model="m", base_url="http://x")
     text = "The answer is forty-two, as computed."
-    chunks = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}]},
-              {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
     if upstream_usage:
         chunks.append({"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": count_text(text)}})
 
@@ -111,9 +132,15 @@ def test_a_streamed_reply_counts_as_history_like_a_non_streamed_one(upstream_usa
         def commit(self, reply, usage, cost_usd):
             Turn.committed = reply
 
-    stream = ChatStream(RoutedStream(chunks[0], iter(chunks[1:]), deployment, CallStats()),
-                        TurnReport(stream=StreamReport(time.perf_counter())), Deadline.after(30),
-                        conversation_id="conv_1", turn=Turn(), estimate_prompt_tokens=lambda: 20, renew_every=60)
+    stream = ChatStream(
+        RoutedStream(chunks[0], iter(chunks[1:]), deployment, CallStats()),
+        TurnReport(stream=StreamReport(time.perf_counter())),
+        Deadline.after(30),
+        conversation_id="conv_1",
+        turn=Turn(),
+        estimate_prompt_tokens=lambda: 20,
+        renew_every=60,
+    )
     assert [c["choices"] for c in stream][0][0]["delta"]["content"] == text
     stream.close()
     assert Turn.committed.body == {"role": "assistant", "content": text}
@@ -125,12 +152,13 @@ def test_a_commit_is_one_idempotent_transaction_per_lease(stubbed):
     ClientRequestToken the retry fails the lease/version conditions the first one just changed, and a
     stored turn is reported as a 409 (the client retries it: a duplicate turn). With the lease's id as
     token DynamoDB answers the retry as the same transaction."""
-    from llm_gateway.store import Conversation, Lease, NewMessage, TurnUsage
+    from llm_gateway.conversations.store import Conversation, Lease, NewMessage, TurnUsage
 
     store, stubber = stubbed
     lease = Lease(Conversation("conv_1", "tenant-a", 0, 0), "0123456789abcdef0123456789abcdef", 0)
-    stubber.add_response("transact_write_items", {},
-                         expected_params={"TransactItems": ANY, "ClientRequestToken": lease.lease_id})
+    stubber.add_response(
+        "transact_write_items", {}, expected_params={"TransactItems": ANY, "ClientRequestToken": lease.lease_id}
+    )
     store.commit_turn(lease, [NewMessage({"role": "user", "content": "hi"}, 5)], usage=TurnUsage())
     stubber.assert_no_pending_responses()
     assert len(lease.lease_id) <= 36  # DynamoDB's limit for the token
@@ -139,26 +167,38 @@ def test_a_commit_is_one_idempotent_transaction_per_lease(stubbed):
 def test_a_stream_past_its_deadline_ends_with_a_timeout_and_stores_nothing():
     import time
 
+    from llm_gateway.chat.service import TurnReport
+    from llm_gateway.chat.streaming import ChatStream, StreamReport
     from llm_gateway.deadline import Deadline
     from llm_gateway.errors import UpstreamTimeout
-    from llm_gateway.retry import CallStats
-    from llm_gateway.router import RoutedStream
-    from llm_gateway.service import TurnReport
-    from llm_gateway.streaming import ChatStream, StreamReport
+    from llm_gateway.upstream.retry import CallStats
+    from llm_gateway.upstream.router import RoutedStream
 
     events: list[str] = []
 
     class Turn:
-        def renew(self): events.append("renew")
-        def release(self): events.append("release")
-        def commit(self, reply, usage, cost_usd): events.append("commit")
+        def renew(self):
+            events.append("renew")
+
+        def release(self):
+            events.append("release")
+
+        def commit(self, reply, usage, cost_usd):
+            events.append("commit")
 
     chunks = [{"choices": [{"index": 0, "delta": {"content": "w"}}]}] * 3 + [
-        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    ]
     report = TurnReport(stream=StreamReport(time.perf_counter()))
-    stream = ChatStream(RoutedStream(chunks[0], iter(chunks[1:]), Deployment(name="d", model="m", base_url="http://x"),
-                                     CallStats()), report, Deadline.after(0.0), conversation_id="conv_1", turn=Turn(),
-                        estimate_prompt_tokens=lambda: 1, renew_every=60)
+    stream = ChatStream(
+        RoutedStream(chunks[0], iter(chunks[1:]), Deployment(name="d", model="m", base_url="http://x"), CallStats()),
+        report,
+        Deadline.after(0.0),
+        conversation_id="conv_1",
+        turn=Turn(),
+        estimate_prompt_tokens=lambda: 1,
+        renew_every=60,
+    )
     with pytest.raises(UpstreamTimeout) as failure:
         stream.next_chunk()
     assert failure.value.code == "stream_deadline_exceeded"
@@ -169,23 +209,37 @@ def test_a_stream_past_its_deadline_ends_with_a_timeout_and_stores_nothing():
 def test_a_replayed_turn_reads_every_message_even_when_dynamodb_leaves_keys_unprocessed(stubbed, monkeypatch):
     """BatchGetItem may return part of the keys as UnprocessedKeys (throttling): they are asked again,
     so a replayed job rebuilds its reply from the right message, never from a partial read."""
-    import llm_gateway.store as store_module
+    import llm_gateway.conversations.store as store_module
 
     monkeypatch.setattr(store_module.time, "sleep", lambda s: None)
     store, stubber = stubbed
     pk = {"S": "T#tenant-a#C#conv_1"}
-    stubber.add_response("get_item", {"Item": {"PK": pk, "SK": {"S": "TURN#job_1"}, "first_seq": {"N": "4"},
-                                               "count": {"N": "2"}}})
+    stubber.add_response(
+        "get_item", {"Item": {"PK": pk, "SK": {"S": "TURN#job_1"}, "first_seq": {"N": "4"}, "count": {"N": "2"}}}
+    )
 
     def item(seq: int, role: str) -> dict:
-        return {"PK": pk, "SK": {"S": f"M#{seq:010d}"}, "msg": {"S": f'{{"role": "{role}", "content": "m{seq}"}}'},
-                "tokens": {"N": "5"}, "created_at": {"N": "0"}}
+        return {
+            "PK": pk,
+            "SK": {"S": f"M#{seq:010d}"},
+            "msg": {"S": f'{{"role": "{role}", "content": "m{seq}"}}'},
+            "tokens": {"N": "5"},
+            "created_at": {"N": "0"},
+        }
 
     second_key = {"PK": pk, "SK": {"S": "M#0000000005"}}
-    stubber.add_response("batch_get_item", {"Responses": {"t": [item(4, "user")]},
-                                            "UnprocessedKeys": {"t": {"Keys": [second_key], "ConsistentRead": True}}})
-    stubber.add_response("batch_get_item", {"Responses": {"t": [item(5, "assistant")]}, "UnprocessedKeys": {}},
-                         expected_params={"RequestItems": {"t": {"Keys": [second_key], "ConsistentRead": True}}})
+    stubber.add_response(
+        "batch_get_item",
+        {
+            "Responses": {"t": [item(4, "user")]},
+            "UnprocessedKeys": {"t": {"Keys": [second_key], "ConsistentRead": True}},
+        },
+    )
+    stubber.add_response(
+        "batch_get_item",
+        {"Responses": {"t": [item(5, "assistant")]}, "UnprocessedKeys": {}},
+        expected_params={"RequestItems": {"t": {"Keys": [second_key], "ConsistentRead": True}}},
+    )
     messages = store.turn_messages("tenant-a", "conv_1", "job_1")
     assert [(m.seq, m.role) for m in messages] == [(4, "user"), (5, "assistant")]
     stubber.assert_no_pending_responses()
@@ -200,17 +254,33 @@ def test_list_asks_one_more_than_the_page_so_has_more_is_exact(stubbed):
     store, stubber = stubbed
 
     def head(n: int) -> dict:
-        return {"PK": {"S": f"T#tenant-a#C#conv_{n}"}, "SK": {"S": "META"}, "conversation_id": {"S": f"conv_{n}"},
-                "tenant": {"S": "tenant-a"}, "created_at": {"N": str(n)}, "updated_at": {"N": str(n)},
-                "GSI1PK": {"S": "T#tenant-a#CONV"}, "GSI1SK": {"S": f"{n:015d}#conv_{n}"}}
+        return {
+            "PK": {"S": f"T#tenant-a#C#conv_{n}"},
+            "SK": {"S": "META"},
+            "conversation_id": {"S": f"conv_{n}"},
+            "tenant": {"S": "tenant-a"},
+            "created_at": {"N": str(n)},
+            "updated_at": {"N": str(n)},
+            "GSI1PK": {"S": "T#tenant-a#CONV"},
+            "GSI1SK": {"S": f"{n:015d}#conv_{n}"},
+        }
 
     def expect(items: list[dict], last_key: bool) -> None:
         response = {"Items": items}
         if last_key:
             response["LastEvaluatedKey"] = {k: items[-1][k] for k in ("PK", "SK", "GSI1PK", "GSI1SK")}
-        stubber.add_response("query", response, expected_params={
-            "TableName": "t", "IndexName": "GSI1", "KeyConditionExpression": "GSI1PK = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": "T#tenant-a#CONV"}}, "ScanIndexForward": False, "Limit": 3})
+        stubber.add_response(
+            "query",
+            response,
+            expected_params={
+                "TableName": "t",
+                "IndexName": "GSI1",
+                "KeyConditionExpression": "GSI1PK = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": "T#tenant-a#CONV"}},
+                "ScanIndexForward": False,
+                "Limit": 3,
+            },
+        )
 
     expect([head(2), head(1)], last_key=False)  # exactly a page: nothing after it
     conversations, cursor = store.list("tenant-a", limit=2, after=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 
-from llm_gateway.tokens import MAX_RUN, TOKENS_PER_MESSAGE, count_message, count_text
+from llm_gateway.chat.tokens import MAX_RUN, TOKENS_PER_MESSAGE, count_message, count_text
 
 
 def test_known_counts():
@@ -26,7 +26,7 @@ def test_message_count_adds_framing_and_counts_every_text_part():
 def test_ordinary_text_is_counted_exactly():
     rng = random.Random(3)
     words = " ".join("".join(rng.choice("abcdefghij") for _ in range(rng.randint(1, 12))) for _ in range(3000))
-    from llm_gateway.tokens import _get_encoding
+    from llm_gateway.chat.tokens import _get_encoding
 
     assert count_text(words) == len(_get_encoding().encode(words))
 
@@ -38,9 +38,9 @@ def test_long_unbroken_runs_are_counted_in_linear_time_and_never_under():
     started = time.perf_counter()
     n = count_text(cjk)
     assert time.perf_counter() - started < 10  # generous: a plain encode of this takes minutes
-    from llm_gateway.tokens import _get_encoding
+    from llm_gateway.chat.tokens import _get_encoding
 
-    sample = cjk[:2 * MAX_RUN * 10]
+    sample = cjk[: 2 * MAX_RUN * 10]
     assert count_text(sample) >= len(_get_encoding().encode(sample))  # slicing may only over-count
     assert n >= len(cjk)  # rare CJK characters are at least one token each
     assert count_text(" " * 200_000) > 0

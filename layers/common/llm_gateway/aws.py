@@ -20,7 +20,7 @@ def client(service: str) -> Any:
                 import boto3
                 from botocore.config import Config
 
-                from .settings import get_settings
+                from llm_gateway.settings import get_settings
 
                 config = Config(
                     retries={"mode": "standard", "max_attempts": 3},

@@ -17,12 +17,12 @@ import getpass
 import json
 import sys
 
-from .routing import DEFAULT_KEY_REF
+from llm_gateway.upstream.aliases import DEFAULT_KEY_REF
 
 
 def _keys(args: argparse.Namespace):
-    from .auth import ApiKeyStore
-    from .settings import get_settings
+    from llm_gateway.security.api_keys import ApiKeyStore
+    from llm_gateway.settings import get_settings
 
     return ApiKeyStore(args.table or get_settings().table_name)
 
@@ -45,8 +45,8 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_encrypt_key(args: argparse.Namespace) -> int:
-    from .aws import client
-    from .keys import encrypt_key
+    from llm_gateway.aws import client
+    from llm_gateway.security.provider_keys import encrypt_key
 
     hidden = sys.stdin.isatty()
     plaintext = (getpass.getpass("Provider API key (input hidden): ") if hidden else sys.stdin.read()).strip()
@@ -58,8 +58,9 @@ def cmd_encrypt_key(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llm-gateway-admin", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="llm-gateway-admin", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--table", help="DynamoDB table (default: $TABLE_NAME)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -77,8 +78,13 @@ def parser() -> argparse.ArgumentParser:
 
     enc = sub.add_parser("encrypt-key", help="encrypt a provider key (stdin) for the stack's KMS key")
     enc.add_argument("--kms-key-id", required=True, help="the stack's ProviderKeyArn output, or its alias")
-    enc.add_argument("--deployment", "--key-ref", dest="deployment", default=DEFAULT_KEY_REF,
-                     help="the deployment that will use the key (named in the KMS encryption context)")
+    enc.add_argument(
+        "--deployment",
+        "--key-ref",
+        dest="deployment",
+        default=DEFAULT_KEY_REF,
+        help="the deployment that will use the key (named in the KMS encryption context)",
+    )
     enc.set_defaults(func=cmd_encrypt_key)
     return p
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from .service import TurnReport
-from .settings import get_settings
-from .streaming import StreamReport
+from llm_gateway.chat.service import TurnReport
+from llm_gateway.chat.streaming import StreamReport
+from llm_gateway.settings import get_settings
 
 logger = Logger(service=get_settings().powertools_service_name)
 
@@ -90,8 +90,9 @@ class RequestMetrics:
         self._metrics.flush_metrics()
         if self._deployment is not None:
             settings = get_settings()
-            answered = EphemeralMetrics(namespace=settings.powertools_metrics_namespace,
-                                        service=settings.powertools_service_name)
+            answered = EphemeralMetrics(
+                namespace=settings.powertools_metrics_namespace, service=settings.powertools_service_name
+            )
             answered.add_dimension("model", self._deployment[0])
             answered.add_dimension("deployment", self._deployment[1])
             answered.add_metric(name="DeploymentAnswered", unit=MetricUnit.Count, value=1)

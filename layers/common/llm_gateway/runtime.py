@@ -8,17 +8,17 @@ from typing import Any
 
 import requests
 
-from .auth import ApiKeyStore, Authenticator
-from .errors import ConfigurationError
-from .jobs import JobService, JobStore
-from .keys import KeyProvider, KmsKeyProvider
-from .providers import build_provider
-from .retry import RetryBudget, RetryPolicy
-from .router import Cooldowns, Router
-from .routing import DEFAULT_KEY_REF, Routing, load_routing
-from .service import ChatService
-from .settings import Settings
-from .store import DynamoConversationStore
+from llm_gateway.chat.service import ChatService
+from llm_gateway.conversations.store import DynamoConversationStore
+from llm_gateway.errors import ConfigurationError
+from llm_gateway.jobs.service import JobService, JobStore
+from llm_gateway.providers import build_provider
+from llm_gateway.security.api_keys import ApiKeyStore, Authenticator
+from llm_gateway.security.provider_keys import KeyProvider, KmsKeyProvider
+from llm_gateway.settings import Settings
+from llm_gateway.upstream.aliases import DEFAULT_KEY_REF, Routing, load_routing
+from llm_gateway.upstream.retry import RetryBudget, RetryPolicy
+from llm_gateway.upstream.router import Cooldowns, Router
 
 
 @dataclass
@@ -64,9 +64,15 @@ def build_services(
         keys = kms_keys
     session = session or requests.Session()
     providers = {
-        name: build_provider(deployment, keys, session, region=settings.aws_region,
-                             connect_timeout=settings.connect_timeout_seconds,
-                             read_timeout=settings.read_timeout_seconds, bedrock_client=bedrock)
+        name: build_provider(
+            deployment,
+            keys,
+            session,
+            region=settings.aws_region,
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.read_timeout_seconds,
+            bedrock_client=bedrock,
+        )
         for name, deployment in routing.deployments().items()
     }
     policy = policy or RetryPolicy(
@@ -75,9 +81,13 @@ def build_services(
         backoff_max=settings.backoff_max_seconds,
         budget=RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_second),
     )
-    router = Router(providers, policy, connect_timeout=settings.connect_timeout_seconds,
-                    read_timeout=settings.read_timeout_seconds,
-                    cooldowns=cooldowns or Cooldowns(settings.cooldown_failures, settings.cooldown_seconds))
+    router = Router(
+        providers,
+        policy,
+        connect_timeout=settings.connect_timeout_seconds,
+        read_timeout=settings.read_timeout_seconds,
+        cooldowns=cooldowns or Cooldowns(settings.cooldown_failures, settings.cooldown_seconds),
+    )
     store = DynamoConversationStore(settings.table_name, client=dynamodb, ttl_days=settings.conversation_ttl_days)
     auth = Authenticator(ApiKeyStore(settings.table_name, client=store.client), settings.auth_cache_seconds)
     chat = ChatService(store, routing, router, settings)
@@ -85,10 +95,16 @@ def build_services(
     def sqs_client() -> Any:  # built on the first job submission, not at cold start
         if sqs is not None:
             return sqs
-        from .aws import client as aws_client
+        from llm_gateway.aws import client as aws_client
 
         return aws_client("sqs")
 
-    jobs = JobService(settings, JobStore(settings.table_name, store.client, ttl_days=settings.job_ttl_days), store,
-                      chat.validate, sqs_client, settings.jobs_queue_url)
+    jobs = JobService(
+        settings,
+        JobStore(settings.table_name, store.client, ttl_days=settings.job_ttl_days),
+        store,
+        chat.validate,
+        sqs_client,
+        settings.jobs_queue_url,
+    )
     return Services(settings, routing, chat, store, auth, keys, jobs)

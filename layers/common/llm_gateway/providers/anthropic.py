@@ -27,14 +27,11 @@ from typing import Any
 
 import requests
 
-from ..errors import InvalidRequest
-from ..keys import KeyProvider
-from ..retry import UpstreamHTTPError, parse_retry_after
-from ..routing import Deployment
-from .base import Timeout, UpstreamReply, Usage
-from .openai import scrub
-from .sse import SSEChunkStream, StreamFailure
-from .translate import (
+from llm_gateway.errors import InvalidRequest
+from llm_gateway.providers.base import Timeout, UpstreamReply, Usage
+from llm_gateway.providers.openai import scrub
+from llm_gateway.providers.sse import SSEChunkStream, StreamFailure
+from llm_gateway.providers.translate import (
     ChunkMaker,
     assistant_message,
     check_params,
@@ -48,17 +45,32 @@ from .translate import (
     tool_call,
     usage_from,
 )
+from llm_gateway.security.provider_keys import KeyProvider
+from llm_gateway.upstream.aliases import Deployment
+from llm_gateway.upstream.retry import UpstreamHTTPError, parse_retry_after
 
 PROVIDER = "anthropic"
 FINISH_REASONS = {
-    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
-    "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
 }
 # Error event types in a stream -> the HTTP status the same error has as a response.
 ERROR_STATUSES = {
-    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402, "permission_error": 403,
-    "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
-    "timeout_error": 504, "overloaded_error": 529,
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
 }
 
 
@@ -91,7 +103,9 @@ def to_anthropic(body: dict[str, Any], deployment: Deployment) -> dict[str, Any]
     """The Messages API request for an OpenAI Chat Completions request."""
     check_params(body, PROVIDER)
     system, turns = split_messages(
-        body["messages"], PROVIDER, content=_blocks,
+        body["messages"],
+        PROVIDER,
+        content=_blocks,
         tool_use=lambda id_, name, arguments: {"type": "tool_use", "id": id_, "name": name, "input": arguments},
         tool_result=lambda call_id, text: {"type": "tool_result", "tool_use_id": call_id, "content": text},
     )
@@ -102,8 +116,11 @@ def to_anthropic(body: dict[str, Any], deployment: Deployment) -> dict[str, Any]
             content = content[0]["text"]  # the plain-string form, as the API reference writes it
         messages.append({"role": turn["role"], "content": content})
 
-    out: dict[str, Any] = {"model": deployment.model, "max_tokens": max_tokens(body, deployment.default_max_tokens),
-                           "messages": messages}
+    out: dict[str, Any] = {
+        "model": deployment.model,
+        "max_tokens": max_tokens(body, deployment.default_max_tokens),
+        "messages": messages,
+    }
     if system:
         out["system"] = "\n\n".join(system)
     for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p")):
@@ -114,8 +131,14 @@ def to_anthropic(body: dict[str, Any], deployment: Deployment) -> dict[str, Any]
         out["stop_sequences"] = stops
     tools = function_tools(body, PROVIDER)
     if tools:
-        out["tools"] = [{k: v for k, v in (("name", t["name"]), ("description", t["description"]),
-                                            ("input_schema", t["parameters"])) if v is not None} for t in tools]
+        out["tools"] = [
+            {
+                k: v
+                for k, v in (("name", t["name"]), ("description", t["description"]), ("input_schema", t["parameters"]))
+                if v is not None
+            }
+            for t in tools
+        ]
     choice = _tool_choice(body.get("tool_choice"))
     if body.get("parallel_tool_calls") is False and tools:
         choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
@@ -143,8 +166,9 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
 
 
 def usage_of(usage: dict[str, Any] | None) -> Usage:
-    return usage_from(usage, ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"),
-                      "output_tokens")
+    return usage_from(
+        usage, ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"), "output_tokens"
+    )
 
 
 def from_anthropic(data: dict[str, Any]) -> UpstreamReply:
@@ -157,8 +181,9 @@ def from_anthropic(data: dict[str, Any]) -> UpstreamReply:
             calls.append(tool_call(block.get("id"), block.get("name"), block.get("input")))
     usage = usage_of(data.get("usage"))
     finish = FINISH_REASONS.get(data.get("stop_reason") or "", "stop")
-    return UpstreamReply(completion(data.get("model", ""), assistant_message(text, calls), finish, usage,
-                                    data.get("id")), usage)
+    return UpstreamReply(
+        completion(data.get("model", ""), assistant_message(text, calls), finish, usage, data.get("id")), usage
+    )
 
 
 class StreamTranslator:
@@ -241,8 +266,11 @@ class AnthropicEvents:
 
     def end(self) -> None:
         if not self.translator.done:
-            raise StreamFailure("cut", "The upstream stream ended before the reply was complete.",
-                                before_start=UpstreamHTTPError(502, "The upstream stream ended before it began."))
+            raise StreamFailure(
+                "cut",
+                "The upstream stream ended before the reply was complete.",
+                before_start=UpstreamHTTPError(502, "The upstream stream ended before it began."),
+            )
 
 
 def error_from_body(status: int, payload: Any, headers: Any, secret: str | None) -> UpstreamHTTPError:
@@ -252,8 +280,12 @@ def error_from_body(status: int, payload: Any, headers: Any, secret: str | None)
         message = str(error.get("message") or message)
         details = error.get("details") if isinstance(error.get("details"), dict) else {}
         code = details.get("error_code") or error.get("type")
-    return UpstreamHTTPError(status, scrub(message, secret), code=code,
-                             retry_after=parse_retry_after(headers) if headers is not None else None)
+    return UpstreamHTTPError(
+        status,
+        scrub(message, secret),
+        code=code,
+        retry_after=parse_retry_after(headers) if headers is not None else None,
+    )
 
 
 class AnthropicProvider:
@@ -265,8 +297,12 @@ class AnthropicProvider:
         self.url = deployment.url + "/v1/messages"
 
     def _headers(self, key: str) -> dict[str, str]:
-        return {"Content-Type": "application/json", "Accept": "application/json", "x-api-key": key,
-                "anthropic-version": self.deployment.version or "2023-06-01"}
+        return {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "x-api-key": key,
+            "anthropic-version": self.deployment.version or "2023-06-01",
+        }
 
     def _post(self, payload: dict[str, Any], timeout: Timeout, stream: bool) -> tuple[requests.Response, str]:
         ref = self.deployment.key_ref
@@ -276,8 +312,7 @@ class AnthropicProvider:
         if resp.status_code == 401:
             resp.close()
             key = self.keys.refresh(ref)  # rotated key: decrypt again, once
-            resp = self.session.post(self.url, json=payload, headers=self._headers(key), timeout=timeout,
-                                     stream=stream)
+            resp = self.session.post(self.url, json=payload, headers=self._headers(key), timeout=timeout, stream=stream)
         if resp.status_code >= 400:
             try:
                 payload_ = resp.json()

@@ -17,16 +17,18 @@ from urllib.parse import quote
 
 import requests
 
-from ..keys import KeyProvider
-from ..routing import Deployment
-from .openai import OpenAIProvider
+from llm_gateway.providers.openai import OpenAIProvider
+from llm_gateway.security.provider_keys import KeyProvider
+from llm_gateway.upstream.aliases import Deployment
 
 
 class AzureOpenAIProvider(OpenAIProvider):
     def __init__(self, deployment: Deployment, keys: KeyProvider, session: requests.Session | None = None):
         super().__init__(deployment, keys, session)
-        self.url = (f"{deployment.url}/openai/deployments/{quote(deployment.model, safe='')}/chat/completions"
-                    f"?api-version={quote(deployment.version or '', safe='')}")
+        self.url = (
+            f"{deployment.url}/openai/deployments/{quote(deployment.model, safe='')}/chat/completions"
+            f"?api-version={quote(deployment.version or '', safe='')}"
+        )
 
     def _headers(self, key: str | None, accept: str = "application/json") -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": accept}

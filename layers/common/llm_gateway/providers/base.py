@@ -1,7 +1,7 @@
 """The provider protocol: one upstream attempt, OpenAI-shaped in and out.
 
 A provider makes exactly one attempt per call and raises
-:class:`~llm_gateway.retry.UpstreamHTTPError` or a ``requests`` exception on failure;
+:class:`~llm_gateway.upstream.retry.UpstreamHTTPError` or a ``requests`` exception on failure;
 the router owns retries, fallback and the deadline, so no layer multiplies attempts.
 """
 

@@ -25,12 +25,10 @@ from typing import Any
 
 import requests
 
-from ..errors import InvalidRequest
-from ..retry import UpstreamHTTPError, UpstreamStreamError
-from ..routing import Deployment
-from .base import Timeout, UpstreamReply, Usage
-from .openai import scrub
-from .translate import (
+from llm_gateway.errors import InvalidRequest
+from llm_gateway.providers.base import Timeout, UpstreamReply, Usage
+from llm_gateway.providers.openai import scrub
+from llm_gateway.providers.translate import (
     ChunkMaker,
     assistant_message,
     check_params,
@@ -44,20 +42,39 @@ from .translate import (
     tool_call,
     usage_from,
 )
+from llm_gateway.upstream.aliases import Deployment
+from llm_gateway.upstream.retry import UpstreamHTTPError, UpstreamStreamError
 
 PROVIDER = "bedrock"
 FINISH_REASONS = {
-    "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls", "guardrail_intervened": "content_filter", "content_filtered": "content_filter",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
 }
 ERROR_STATUSES = {
-    "ValidationException": 400, "AccessDeniedException": 403, "ResourceNotFoundException": 404,
-    "ModelTimeoutException": 408, "ThrottlingException": 429, "ServiceQuotaExceededException": 429,
-    "ModelErrorException": 502, "InternalServerException": 500, "ModelStreamErrorException": 502,
-    "ServiceUnavailableException": 503, "ModelNotReadyException": 503,
+    "ValidationException": 400,
+    "AccessDeniedException": 403,
+    "ResourceNotFoundException": 404,
+    "ModelTimeoutException": 408,
+    "ThrottlingException": 429,
+    "ServiceQuotaExceededException": 429,
+    "ModelErrorException": 502,
+    "InternalServerException": 500,
+    "ModelStreamErrorException": 502,
+    "ServiceUnavailableException": 503,
+    "ModelNotReadyException": 503,
 }
-IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
-                 "image/webp": "webp"}
+IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
 
 
 def _content(content: Any, param: str) -> list[dict[str, Any]]:
@@ -79,8 +96,7 @@ def _content(content: Any, param: str) -> list[dict[str, Any]]:
             media_type, data = data_url(url, where)
             if media_type not in IMAGE_FORMATS:
                 raise refuse(PROVIDER, where, f"image type '{media_type}'")
-            blocks.append({"image": {"format": IMAGE_FORMATS[media_type],
-                                     "source": {"bytes": base64.b64decode(data)}}})
+            blocks.append({"image": {"format": IMAGE_FORMATS[media_type], "source": {"bytes": base64.b64decode(data)}}})
         else:
             raise refuse(PROVIDER, where, f"content part '{kind}'")
     return blocks
@@ -90,7 +106,9 @@ def to_converse(body: dict[str, Any], deployment: Deployment) -> dict[str, Any]:
     """The keyword arguments of ``converse`` / ``converse_stream`` for an OpenAI request."""
     check_params(body, PROVIDER)
     system, turns = split_messages(
-        body["messages"], PROVIDER, content=_content,
+        body["messages"],
+        PROVIDER,
+        content=_content,
         tool_use=lambda id_, name, arguments: {"toolUse": {"toolUseId": id_, "name": name, "input": arguments}},
         tool_result=lambda call_id, text: {"toolResult": {"toolUseId": call_id, "content": [{"text": text}]}},
     )
@@ -153,8 +171,9 @@ def from_converse(resp: dict[str, Any], model: str) -> UpstreamReply:
     usage = usage_of(resp.get("usage"))
     request_id = (resp.get("ResponseMetadata") or {}).get("RequestId")
     finish = FINISH_REASONS.get(resp.get("stopReason") or "", "stop")
-    return UpstreamReply(completion(model, message, finish, usage, f"chatcmpl-{request_id}" if request_id else None),
-                         usage)
+    return UpstreamReply(
+        completion(model, message, finish, usage, f"chatcmpl-{request_id}" if request_id else None), usage
+    )
 
 
 class StreamTranslator:
@@ -171,8 +190,11 @@ class StreamTranslator:
             start = event["contentBlockStart"]
             use = (start.get("start") or {}).get("toolUse")
             if use:
-                return [self.chunks.tool_call_start(start.get("contentBlockIndex", 0), use.get("toolUseId"),
-                                                    use.get("name"))]
+                return [
+                    self.chunks.tool_call_start(
+                        start.get("contentBlockIndex", 0), use.get("toolUseId"), use.get("name")
+                    )
+                ]
             return []
         if "contentBlockDelta" in event:
             block = event["contentBlockDelta"]
@@ -180,8 +202,11 @@ class StreamTranslator:
             if "text" in delta:
                 return [self.chunks.chunk({"content": delta["text"]})]
             if "toolUse" in delta:
-                return [self.chunks.tool_call_arguments(block.get("contentBlockIndex", 0),
-                                                        delta["toolUse"].get("input", ""))]
+                return [
+                    self.chunks.tool_call_arguments(
+                        block.get("contentBlockIndex", 0), delta["toolUse"].get("input", "")
+                    )
+                ]
             return []  # reasoning content: not requested by this gateway
         if "messageStop" in event:
             self.stopped = True
@@ -201,8 +226,9 @@ def upstream_error(exc: Exception) -> Exception:
         error = exc.response.get("Error") or {}
         code = str(error.get("Code") or "")
         code = code[:1].upper() + code[1:]  # in-stream exceptions are named like union members: throttlingException
-        status = ERROR_STATUSES.get(code) or int((exc.response.get("ResponseMetadata") or {})
-                                                 .get("HTTPStatusCode") or 502)
+        status = ERROR_STATUSES.get(code) or int(
+            (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 502
+        )
         return UpstreamHTTPError(status, scrub(str(error.get("Message") or code), None), code=code)
     if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
         return requests.Timeout(f"Bedrock did not answer in time ({type(exc).__name__}).")
@@ -216,9 +242,16 @@ def _botocore_errors() -> tuple[type[Exception], ...]:
 
 
 class BedrockProvider:
-    def __init__(self, deployment: Deployment, client: Any = None, *, region: str | None = None,
-                 connect_timeout: float = 3.05, read_timeout: float = 60.0,
-                 client_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        deployment: Deployment,
+        client: Any = None,
+        *,
+        region: str | None = None,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 60.0,
+        client_factory: Callable[[], Any] | None = None,
+    ) -> None:
         self.deployment = deployment
         self.name = deployment.name
         self._client = client
@@ -244,8 +277,9 @@ class BedrockProvider:
             tcp_keepalive=True,
             proxies={"http": self.deployment.proxy, "https": self.deployment.proxy} if self.deployment.proxy else None,
         )
-        return boto3.session.Session().client("bedrock-runtime", region_name=self._region,
-                                              endpoint_url=self.deployment.base_url or None, config=config)
+        return boto3.session.Session().client(
+            "bedrock-runtime", region_name=self._region, endpoint_url=self.deployment.base_url or None, config=config
+        )
 
     def complete(self, body: dict[str, Any], timeout: Timeout) -> UpstreamReply:
         kwargs = to_converse(body, self.deployment)
@@ -276,8 +310,11 @@ class BedrockProvider:
         except _botocore_errors() as exc:
             failure = upstream_error(exc)
             if started:
-                reason = "stall" if isinstance(failure, requests.Timeout) else (
-                    "error" if isinstance(failure, UpstreamHTTPError) else "cut")
+                reason = (
+                    "stall"
+                    if isinstance(failure, requests.Timeout)
+                    else ("error" if isinstance(failure, UpstreamHTTPError) else "cut")
+                )
                 raise UpstreamStreamError(reason, "The upstream stream failed.") from exc
             raise failure from exc
         finally:

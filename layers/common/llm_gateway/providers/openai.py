@@ -7,11 +7,11 @@ from typing import Any
 
 import requests
 
-from ..keys import KeyProvider
-from ..retry import UpstreamHTTPError, parse_retry_after
-from ..routing import Deployment
-from .base import Timeout, UpstreamReply, Usage
-from .sse import SSEChunkStream
+from llm_gateway.providers.base import Timeout, UpstreamReply, Usage
+from llm_gateway.providers.sse import SSEChunkStream
+from llm_gateway.security.provider_keys import KeyProvider
+from llm_gateway.upstream.aliases import Deployment
+from llm_gateway.upstream.retry import UpstreamHTTPError, parse_retry_after
 
 _SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-*]{3,}|Bearer\s+\S+)")
 
@@ -63,14 +63,16 @@ class OpenAIProvider:
     def _post(self, body: dict[str, Any], timeout: Timeout, *, stream: bool) -> tuple[requests.Response, str | None]:
         accept = "text/event-stream" if stream else "application/json"
         key = self._key()
-        resp = self.session.post(self.url, json=body, headers=self._headers(key, accept), timeout=timeout,
-                                 stream=stream)
+        resp = self.session.post(
+            self.url, json=body, headers=self._headers(key, accept), timeout=timeout, stream=stream
+        )
         if resp.status_code == 401 and key is not None:
             # The key may have been rotated: decrypt it again, once, and retry at once.
             resp.close()
             key = self._key(refresh=True)
-            resp = self.session.post(self.url, json=body, headers=self._headers(key, accept), timeout=timeout,
-                                     stream=stream)
+            resp = self.session.post(
+                self.url, json=body, headers=self._headers(key, accept), timeout=timeout, stream=stream
+            )
         if resp.status_code >= 400:
             try:
                 raise http_error(resp, key)

@@ -17,7 +17,7 @@ Failure semantics (the Provider protocol's stream contract):
   retry: ``requests.ReadTimeout`` (stall), ``requests.ConnectionError`` (cut), or
   ``UpstreamHTTPError(502)`` (malformed / error event / empty stream) — unless the decoder
   names a more precise error for it (:attr:`StreamFailure.before_start`);
-* after it, :class:`~llm_gateway.retry.UpstreamStreamError` with reason ``stall`` (the read
+* after it, :class:`~llm_gateway.upstream.retry.UpstreamStreamError` with reason ``stall`` (the read
   timeout passed between two reads), ``cut`` (the connection ended before the reply was
   complete), ``malformed`` (an event that does not parse) or ``error`` (the upstream sent an
   error event);
@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import requests
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
-from ..retry import UpstreamHTTPError, UpstreamStreamError
+from llm_gateway.upstream.retry import UpstreamHTTPError, UpstreamStreamError
 
 READ_SIZE = 65_536
 DRAIN_SECONDS = 0.5  # after the end of the reply: read the body's end so the connection can be reused
@@ -133,7 +133,7 @@ class OpenAIChunks:
             raise StreamFailure("malformed", "The upstream sent a chunk that is not a JSON object.")
         error = chunk.get("error")
         if error:
-            from .openai import scrub
+            from llm_gateway.providers.openai import scrub
 
             message = error.get("message") if isinstance(error, dict) else error
             raise StreamFailure("error", scrub(str(message or "The upstream reported an error."), self.secret))
@@ -146,7 +146,7 @@ class OpenAIChunks:
 
 def _foldable(chunk: dict[str, Any]) -> bool:
     """Whether the parts of a chunk that the gateway reads (streaming.ReplyBuilder) have their shape."""
-    from .base import Usage
+    from llm_gateway.providers.base import Usage
 
     for choice in chunk["choices"]:
         if not isinstance(choice, dict):
@@ -156,8 +156,11 @@ def _foldable(chunk: dict[str, Any]) -> bool:
             return False
         for call in delta.get("tool_calls") or ():
             function = call.get("function") or {} if isinstance(call, dict) else None
-            if not isinstance(function, dict) or not isinstance(call.get("index", 0), int) \
-                    or not all(isinstance(function.get(k) or "", str) for k in ("name", "arguments")):
+            if (
+                not isinstance(function, dict)
+                or not isinstance(call.get("index", 0), int)
+                or not all(isinstance(function.get(k) or "", str) for k in ("name", "arguments"))
+            ):
                 return False
     try:
         Usage.from_openai(chunk.get("usage"))
@@ -176,8 +179,11 @@ class SSEChunkStream:
     another thread to wake a read blocked on a silent upstream.
     """
 
-    def __init__(self, open_response: Callable[[], tuple[requests.Response, str | None]],
-                 decoder: Callable[[str | None], EventDecoder] = OpenAIChunks) -> None:
+    def __init__(
+        self,
+        open_response: Callable[[], tuple[requests.Response, str | None]],
+        decoder: Callable[[str | None], EventDecoder] = OpenAIChunks,
+    ) -> None:
         self._open = open_response
         self._decoder = decoder
         self._resp: requests.Response | None = None

@@ -14,14 +14,29 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import InvalidRequest
-from .base import Usage
+from llm_gateway.errors import InvalidRequest
+from llm_gateway.providers.base import Usage
 
 # The request fields the translating providers (Anthropic, Bedrock) honour; any other is refused.
-SUPPORTED = frozenset({
-    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream",
-    "stream_options", "tools", "tool_choice", "parallel_tool_calls", "user", "n", "response_format",
-})
+SUPPORTED = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+        "n",
+        "response_format",
+    }
+)
 MESSAGE_FIELDS = frozenset({"role", "content", "tool_calls", "tool_call_id"})
 
 
@@ -43,14 +58,14 @@ def check_params(body: dict[str, Any], provider: str, supported: frozenset[str] 
     if n not in (None, 1):
         raise refuse(provider, "n", "'n' greater than 1")
     response_format = body.get("response_format")
-    if response_format is not None and (not isinstance(response_format, dict)
-                                        or response_format.get("type") != "text"):
+    if response_format is not None and (not isinstance(response_format, dict) or response_format.get("type") != "text"):
         kind = response_format.get("type") if isinstance(response_format, dict) else response_format
         raise refuse(provider, "response_format", f"response_format '{kind}'")
     temperature = body.get("temperature")
     if provider == "anthropic" and temperature is not None and temperature > 1:
-        raise InvalidRequest(f"'temperature' must be between 0 and 1 for this model's provider ({provider}).",
-                             param="temperature")
+        raise InvalidRequest(
+            f"'temperature' must be between 0 and 1 for this model's provider ({provider}).", param="temperature"
+        )
 
 
 def max_tokens(body: dict[str, Any], default: int) -> int:
@@ -114,8 +129,13 @@ def function_tools(body: dict[str, Any], provider: str) -> list[dict[str, Any]]:
             raise refuse(provider, f"tools[{i}].function.strict", "strict function schemas")
         if not fn.get("name"):
             raise InvalidRequest("Every tool needs a function name.", param=f"tools[{i}].function.name")
-        out.append({"name": fn["name"], "description": fn.get("description"),
-                    "parameters": fn.get("parameters") or {"type": "object", "properties": {}}})
+        out.append(
+            {
+                "name": fn["name"],
+                "description": fn.get("description"),
+                "parameters": fn.get("parameters") or {"type": "object", "properties": {}},
+            }
+        )
     return out
 
 
@@ -134,7 +154,9 @@ Blocks = list[dict[str, Any]]
 
 
 def split_messages(
-    messages: list[dict[str, Any]], provider: str, *,
+    messages: list[dict[str, Any]],
+    provider: str,
+    *,
     content: Callable[[Any, str], Blocks],
     tool_use: Callable[[Any, Any, dict[str, Any]], dict[str, Any]],
     tool_result: Callable[[Any, str], dict[str, Any]],
@@ -183,8 +205,11 @@ def usage_from(usage: dict[str, Any] | None, prompt: tuple[str, ...], completion
 
 def tool_call(id_: Any, name: Any, arguments: Any) -> dict[str, Any]:
     """An OpenAI ``tool_calls`` entry for a provider's tool-use block (``arguments``: the decoded input)."""
-    return {"id": id_, "type": "function",
-            "function": {"name": name, "arguments": json.dumps(arguments or {}, separators=(",", ":"))}}
+    return {
+        "id": id_,
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments or {}, separators=(",", ":"))},
+    }
 
 
 def assistant_message(text: list[str], calls: list[dict[str, Any]]) -> dict[str, Any]:
@@ -195,8 +220,9 @@ def assistant_message(text: list[str], calls: list[dict[str, Any]]) -> dict[str,
     return message
 
 
-def completion(model: str, message: dict[str, Any], finish_reason: str, usage: Usage,
-               id_: str | None = None) -> dict[str, Any]:
+def completion(
+    model: str, message: dict[str, Any], finish_reason: str, usage: Usage, id_: str | None = None
+) -> dict[str, Any]:
     return {
         "id": id_ or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -208,8 +234,11 @@ def completion(model: str, message: dict[str, Any], finish_reason: str, usage: U
 
 
 def usage_dict(usage: Usage) -> dict[str, int]:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
 
 
 class ChunkMaker:
@@ -226,20 +255,37 @@ class ChunkMaker:
         if not self.started:
             delta = {"role": "assistant", **delta}
             self.started = True
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+        }
 
     def usage(self, usage: Usage) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [], "usage": usage_dict(usage)}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage_dict(usage),
+        }
 
     def tool_call_start(self, block: int, id_: Any, name: Any) -> dict[str, Any]:
         """The chunk that opens a tool call (the provider's content block ``block``)."""
         index = self.tool_index[block] = len(self.tool_index)
-        return self.chunk({"tool_calls": [{"index": index, "id": id_, "type": "function",
-                                           "function": {"name": name, "arguments": ""}}]})
+        return self.chunk(
+            {
+                "tool_calls": [
+                    {"index": index, "id": id_, "type": "function", "function": {"name": name, "arguments": ""}}
+                ]
+            }
+        )
 
     def tool_call_arguments(self, block: int, arguments: str) -> dict[str, Any]:
         """A piece of the JSON arguments of the tool call opened by content block ``block``."""
-        return self.chunk({"tool_calls": [{"index": self.tool_index.get(block, 0),
-                                           "function": {"arguments": arguments}}]})
+        return self.chunk(
+            {"tool_calls": [{"index": self.tool_index.get(block, 0), "function": {"arguments": arguments}}]}
+        )

@@ -30,7 +30,9 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from .errors import (
+from llm_gateway.chat.models import ChatCompletionRequest, validation_reason
+from llm_gateway.conversations.store import ConversationStore, now_ms
+from llm_gateway.errors import (
     GatewayError,
     IdempotencyConflict,
     InvalidRequest,
@@ -39,9 +41,7 @@ from .errors import (
     error_body,
     to_http,
 )
-from .models import ChatCompletionRequest, validation_reason
-from .settings import Settings
-from .store import ConversationStore, now_ms
+from llm_gateway.settings import Settings
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "job-message.v1.json"
@@ -212,19 +212,32 @@ class JobStore:
             return int(item[name]["N"]) if name in item else None
 
         return Job(
-            id=item["job_id"]["S"], tenant=item["tenant"]["S"], status=item["status"]["S"],
-            created_at=num("created_at") or 0, updated_at=num("updated_at") or 0,
-            model=item.get("model", {}).get("S"), conversation_id=item.get("conversation_id", {}).get("S"),
-            attempts=num("attempts") or 0, started_at=num("started_at"), completed_at=num("completed_at"),
-            result=_json_attr(item, "result"), error=_json_attr(item, "error"),
-            last_error=_json_attr(item, "last_error"), source=item.get("source", {}).get("S", "api"),
+            id=item["job_id"]["S"],
+            tenant=item["tenant"]["S"],
+            status=item["status"]["S"],
+            created_at=num("created_at") or 0,
+            updated_at=num("updated_at") or 0,
+            model=item.get("model", {}).get("S"),
+            conversation_id=item.get("conversation_id", {}).get("S"),
+            attempts=num("attempts") or 0,
+            started_at=num("started_at"),
+            completed_at=num("completed_at"),
+            result=_json_attr(item, "result"),
+            error=_json_attr(item, "error"),
+            last_error=_json_attr(item, "last_error"),
+            source=item.get("source", {}).get("S", "api"),
         )
 
     def item(self, job: Job) -> dict:
         item = {
-            **self._key(job.tenant, job.id), "job_id": _s(job.id), "tenant": _s(job.tenant),
-            "status": _s(job.status), "attempts": _n(job.attempts), "created_at": _n(job.created_at),
-            "updated_at": _n(job.updated_at), "source": _s(job.source),
+            **self._key(job.tenant, job.id),
+            "job_id": _s(job.id),
+            "tenant": _s(job.tenant),
+            "status": _s(job.status),
+            "attempts": _n(job.attempts),
+            "created_at": _n(job.created_at),
+            "updated_at": _n(job.updated_at),
+            "source": _s(job.source),
         }
         if job.model:
             item["model"] = _s(job.model)
@@ -244,8 +257,12 @@ class JobStore:
     def get_many(self, tenant: str, job_ids: list[str]) -> dict[str, Job]:
         found: dict[str, Job] = {}
         for start in range(0, len(job_ids), 100):
-            keys = {self.table: {"Keys": [self._key(tenant, j) for j in job_ids[start:start + 100]],
-                                 "ConsistentRead": True}}
+            keys = {
+                self.table: {
+                    "Keys": [self._key(tenant, j) for j in job_ids[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
             while keys:
                 resp = self.client.batch_get_item(RequestItems=keys)
                 for item in resp["Responses"].get(self.table, []):
@@ -258,9 +275,17 @@ class JobStore:
     def create_all(self, jobs: list[Job]) -> None:
         """Write new job items, each only if absent: one transaction per 100 (all or nothing)."""
         for start in range(0, len(jobs), 100):
-            chunk = jobs[start:start + 100]
-            items = [{"Put": {"TableName": self.table, "Item": self.item(job),
-                              "ConditionExpression": "attribute_not_exists(PK)"}} for job in chunk]
+            chunk = jobs[start : start + 100]
+            items = [
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": self.item(job),
+                        "ConditionExpression": "attribute_not_exists(PK)",
+                    }
+                }
+                for job in chunk
+            ]
             try:
                 self.client.transact_write_items(TransactItems=items)
             except ClientError as err:
@@ -271,8 +296,9 @@ class JobStore:
 
     def create(self, job: Job) -> bool:
         try:
-            self.client.put_item(TableName=self.table, Item=self.item(job),
-                                 ConditionExpression="attribute_not_exists(PK)")
+            self.client.put_item(
+                TableName=self.table, Item=self.item(job), ConditionExpression="attribute_not_exists(PK)"
+            )
             return True
         except ClientError as err:
             if _code(err) == "ConditionalCheckFailedException":
@@ -285,9 +311,16 @@ class JobStore:
         if job is not None:
             return job
         now = now_ms()
-        job = Job(id=message.job_id, tenant=message.tenant_id, status=QUEUED, created_at=message.submitted_at or now,
-                  updated_at=now, model=request.model, conversation_id=request.conversation_id,
-                  source=message.source or "sqs")
+        job = Job(
+            id=message.job_id,
+            tenant=message.tenant_id,
+            status=QUEUED,
+            created_at=message.submitted_at or now,
+            updated_at=now,
+            model=request.model,
+            conversation_id=request.conversation_id,
+            source=message.source or "sqs",
+        )
         if self.create(job):
             return job
         existing = self.get(message.tenant_id, message.job_id)
@@ -301,15 +334,28 @@ class JobStore:
         False when the job had already ended (then ``job`` is as stored)."""
         now = now_ms()
         created = message.submitted_at or now
-        sets = ["#status = :running", "attempts = if_not_exists(attempts, :zero) + :one",
-                "started_at = if_not_exists(started_at, :now)", "updated_at = :now",
-                "job_id = if_not_exists(job_id, :id)", "tenant = if_not_exists(tenant, :tenant)",
-                "created_at = if_not_exists(created_at, :created)", "#source = if_not_exists(#source, :source)",
-                "model = if_not_exists(model, :model)"]
+        sets = [
+            "#status = :running",
+            "attempts = if_not_exists(attempts, :zero) + :one",
+            "started_at = if_not_exists(started_at, :now)",
+            "updated_at = :now",
+            "job_id = if_not_exists(job_id, :id)",
+            "tenant = if_not_exists(tenant, :tenant)",
+            "created_at = if_not_exists(created_at, :created)",
+            "#source = if_not_exists(#source, :source)",
+            "model = if_not_exists(model, :model)",
+        ]
         values: dict[str, Any] = {
-            ":running": _s(RUNNING), ":queued": _s(QUEUED), ":zero": _n(0), ":one": _n(1), ":now": _n(now),
-            ":id": _s(message.job_id), ":tenant": _s(message.tenant_id), ":created": _n(created),
-            ":source": _s(message.source or "sqs"), ":model": _s(request.model),
+            ":running": _s(RUNNING),
+            ":queued": _s(QUEUED),
+            ":zero": _n(0),
+            ":one": _n(1),
+            ":now": _n(now),
+            ":id": _s(message.job_id),
+            ":tenant": _s(message.tenant_id),
+            ":created": _n(created),
+            ":source": _s(message.source or "sqs"),
+            ":model": _s(request.model),
         }
         names = {"#status": "status", "#source": "source"}
         if request.conversation_id:
@@ -321,24 +367,35 @@ class JobStore:
             names["#ttl"] = "ttl"
         try:
             resp = self.client.update_item(
-                TableName=self.table, Key=self._key(message.tenant_id, message.job_id),
+                TableName=self.table,
+                Key=self._key(message.tenant_id, message.job_id),
                 UpdateExpression="SET " + ", ".join(sets),
                 ConditionExpression="attribute_not_exists(PK) OR #status IN (:queued, :running)",
-                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as err:
             if _code(err) != "ConditionalCheckFailedException":
                 raise
-            old = err.response.get("Item") or self.client.get_item(
-                TableName=self.table, Key=self._key(message.tenant_id, message.job_id), ConsistentRead=True)["Item"]
+            old = (
+                err.response.get("Item")
+                or self.client.get_item(
+                    TableName=self.table, Key=self._key(message.tenant_id, message.job_id), ConsistentRead=True
+                )["Item"]
+            )
             return self._job(old), False
         return self._job(resp["Attributes"]), True
 
     def _update(self, job: Job, expression: str, condition: str, values: dict, names: dict | None = None) -> Job | None:
         params: dict[str, Any] = {
-            "TableName": self.table, "Key": self._key(job.tenant, job.id), "UpdateExpression": expression,
-            "ConditionExpression": condition, "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW",
+            "TableName": self.table,
+            "Key": self._key(job.tenant, job.id),
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
             "ExpressionAttributeNames": {"#status": "status", **(names or {})},
         }
         try:
@@ -352,8 +409,9 @@ class JobStore:
         """Count an attempt and mark it running; None when the job already ended."""
         now = now_ms()
         return self._update(
-            job, "SET #status = :running, attempts = attempts + :one, started_at = if_not_exists(started_at, :now), "
-                 "updated_at = :now",
+            job,
+            "SET #status = :running, attempts = attempts + :one, started_at = if_not_exists(started_at, :now), "
+            "updated_at = :now",
             "attribute_exists(PK) AND #status IN (:queued, :running)",
             {":running": _s(RUNNING), ":queued": _s(QUEUED), ":one": _n(1), ":now": _n(now)},
         )
@@ -361,7 +419,8 @@ class JobStore:
     def requeue(self, job: Job, error: dict[str, Any]) -> Job | None:
         """A retryable failure: back to queued, the error kept as ``last_error``."""
         return self._update(
-            job, "SET #status = :queued, last_error = :err, updated_at = :now",
+            job,
+            "SET #status = :queued, last_error = :err, updated_at = :now",
             "#status IN (:queued, :running)",
             {":queued": _s(QUEUED), ":running": _s(RUNNING), ":err": _s(canonical_json(error)), ":now": _n(now_ms())},
         )
@@ -369,22 +428,38 @@ class JobStore:
     def succeed(self, job: Job, result: dict[str, Any]) -> Job | None:
         encoded = canonical_json(result)
         if len(encoded.encode()) > MAX_RESULT_BYTES:
-            return self.fail(job, error_body(
-                "The completion is too large to store as a job result.", "server_error", "result_too_large")["error"])
+            return self.fail(
+                job,
+                error_body("The completion is too large to store as a job result.", "server_error", "result_too_large")[
+                    "error"
+                ],
+            )
         return self._update(
-            job, "SET #status = :done, #result = :result, completed_at = :now, updated_at = :now REMOVE last_error",
+            job,
+            "SET #status = :done, #result = :result, completed_at = :now, updated_at = :now REMOVE last_error",
             "#status IN (:queued, :running)",
-            {":done": _s(SUCCEEDED), ":result": _s(encoded), ":now": _n(now_ms()),
-             ":queued": _s(QUEUED), ":running": _s(RUNNING)},
+            {
+                ":done": _s(SUCCEEDED),
+                ":result": _s(encoded),
+                ":now": _n(now_ms()),
+                ":queued": _s(QUEUED),
+                ":running": _s(RUNNING),
+            },
             {"#result": "result"},
         )
 
     def fail(self, job: Job, error: dict[str, Any]) -> Job | None:
         return self._update(
-            job, "SET #status = :failed, #error = :err, completed_at = :now, updated_at = :now REMOVE last_error",
+            job,
+            "SET #status = :failed, #error = :err, completed_at = :now, updated_at = :now REMOVE last_error",
             "#status IN (:queued, :running)",
-            {":failed": _s(FAILED), ":err": _s(canonical_json(error)), ":now": _n(now_ms()),
-             ":queued": _s(QUEUED), ":running": _s(RUNNING)},
+            {
+                ":failed": _s(FAILED),
+                ":err": _s(canonical_json(error)),
+                ":now": _n(now_ms()),
+                ":queued": _s(QUEUED),
+                ":running": _s(RUNNING),
+            },
             {"#error": "error"},
         )
 
@@ -393,18 +468,24 @@ class JobStore:
         digest = hashlib.sha256(key.encode()).hexdigest()
         return {"PK": _s(f"T#{tenant}#IK#{digest}"), "SK": _s(IK_SK)}
 
-    def claim_key(self, tenant: str, key: str, body_hash: str, job_ids: list[str],
-                  ttl_seconds: int) -> IdempotencyRecord | None:
+    def claim_key(
+        self, tenant: str, key: str, body_hash: str, job_ids: list[str], ttl_seconds: int
+    ) -> IdempotencyRecord | None:
         """Claim an Idempotency-Key for these jobs. None when claimed; the earlier record otherwise."""
         now = now_ms()
         item = {
-            **self._ik_key(tenant, key), "body_hash": _s(body_hash), "job_ids": _s(json.dumps(job_ids)),
-            "created_at": _n(now), "expires_at": _n(now + ttl_seconds * 1000), "enqueued": {"BOOL": False},
+            **self._ik_key(tenant, key),
+            "body_hash": _s(body_hash),
+            "job_ids": _s(json.dumps(job_ids)),
+            "created_at": _n(now),
+            "expires_at": _n(now + ttl_seconds * 1000),
+            "enqueued": {"BOOL": False},
             "ttl": _n(now // 1000 + ttl_seconds),
         }
         try:
             self.client.put_item(
-                TableName=self.table, Item=item,
+                TableName=self.table,
+                Item=item,
                 ConditionExpression="attribute_not_exists(PK) OR expires_at < :now",
                 ExpressionAttributeValues={":now": _n(now)},
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -415,14 +496,23 @@ class JobStore:
                 raise
             old = err.response.get("Item")
             if not old:  # older botocore without the item: read it
-                old = self.client.get_item(TableName=self.table, Key=self._ik_key(tenant, key),
-                                           ConsistentRead=True)["Item"]
-            return IdempotencyRecord(old["body_hash"]["S"], json.loads(old["job_ids"]["S"]),
-                                     int(old["created_at"]["N"]), old.get("enqueued", {}).get("BOOL", False))
+                old = self.client.get_item(TableName=self.table, Key=self._ik_key(tenant, key), ConsistentRead=True)[
+                    "Item"
+                ]
+            return IdempotencyRecord(
+                old["body_hash"]["S"],
+                json.loads(old["job_ids"]["S"]),
+                int(old["created_at"]["N"]),
+                old.get("enqueued", {}).get("BOOL", False),
+            )
 
     def mark_enqueued(self, tenant: str, key: str) -> None:
-        self.client.update_item(TableName=self.table, Key=self._ik_key(tenant, key),
-                                UpdateExpression="SET enqueued = :t", ExpressionAttributeValues={":t": {"BOOL": True}})
+        self.client.update_item(
+            TableName=self.table,
+            Key=self._ik_key(tenant, key),
+            UpdateExpression="SET enqueued = :t",
+            ExpressionAttributeValues={":t": {"BOOL": True}},
+        )
 
 
 @dataclass(frozen=True)
@@ -463,7 +553,7 @@ class JobService:
 
     # ---- reads ----------------------------------------------------------------------
     def get(self, tenant: str, job_id: str) -> dict[str, Any]:
-        from .errors import NotFound
+        from llm_gateway.errors import NotFound
 
         job = self.store.get(tenant, job_id)
         if job is None:
@@ -473,10 +563,9 @@ class JobService:
     # ---- submit ---------------------------------------------------------------------
     def submit(self, tenant: str, body: Any, idempotency_key: str | None = None) -> Submission:
         if idempotency_key is not None and not _IDEMPOTENCY_KEY_RE.match(idempotency_key):
-            raise InvalidRequest("'Idempotency-Key' must be 1-255 visible ASCII characters.",
-                                 param="Idempotency-Key")
+            raise InvalidRequest("'Idempotency-Key' must be 1-255 visible ASCII characters.", param="Idempotency-Key")
         if not self.queue_url:
-            from .errors import ConfigurationError
+            from llm_gateway.errors import ConfigurationError
 
             raise ConfigurationError("Jobs are not configured (JOBS_QUEUE_URL is empty).")
         batch, prepared = self._parse(body)
@@ -486,8 +575,9 @@ class JobService:
         if idempotency_key is not None:
             body_hash = hashlib.sha256(canonical_json(body).encode()).hexdigest()
             ids = [new_job_id() for _ in prepared]
-            replay = self.store.claim_key(tenant, idempotency_key, body_hash, ids,
-                                          self.settings.idempotency_key_ttl_seconds)
+            replay = self.store.claim_key(
+                tenant, idempotency_key, body_hash, ids, self.settings.idempotency_key_ttl_seconds
+            )
             if replay is not None:
                 if replay.body_hash != body_hash or len(replay.job_ids) != len(prepared):
                     raise IdempotencyConflict(
@@ -504,8 +594,18 @@ class JobService:
             item.body = item.message.body()
         self._check_message_sizes(prepared, batch)
 
-        jobs = [Job(id=p.job_id, tenant=tenant, status=QUEUED, created_at=now, updated_at=now,
-                    model=p.request.model, conversation_id=p.request.conversation_id) for p in prepared]
+        jobs = [
+            Job(
+                id=p.job_id,
+                tenant=tenant,
+                status=QUEUED,
+                created_at=now,
+                updated_at=now,
+                model=p.request.model,
+                conversation_id=p.request.conversation_id,
+            )
+            for p in prepared
+        ]
         if replay is not None:
             # Same key, same body: the same jobs. If the first submission never finished enqueueing
             # (it crashed, or the queue refused), finish it now: job items are created only if absent
@@ -536,8 +636,9 @@ class JobService:
             raws = body["requests"]
             limit = self.settings.jobs_max_batch
             if not isinstance(raws, list) or not 1 <= len(raws) <= limit:
-                raise InvalidRequest(f"'requests' must be a list of 1 to {limit} chat completion requests.",
-                                     param="requests")
+                raise InvalidRequest(
+                    f"'requests' must be a list of 1 to {limit} chat completion requests.", param="requests"
+                )
         else:
             raws = [body]
         prepared = []
@@ -577,8 +678,11 @@ class JobService:
             size = len(item.body.encode())
             if size > limit:
                 where = f"requests[{index}]" if batch else None
-                raise PayloadTooLarge(f"{where + ': ' if where else ''}the job is {size} bytes as a queue "
-                                      f"message; the limit is {limit} bytes.", param=where)
+                raise PayloadTooLarge(
+                    f"{where + ': ' if where else ''}the job is {size} bytes as a queue "
+                    f"message; the limit is {limit} bytes.",
+                    param=where,
+                )
 
     def _enqueue(self, prepared: list[_Prepared], jobs: list[Job], *, mark_failed: bool) -> None:
         """Send one FIFO message per job, in order, batched by 10 entries / the size limit."""
@@ -596,11 +700,15 @@ class JobService:
         sent = 0
         try:
             for chunk in chunks:
-                entries = [{
-                    "Id": str(i), "MessageBody": prepared[i].body,
-                    "MessageGroupId": prepared[i].message.group_id(),  # type: ignore[union-attr]
-                    "MessageDeduplicationId": prepared[i].job_id,
-                } for i in chunk]
+                entries = [
+                    {
+                        "Id": str(i),
+                        "MessageBody": prepared[i].body,
+                        "MessageGroupId": prepared[i].message.group_id(),  # type: ignore[union-attr]
+                        "MessageDeduplicationId": prepared[i].job_id,
+                    }
+                    for i in chunk
+                ]
                 resp = sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
                 failed = sorted(int(f["Id"]) for f in resp.get("Failed", []))
                 if failed:
@@ -608,7 +716,7 @@ class JobService:
                     raise QueueUnavailable("The jobs queue refused a message; retry later.")
                 sent = chunk[-1] + 1
         except (ClientError, QueueUnavailable, OSError) as exc:
-            from .observability import logger
+            from llm_gateway.observability import logger
 
             logger.error("enqueue failed", extra={"sent": sent, "jobs": len(jobs), "error_type": type(exc).__name__})
             if mark_failed:  # no key to resume with: unsent jobs must not sit 'queued' forever
@@ -616,5 +724,6 @@ class JobService:
                 for job in jobs[sent:]:
                     self.store.fail(job, error["error"])
             hint = "" if mark_failed else " Retry with the same Idempotency-Key to finish the submission."
-            raise QueueUnavailable(f"The jobs queue is unavailable; {sent} of {len(jobs)} job(s) were queued."
-                                   + hint, retry_after=1.0) from exc
+            raise QueueUnavailable(
+                f"The jobs queue is unavailable; {sent} of {len(jobs)} job(s) were queued." + hint, retry_after=1.0
+            ) from exc

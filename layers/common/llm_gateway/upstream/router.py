@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 
 import requests
 
-from .deadline import Deadline
-from .errors import (
+from llm_gateway.chat.models import message_text
+from llm_gateway.deadline import Deadline
+from llm_gateway.errors import (
     GatewayError,
     RateLimited,
     UpstreamError,
@@ -36,9 +37,9 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .models import message_text
-from .providers.base import Provider, Timeout, UpstreamReply
-from .retry import (
+from llm_gateway.providers.base import Provider, Timeout, UpstreamReply
+from llm_gateway.upstream.aliases import Deployment, ModelAlias
+from llm_gateway.upstream.retry import (
     CallStats,
     DeadlineExceeded,
     RetryPolicy,
@@ -46,7 +47,6 @@ from .retry import (
     UpstreamStreamError,
     should_retry,
 )
-from .routing import Deployment, ModelAlias
 
 T = TypeVar("T")
 
@@ -75,14 +75,18 @@ def upstream_failure(exc: BaseException, stats: CallStats) -> GatewayError:
         if exc.status == 429:
             if not should_retry(exc):
                 return RateLimited(f"Upstream quota exhausted: {exc.message}", code=exc.code or "insufficient_quota")
-            return RateLimited("The upstream provider is rate limiting requests; retry later.",
-                               retry_after=exc.retry_after if exc.retry_after is not None else 1.0)
+            return RateLimited(
+                "The upstream provider is rate limiting requests; retry later.",
+                retry_after=exc.retry_after if exc.retry_after is not None else 1.0,
+            )
         if exc.status in (401, 403):
-            return UpstreamError("The upstream provider rejected the gateway's credentials.",
-                                 code="upstream_auth_failed")
+            return UpstreamError(
+                "The upstream provider rejected the gateway's credentials.", code="upstream_auth_failed"
+            )
         if exc.status in (503, 529) or stats.stopped_by in ("deadline", "budget"):
-            return UpstreamUnavailable("The upstream provider is unavailable; retry later.",
-                                       retry_after=exc.retry_after)
+            return UpstreamUnavailable(
+                "The upstream provider is unavailable; retry later.", retry_after=exc.retry_after
+            )
         if exc.status == 408 or exc.status == 504:
             return UpstreamTimeout("The upstream provider timed out.")
         if exc.status >= 500 or exc.status == 409:
@@ -167,16 +171,17 @@ def stream_failure(exc: UpstreamStreamError, body: dict[str, Any] | None = None)
     """The error event that ends a stream the upstream broke after its first chunk (an upstream's
     error text without quotes of ``body``'s message texts, as for a failed non-stream call)."""
     if exc.reason == "stall":
-        return UpstreamTimeout("The upstream stopped sending mid-stream; the reply is incomplete.",
-                               code="upstream_stream_stalled")
+        return UpstreamTimeout(
+            "The upstream stopped sending mid-stream; the reply is incomplete.", code="upstream_stream_stalled"
+        )
     if exc.reason == "malformed":
-        return UpstreamError("The upstream sent a malformed chunk mid-stream; the reply is incomplete.",
-                             code="upstream_stream_malformed")
+        return UpstreamError(
+            "The upstream sent a malformed chunk mid-stream; the reply is incomplete.", code="upstream_stream_malformed"
+        )
     if exc.reason == "error":
         reason = without_echoes(str(exc), body) if body else str(exc)
         return UpstreamError(f"The upstream failed mid-stream: {reason}", code="upstream_stream_error")
-    return UpstreamError("The upstream connection ended before the reply was complete.",
-                         code="upstream_stream_cut")
+    return UpstreamError("The upstream connection ended before the reply was complete.", code="upstream_stream_cut")
 
 
 class RoutedStream:
@@ -185,8 +190,14 @@ class RoutedStream:
     A failure after the first chunk raises the GatewayError of :func:`stream_failure`.
     """
 
-    def __init__(self, first: dict[str, Any], rest: Iterator[dict[str, Any]], deployment: Deployment,
-                 stats: CallStats, body: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        first: dict[str, Any],
+        rest: Iterator[dict[str, Any]],
+        deployment: Deployment,
+        stats: CallStats,
+        body: dict[str, Any] | None = None,
+    ) -> None:
         self.deployment = deployment
         self._body = body  # the request, so an error event does not quote its messages back
         self._first: dict[str, Any] | None = first
@@ -219,9 +230,16 @@ class RoutedStream:
 
 
 class Router:
-    def __init__(self, providers: dict[str, Provider], policy: RetryPolicy, *,
-                 connect_timeout: float, read_timeout: float,
-                 cooldowns: Cooldowns | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        providers: dict[str, Provider],
+        policy: RetryPolicy,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        cooldowns: Cooldowns | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.providers = providers
         self.policy = policy
         self.connect_timeout = connect_timeout
@@ -263,8 +281,14 @@ class Router:
 
         return self._run(alias, body, deadline, stats, call)
 
-    def _run(self, alias: ModelAlias, body: dict[str, Any], deadline: Deadline, stats: CallStats,
-             call: Callable[[Provider, Deployment, Timeout], T]) -> T:
+    def _run(
+        self,
+        alias: ModelAlias,
+        body: dict[str, Any],
+        deadline: Deadline,
+        stats: CallStats,
+        call: Callable[[Provider, Deployment, Timeout], T],
+    ) -> T:
         """``call`` on the alias's deployments under the retry policy: each attempt is timed and
         feeds the chain (fallback, cooldowns); a failure that outlasts the retries becomes a GatewayError."""
         chain = self.chain(alias, stats)

@@ -27,12 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .deadline import Deadline
-from .errors import GatewayError, UpstreamTimeout
-from .providers.base import Usage
-from .router import RoutedStream
-from .store import NewMessage
-from .tokens import TOKENS_PER_MESSAGE, count_message, count_text
+from llm_gateway.chat.tokens import TOKENS_PER_MESSAGE, count_message, count_text
+from llm_gateway.conversations.store import NewMessage
+from llm_gateway.deadline import Deadline
+from llm_gateway.errors import GatewayError, UpstreamTimeout
+from llm_gateway.providers.base import Usage
+from llm_gateway.upstream.router import RoutedStream
 
 # Bounded: each becomes a metric name (StreamOutcome_<outcome>).
 STREAM_OUTCOMES = ("complete", "upstream_error", "client_disconnect", "commit_failed", "internal_error")
@@ -93,8 +93,10 @@ class ReplyBuilder:
         return tokens
 
     def _tool_call(self, delta: dict[str, Any]) -> None:
-        call = self.tool_calls.setdefault(int(delta.get("index", len(self.tool_calls))),
-                                          {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+        call = self.tool_calls.setdefault(
+            int(delta.get("index", len(self.tool_calls))),
+            {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+        )
         if delta.get("id"):
             call["id"] = delta["id"]
         if delta.get("type"):
@@ -185,8 +187,10 @@ class ChatStream:
                     self.stats.first_chunk_ms = self.stats.since_start_ms()
                 self.stats.chunks += 1
                 if self.deadline.expired():
-                    raise UpstreamTimeout("The stream reached the request's time limit before the reply was complete.",
-                                          code="stream_deadline_exceeded")
+                    raise UpstreamTimeout(
+                        "The stream reached the request's time limit before the reply was complete.",
+                        code="stream_deadline_exceeded",
+                    )
                 self._renew_lease()
             except BaseException as exc:
                 if self.stats.outcome is None:
@@ -214,8 +218,13 @@ class ChatStream:
         if self.reply.usage is not None and (self.reply.usage.prompt_tokens or self.reply.usage.completion_tokens):
             return self.reply.usage
         # The upstream reported no usage (the client did not ask for it): count it ourselves.
-        return Usage(self.estimate_prompt_tokens(), count_text(self.reply.text) + sum(
-            count_text(c["function"]["name"] + c["function"]["arguments"]) for c in self.reply.tool_calls.values()))
+        return Usage(
+            self.estimate_prompt_tokens(),
+            count_text(self.reply.text)
+            + sum(
+                count_text(c["function"]["name"] + c["function"]["arguments"]) for c in self.reply.tool_calls.values()
+            ),
+        )
 
     def _complete(self) -> None:
         usage = self._usage()

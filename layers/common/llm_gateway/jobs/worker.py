@@ -36,9 +36,10 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
-from .batch import GroupedFifoProcessor
-from .deadline import Deadline
-from .errors import (
+from llm_gateway.chat.models import ChatCompletionRequest
+from llm_gateway.chat.service import ChatService, TurnReport
+from llm_gateway.deadline import Deadline
+from llm_gateway.errors import (
     AuthenticationFailed,
     ConversationBusy,
     GatewayError,
@@ -51,12 +52,11 @@ from .errors import (
     error_body,
     to_http,
 )
-from .jobs import TERMINAL, InvalidJobMessage, Job, JobMessage, JobStore, parse_job_message
-from .models import ChatCompletionRequest
-from .observability import RequestMetrics, logger
-from .retry import SPEND_LIMIT_CODES
-from .service import ChatService, TurnReport
-from .settings import Settings
+from llm_gateway.jobs.batch import GroupedFifoProcessor
+from llm_gateway.jobs.service import TERMINAL, InvalidJobMessage, Job, JobMessage, JobStore, parse_job_message
+from llm_gateway.observability import RequestMetrics, logger
+from llm_gateway.settings import Settings
+from llm_gateway.upstream.retry import SPEND_LIMIT_CODES
 
 IDEMPOTENCY_PK = "IDEMPOTENCY#jobs"  # partition of the Powertools idempotency records
 PERMANENT = (InvalidRequest, UpstreamRejected, NotFound, PayloadTooLarge, AuthenticationFailed, IdempotencyConflict)
@@ -108,14 +108,19 @@ def error_of(exc: BaseException) -> dict[str, Any]:
 
 def persistence_layer(settings: Settings, client: Any) -> DynamoDBPersistenceLayer:
     return DynamoDBPersistenceLayer(
-        table_name=settings.table_name, key_attr="PK", sort_key_attr="SK", static_pk_value=IDEMPOTENCY_PK,
-        expiry_attr="ttl", boto3_client=client,
+        table_name=settings.table_name,
+        key_attr="PK",
+        sort_key_attr="SK",
+        static_pk_value=IDEMPOTENCY_PK,
+        expiry_attr="ttl",
+        boto3_client=client,
     )
 
 
 class JobWorker:
-    def __init__(self, chat: ChatService, jobs: JobStore, settings: Settings,
-                 persistence: DynamoDBPersistenceLayer) -> None:
+    def __init__(
+        self, chat: ChatService, jobs: JobStore, settings: Settings, persistence: DynamoDBPersistenceLayer
+    ) -> None:
         self.chat = chat
         self.jobs = jobs
         self.settings = settings
@@ -125,7 +130,9 @@ class JobWorker:
             expires_after_seconds=settings.worker_idempotency_ttl_seconds,
         )
         self._run_idempotent = idempotent_function(
-            data_keyword_argument="job_ref", persistence_store=persistence, config=self.idempotency,
+            data_keyword_argument="job_ref",
+            persistence_store=persistence,
+            config=self.idempotency,
             key_prefix="jobs",
         )(self._run)
 
@@ -141,8 +148,9 @@ class JobWorker:
             return self.process_record(record, deadline, metrics)
 
         try:
-            return process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                            context=context)
+            return process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )
         finally:
             metrics.flush()
 
@@ -160,9 +168,14 @@ class JobWorker:
         if request.conversation_id and attrs.message_group_id not in (None, request.conversation_id):
             logger.warning("job message group is not its conversation: ordering is not guaranteed", extra=log)
         try:
-            return self._run_idempotent(job_ref={"tenant_id": message.tenant_id, "job_id": message.job_id},
-                                        message=message, request=request, receive_count=receive_count,
-                                        deadline=deadline, metrics=metrics)
+            return self._run_idempotent(
+                job_ref={"tenant_id": message.tenant_id, "job_id": message.job_id},
+                message=message,
+                request=request,
+                receive_count=receive_count,
+                deadline=deadline,
+                metrics=metrics,
+            )
         except IdempotencyAlreadyInProgressError:
             logger.info("job already in progress elsewhere; leaving the record for redelivery", extra=log)
             metrics.count("JobsRetried")
@@ -172,18 +185,32 @@ class JobWorker:
         metrics.count("InvalidMessages")
         job = self.jobs.get(exc.tenant_id, exc.job_id) if exc.tenant_id and exc.job_id else None
         if job is not None and job.status not in TERMINAL:
-            self.jobs.fail(job, error_body(f"The job message is invalid: {exc.reason}.", "invalid_request_error",
-                                           "invalid_job_message")["error"])
+            self.jobs.fail(
+                job,
+                error_body(
+                    f"The job message is invalid: {exc.reason}.", "invalid_request_error", "invalid_job_message"
+                )["error"],
+            )
             metrics.count("JobsFailed")
-            logger.error("invalid job message; job marked failed", extra={**log, "job_id": job.id,
-                                                                            "reason": exc.reason})
+            logger.error(
+                "invalid job message; job marked failed", extra={**log, "job_id": job.id, "reason": exc.reason}
+            )
             return {"status": "failed"}
-        logger.error("invalid job message names no known job; leaving it for the dead-letter queue",
-                     extra={**log, "reason": exc.reason})
+        logger.error(
+            "invalid job message names no known job; leaving it for the dead-letter queue",
+            extra={**log, "reason": exc.reason},
+        )
         raise RetryLater(exc.reason) from exc
 
-    def _run(self, job_ref: dict, message: JobMessage, request: ChatCompletionRequest, receive_count: int,
-             deadline: Deadline, metrics: JobMetrics) -> dict:
+    def _run(
+        self,
+        job_ref: dict,
+        message: JobMessage,
+        request: ChatCompletionRequest,
+        receive_count: int,
+        deadline: Deadline,
+        metrics: JobMetrics,
+    ) -> dict:
         log = {"job_id": message.job_id, "receive_count": receive_count}
         started, running = self.jobs.begin(message, request)
         if not running:
@@ -201,8 +228,9 @@ class JobWorker:
         logger.info("job succeeded", extra={**log, "attempts": started.attempts})
         return {"status": "succeeded"}
 
-    def _complete(self, message: JobMessage, request: ChatCompletionRequest, deadline: Deadline,
-                  report: TurnReport) -> dict:
+    def _complete(
+        self, message: JobMessage, request: ChatCompletionRequest, deadline: Deadline, report: TurnReport
+    ) -> dict:
         if not request.conversation_id:
             return self.chat.complete(message.tenant_id, request, deadline, report)
         # An HTTP turn holds the conversation's lease for at most its deadline: wait a little for it

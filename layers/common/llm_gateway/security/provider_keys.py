@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ProviderKeyUnavailable
+from llm_gateway.errors import ProviderKeyUnavailable
 
 CONTEXT_KEY = "llm-gateway:deployment"
 
@@ -32,8 +32,9 @@ class KeyProvider(Protocol):
 
 
 class KmsKeyProvider:
-    def __init__(self, ciphertexts: dict[str, str], client: Any = None,
-                 deployments: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, ciphertexts: dict[str, str], client: Any = None, deployments: dict[str, str] | None = None
+    ) -> None:
         self._ciphertexts = {ref: c for ref, c in ciphertexts.items() if c}
         self._deployments = dict(deployments or {})  # key ref -> deployment named in the context
         self._client = client
@@ -43,7 +44,7 @@ class KmsKeyProvider:
     @property
     def client(self) -> Any:
         if self._client is None:  # built on first decrypt: keeps KMS off the cold-start path
-            from .aws import client
+            from llm_gateway.aws import client
 
             self._client = client("kms")
         return self._client
@@ -88,4 +89,3 @@ def encrypt_key(plaintext: str, deployment: str, kms_key_id: str, client: Any) -
         KeyId=kms_key_id, Plaintext=plaintext.encode("utf-8"), EncryptionContext=encryption_context(deployment)
     )
     return base64.b64encode(resp["CiphertextBlob"]).decode("ascii")
-

@@ -12,7 +12,7 @@ import re
 import threading
 from typing import Any
 
-from .models import message_text
+from llm_gateway.chat.models import message_text
 
 # OpenAI's chat format adds a few tokens of framing per message and per reply.
 TOKENS_PER_MESSAGE = 4
@@ -51,8 +51,8 @@ def count_text(text: str) -> int:
     total, start = 0, 0
     for run in _LONG_RUN.finditer(text):
         if run.start() > start:
-            total += len(encode(text[start:run.start()]))
-        total += sum(len(encode(text[i:min(i + MAX_RUN, run.end())])) for i in range(run.start(), run.end(), MAX_RUN))
+            total += len(encode(text[start : run.start()]))
+        total += sum(len(encode(text[i : min(i + MAX_RUN, run.end())])) for i in range(run.start(), run.end(), MAX_RUN))
         start = run.end()
     if start < len(text):
         total += len(encode(text[start:]))

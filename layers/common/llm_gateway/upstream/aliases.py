@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigurationError, NotFound
-from .settings import Settings
+from llm_gateway.errors import ConfigurationError, NotFound
+from llm_gateway.settings import Settings
 
 DEFAULT_ALIAS = "default"
 DEFAULT_KEY_REF = "default"
@@ -278,7 +278,7 @@ def fetch_ssm_parameter(name: str, client: Any = None) -> str:
     from aws_lambda_powertools.utilities.parameters import SSMProvider  # only when SSM is configured
 
     if client is None:
-        from .aws import client as aws_client
+        from llm_gateway.aws import client as aws_client
 
         client = aws_client("ssm")
     try:

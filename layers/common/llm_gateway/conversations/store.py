@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from .errors import ConversationBusy, InvalidRequest, NotFound, UpstreamError
+from llm_gateway.errors import ConversationBusy, InvalidRequest, NotFound, UpstreamError
 
 META = "META"
 MSG_PREFIX = "M#"
@@ -144,8 +144,13 @@ class TurnAlreadyCommitted(Exception):
 
 class ConversationStore(Protocol):
     def create(
-        self, tenant: str, *, model: str | None = None, system: str | None = None,
-        system_tokens: int = 0, metadata: dict[str, str] | None = None,
+        self,
+        tenant: str,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        system_tokens: int = 0,
+        metadata: dict[str, str] | None = None,
     ) -> Conversation: ...
     def get(self, tenant: str, conversation_id: str) -> Conversation: ...
     def list(self, tenant: str, *, limit: int, after: str | None) -> tuple[list[Conversation], str | None]: ...
@@ -156,12 +161,15 @@ class ConversationStore(Protocol):
     def acquire_lease(self, tenant: str, conversation_id: str, ttl_seconds: float) -> Lease: ...
     def extend_lease(self, lease: Lease, ttl_seconds: float) -> None: ...
     def release_lease(self, lease: Lease) -> None: ...
-    def read_history(
-        self, tenant: str, conversation_id: str, *, max_messages: int, max_tokens: int
-    ) -> History: ...
+    def read_history(self, tenant: str, conversation_id: str, *, max_messages: int, max_tokens: int) -> History: ...
     def commit_turn(
-        self, lease: Lease, messages: list[NewMessage], *, usage: TurnUsage,
-        system: tuple[str, int] | None = None, turn_id: str | None = None,
+        self,
+        lease: Lease,
+        messages: list[NewMessage],
+        *,
+        usage: TurnUsage,
+        system: tuple[str, int] | None = None,
+        turn_id: str | None = None,
     ) -> list[StoredMessage]: ...
     def turn_messages(self, tenant: str, conversation_id: str, turn_id: str) -> list[StoredMessage] | None: ...
 
@@ -204,7 +212,7 @@ class DynamoConversationStore:
 
     def __init__(self, table_name: str, client: Any = None, *, ttl_days: int = 0) -> None:
         if client is None:
-            from .aws import client as aws_client
+            from llm_gateway.aws import client as aws_client
 
             client = aws_client("dynamodb")
         self.table = table_name
@@ -247,7 +255,7 @@ class DynamoConversationStore:
     def _message(item: dict) -> StoredMessage:
         meta = _str(item, "meta")
         return StoredMessage(
-            seq=int(item["SK"]["S"][len(MSG_PREFIX):]),
+            seq=int(item["SK"]["S"][len(MSG_PREFIX) :]),
             body=json.loads(item["msg"]["S"]),
             tokens=_num(item, "tokens"),
             created_at=_num(item, "created_at"),
@@ -259,8 +267,14 @@ class DynamoConversationStore:
     def create(self, tenant, *, model=None, system=None, system_tokens=0, metadata=None) -> Conversation:
         now = now_ms()
         conv = Conversation(
-            id=new_conversation_id(), tenant=tenant, created_at=now, updated_at=now, model=model,
-            system=system, system_tokens=system_tokens if system else 0, metadata=metadata or {},
+            id=new_conversation_id(),
+            tenant=tenant,
+            created_at=now,
+            updated_at=now,
+            model=model,
+            system=system,
+            system_tokens=system_tokens if system else 0,
+            metadata=metadata or {},
         )
         item = {
             **self._key(tenant, conv.id),
@@ -356,7 +370,7 @@ class DynamoConversationStore:
             resp = self.client.query(**params)
             keys = [{"PK": item["PK"], "SK": item["SK"]} for item in resp.get("Items", [])]
             for start in range(0, len(keys), 25):
-                self._batch_delete(keys[start:start + 25])
+                self._batch_delete(keys[start : start + 25])
             if "LastEvaluatedKey" not in resp:
                 return
             params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
@@ -489,14 +503,22 @@ class DynamoConversationStore:
         ttl = self._ttl(now)
         first = conv.message_count
         sets = [
-            "version = version + :one", "message_count = :count", "updated_at = :now",
-            "prompt_tokens = prompt_tokens + :pt", "completion_tokens = completion_tokens + :ct",
+            "version = version + :one",
+            "message_count = :count",
+            "updated_at = :now",
+            "prompt_tokens = prompt_tokens + :pt",
+            "completion_tokens = completion_tokens + :ct",
             "cost_usd = cost_usd + :cost",
         ]
         values: dict[str, Any] = {
-            ":one": _n(1), ":count": _n(first + len(messages)), ":now": _n(now),
-            ":pt": _n(usage.prompt_tokens), ":ct": _n(usage.completion_tokens),
-            ":cost": _n(round(usage.cost_usd, 10)), ":l": _s(lease.lease_id), ":v": _n(conv.version),
+            ":one": _n(1),
+            ":count": _n(first + len(messages)),
+            ":now": _n(now),
+            ":pt": _n(usage.prompt_tokens),
+            ":ct": _n(usage.completion_tokens),
+            ":cost": _n(round(usage.cost_usd, 10)),
+            ":l": _s(lease.lease_id),
+            ":v": _n(conv.version),
         }
         if system is not None:
             sets += ["#system = :sys", "system_tokens = :st"]
@@ -523,11 +545,13 @@ class DynamoConversationStore:
         for offset, message in enumerate(messages):
             seq = first + offset
             item = {
-                "PK": key["PK"], "SK": _s(message_sk(seq)),
+                "PK": key["PK"],
+                "SK": _s(message_sk(seq)),
                 # UTF-8 as is (ensure_ascii=False): \u-escaping would store a max-size CJK or emoji
                 # message at 2-3x its size, past DynamoDB's 400 KB item limit
                 "msg": _s(json.dumps(message.body, separators=(",", ":"), ensure_ascii=False)),
-                "tokens": _n(message.tokens), "created_at": _n(now),
+                "tokens": _n(message.tokens),
+                "created_at": _n(now),
             }
             size = len(item["msg"]["S"].encode())
             if size > MAX_MESSAGE_ITEM_BYTES:
@@ -546,16 +570,23 @@ class DynamoConversationStore:
                 item["turn_id"] = _s(turn_id)
             if ttl:
                 item["ttl"] = ttl
-            items.append({"Put": {"TableName": self.table, "Item": item,
-                                  "ConditionExpression": "attribute_not_exists(PK)"}})
+            items.append(
+                {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
+            )
             stored.append(StoredMessage(seq, message.body, message.tokens, now, message.incomplete, message.meta))
         if turn_id:
-            marker = {"PK": key["PK"], "SK": _s(TURN_PREFIX + turn_id), "first_seq": _n(first),
-                      "count": _n(len(messages)), "created_at": _n(now)}
+            marker = {
+                "PK": key["PK"],
+                "SK": _s(TURN_PREFIX + turn_id),
+                "first_seq": _n(first),
+                "count": _n(len(messages)),
+                "created_at": _n(now),
+            }
             if ttl:
                 marker["ttl"] = ttl
-            items.append({"Put": {"TableName": self.table, "Item": marker,
-                                  "ConditionExpression": "attribute_not_exists(PK)"}})
+            items.append(
+                {"Put": {"TableName": self.table, "Item": marker, "ConditionExpression": "attribute_not_exists(PK)"}}
+            )
         try:
             # The token makes the commit idempotent for 10 minutes: when botocore retries a commit whose
             # response was lost (timeout, 5xx), DynamoDB answers the retry as the same transaction instead
@@ -584,7 +615,7 @@ class DynamoConversationStore:
         keys = [{"PK": key["PK"], "SK": _s(message_sk(seq))} for seq in range(first, first + count)]
         found: list[StoredMessage] = []
         for start in range(0, len(keys), 100):
-            request = {self.table: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+            request = {self.table: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
             for attempt in range(8):
                 got = self.client.batch_get_item(RequestItems=request)
                 found += [self._message(item) for item in got["Responses"].get(self.table, [])]
@@ -597,4 +628,3 @@ class DynamoConversationStore:
         if len(found) != count:
             raise RuntimeError(f"turn '{turn_id}' is missing {count - len(found)} of its messages")
         return sorted(found, key=lambda m: m.seq)
-

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import AuthenticationFailed, NotFound
-from .store import now_ms
+from llm_gateway.conversations.store import now_ms
+from llm_gateway.errors import AuthenticationFailed, NotFound
 
 KEY_PREFIX = "sk-gw-"
 _TENANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -39,14 +39,19 @@ class ApiKey:
     key_hash: str = field(default="", repr=False)
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.key_id, "tenant": self.tenant, "name": self.name,
-                "created_at": self.created_at // 1000, "revoked": self.revoked}
+        return {
+            "id": self.key_id,
+            "tenant": self.tenant,
+            "name": self.name,
+            "created_at": self.created_at // 1000,
+            "revoked": self.revoked,
+        }
 
 
 class ApiKeyStore:
     def __init__(self, table_name: str, client: Any = None) -> None:
         if client is None:
-            from .aws import client as aws_client
+            from llm_gateway.aws import client as aws_client
 
             client = aws_client("dynamodb")
         self.table = table_name
@@ -55,8 +60,11 @@ class ApiKeyStore:
     @staticmethod
     def _record(item: dict) -> ApiKey:
         return ApiKey(
-            key_id=item["key_id"]["S"], tenant=item["tenant"]["S"], name=item.get("name", {}).get("S", ""),
-            created_at=int(item["created_at"]["N"]), revoked=item.get("revoked", {}).get("BOOL", False),
+            key_id=item["key_id"]["S"],
+            tenant=item["tenant"]["S"],
+            name=item.get("name", {}).get("S", ""),
+            created_at=int(item["created_at"]["N"]),
+            revoked=item.get("revoked", {}).get("BOOL", False),
             key_hash=item["key_hash"]["S"],
         )
 
@@ -70,10 +78,16 @@ class ApiKeyStore:
         self.client.put_item(
             TableName=self.table,
             Item={
-                "PK": {"S": f"APIKEY#{digest}"}, "SK": {"S": "APIKEY"},
-                "key_hash": {"S": digest}, "key_id": {"S": record.key_id}, "tenant": {"S": tenant},
-                "name": {"S": name}, "created_at": {"N": str(record.created_at)}, "revoked": {"BOOL": False},
-                "GSI1PK": {"S": "APIKEYS"}, "GSI1SK": {"S": f"{tenant}#{record.key_id}"},
+                "PK": {"S": f"APIKEY#{digest}"},
+                "SK": {"S": "APIKEY"},
+                "key_hash": {"S": digest},
+                "key_id": {"S": record.key_id},
+                "tenant": {"S": tenant},
+                "name": {"S": name},
+                "created_at": {"N": str(record.created_at)},
+                "revoked": {"BOOL": False},
+                "GSI1PK": {"S": "APIKEYS"},
+                "GSI1SK": {"S": f"{tenant}#{record.key_id}"},
             },
             ConditionExpression="attribute_not_exists(PK)",
         )
@@ -90,8 +104,10 @@ class ApiKeyStore:
 
     def list(self, tenant: str | None = None) -> list[ApiKey]:
         params: dict[str, Any] = {
-            "TableName": self.table, "IndexName": "GSI1",
-            "KeyConditionExpression": "GSI1PK = :pk", "ExpressionAttributeValues": {":pk": {"S": "APIKEYS"}},
+            "TableName": self.table,
+            "IndexName": "GSI1",
+            "KeyConditionExpression": "GSI1PK = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": "APIKEYS"}},
         }
         if tenant:
             params["KeyConditionExpression"] += " AND begins_with(GSI1SK, :t)"
@@ -108,8 +124,10 @@ class ApiKeyStore:
         for record in self.list():
             if record.key_id == key_id:
                 self.client.update_item(
-                    TableName=self.table, Key={"PK": {"S": f"APIKEY#{record.key_hash}"}, "SK": {"S": "APIKEY"}},
-                    UpdateExpression="SET revoked = :t", ExpressionAttributeValues={":t": {"BOOL": True}},
+                    TableName=self.table,
+                    Key={"PK": {"S": f"APIKEY#{record.key_hash}"}, "SK": {"S": "APIKEY"}},
+                    UpdateExpression="SET revoked = :t",
+                    ExpressionAttributeValues={":t": {"BOOL": True}},
                 )
                 return replace(record, revoked=True)
         raise NotFound(f"No API key with id '{key_id}'.")
@@ -131,9 +149,7 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None) -> Caller:
         if not authorization:
-            raise AuthenticationFailed(
-                "Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key"
-            )
+            raise AuthenticationFailed("Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key")
         scheme, _, key = authorization.partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:

@@ -32,21 +32,27 @@ from typing import TypeVar
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from .deadline import Deadline
+from llm_gateway.deadline import Deadline
 
 T = TypeVar("T")
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-SPEND_LIMIT_CODES = frozenset({
-    # OpenAI (https://help.openai.com/en/articles/5955604-troubleshooting-api-rate-limits-and-429-errors)
-    "insufficient_quota", "billing_hard_limit_reached", "credit_balance_exhausted",
-    "organization_usage_limit_exceeded", "organization_spend_limit_exceeded", "project_spend_limit_exceeded",
-    # Anthropic: 429 rate_limit_error with error.details.error_code (https://docs.anthropic.com/en/api/errors)
-    "enforced_spend_limit_reached",
-    # Bedrock ServiceQuotaExceededException (mapped to 429 by providers/bedrock.py)
-    "ServiceQuotaExceededException",
-    "spend_limit_reached",
-})
+SPEND_LIMIT_CODES = frozenset(
+    {
+        # OpenAI (https://help.openai.com/en/articles/5955604-troubleshooting-api-rate-limits-and-429-errors)
+        "insufficient_quota",
+        "billing_hard_limit_reached",
+        "credit_balance_exhausted",
+        "organization_usage_limit_exceeded",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        # Anthropic: 429 rate_limit_error with error.details.error_code (https://docs.anthropic.com/en/api/errors)
+        "enforced_spend_limit_reached",
+        # Bedrock ServiceQuotaExceededException (mapped to 429 by providers/bedrock.py)
+        "ServiceQuotaExceededException",
+        "spend_limit_reached",
+    }
+)
 MIN_ATTEMPT_SECONDS = 0.25  # never start an attempt with less time than this left
 
 
@@ -194,8 +200,14 @@ class RetryPolicy:
             return retry_after
         return self.backoff(state.attempt_number)
 
-    def run(self, attempt: Callable[[], T], deadline: Deadline, stats: CallStats, *,
-            switching: Callable[[], bool] | None = None) -> T:
+    def run(
+        self,
+        attempt: Callable[[], T],
+        deadline: Deadline,
+        stats: CallStats,
+        *,
+        switching: Callable[[], bool] | None = None,
+    ) -> T:
         """Call ``attempt`` until it succeeds, may not be retried, or a bound is reached.
 
         ``switching()`` says whether the next attempt goes to another deployment (a

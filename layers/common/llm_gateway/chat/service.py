@@ -7,17 +7,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .deadline import Deadline
-from .errors import ContextLengthExceeded, InvalidRequest, PayloadTooLarge
-from .models import ChatCompletionRequest, ChatMessage
-from .providers.base import Usage
-from .retry import CallStats
-from .router import RoutedReply, Router
-from .routing import ModelAlias, Routing
-from .settings import Settings
-from .store import ConversationStore, History, Lease, NewMessage, StoredMessage, TurnAlreadyCommitted, TurnUsage
-from .streaming import ChatStream, StreamReport
-from .tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_message
+from llm_gateway.chat.models import ChatCompletionRequest, ChatMessage
+from llm_gateway.chat.streaming import ChatStream, StreamReport
+from llm_gateway.chat.tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_message
+from llm_gateway.conversations.store import (
+    ConversationStore,
+    History,
+    Lease,
+    NewMessage,
+    StoredMessage,
+    TurnAlreadyCommitted,
+    TurnUsage,
+)
+from llm_gateway.deadline import Deadline
+from llm_gateway.errors import ContextLengthExceeded, InvalidRequest, PayloadTooLarge
+from llm_gateway.providers.base import Usage
+from llm_gateway.settings import Settings
+from llm_gateway.upstream.aliases import ModelAlias, Routing
+from llm_gateway.upstream.retry import CallStats
+from llm_gateway.upstream.router import RoutedReply, Router
 
 SYSTEM_ROLES = ("system", "developer")
 
@@ -87,9 +95,7 @@ class ChatService:
         limit = self.settings.max_message_bytes
         size = len(text.encode())
         if size > limit:
-            raise PayloadTooLarge(
-                f"The system prompt is {size} bytes; the limit is {limit} bytes.", param=param
-            )
+            raise PayloadTooLarge(f"The system prompt is {size} bytes; the limit is {limit} bytes.", param=param)
 
     def validate(self, request: ChatCompletionRequest) -> ModelAlias:
         """Everything checkable without the store: a bad request never leases or writes."""
@@ -111,8 +117,15 @@ class ChatService:
         return alias
 
     # ---- turns ------------------------------------------------------------------
-    def complete(self, tenant: str, request: ChatCompletionRequest, deadline: Deadline,
-                 report: TurnReport | None = None, *, turn_id: str | None = None) -> dict[str, Any]:
+    def complete(
+        self,
+        tenant: str,
+        request: ChatCompletionRequest,
+        deadline: Deadline,
+        report: TurnReport | None = None,
+        *,
+        turn_id: str | None = None,
+    ) -> dict[str, Any]:
         """One turn. With ``turn_id`` (jobs) a conversation turn is idempotent: if a turn with
         that id was committed before, its stored reply is returned and nothing is called or written.
         """
@@ -144,13 +157,18 @@ class ChatService:
             "created": meta.get("created") or reply.created_at // 1000,
             "model": meta.get("model"),
             "choices": [{"index": 0, "message": reply.body, "finish_reason": meta.get("finish_reason")}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion},
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
             "conversation_id": conversation_id,
         }
 
-    def _call(self, alias: ModelAlias, request: ChatCompletionRequest, messages: list[dict[str, Any]],
-              deadline: Deadline, report: TurnReport) -> RoutedReply:
+    def _call(
+        self,
+        alias: ModelAlias,
+        request: ChatCompletionRequest,
+        messages: list[dict[str, Any]],
+        deadline: Deadline,
+        report: TurnReport,
+    ) -> RoutedReply:
         routed = self.router.complete(alias, request.upstream_body(alias.name, messages), deadline, report.stats)
         usage = routed.reply.usage
         report.deployment = routed.deployment.name
@@ -160,8 +178,15 @@ class ChatService:
         report.cost_usd = routed.deployment.cost(usage.prompt_tokens, usage.completion_tokens)
         return routed
 
-    def _conversation_turn(self, tenant: str, alias: ModelAlias, request: ChatCompletionRequest,
-                           deadline: Deadline, report: TurnReport, turn_id: str | None = None) -> dict[str, Any]:
+    def _conversation_turn(
+        self,
+        tenant: str,
+        alias: ModelAlias,
+        request: ChatCompletionRequest,
+        deadline: Deadline,
+        report: TurnReport,
+        turn_id: str | None = None,
+    ) -> dict[str, Any]:
         report.conversation = True
         conversation_id = request.conversation_id
         assert conversation_id is not None
@@ -173,7 +198,9 @@ class ChatService:
             routed = self._call(alias, request, turn.upstream_messages, deadline, report)
             reply = self.reply_message(routed)
             self.store.commit_turn(
-                lease, [*turn.new_messages, reply], system=turn.system,
+                lease,
+                [*turn.new_messages, reply],
+                system=turn.system,
                 usage=TurnUsage(report.prompt_tokens, report.completion_tokens, report.cost_usd),
                 turn_id=turn_id,
             )
@@ -189,11 +216,12 @@ class ChatService:
             raise
         return self._response(routed, conversation_id)
 
-    def prepare(self, tenant: str, alias: ModelAlias, request: ChatCompletionRequest, conversation: Any,
-                report: TurnReport) -> PreparedTurn:
+    def prepare(
+        self, tenant: str, alias: ModelAlias, request: ChatCompletionRequest, conversation: Any, report: TurnReport
+    ) -> PreparedTurn:
         """Split the new messages, size the history budget, read the history that fits."""
         leading = leading_system(request.messages)
-        rest = request.messages[len(leading):]
+        rest = request.messages[len(leading) :]
         if leading:
             text = system_text(leading)
             system = (text, count_message({"role": "system", "content": text}))
@@ -216,7 +244,8 @@ class ChatService:
         history: History = History([], 0)
         if conversation.message_count:
             history = self.store.read_history(
-                tenant, conversation.id,
+                tenant,
+                conversation.id,
                 max_messages=alias.history_max_messages,
                 max_tokens=min(alias.history_max_tokens, room),
             )
@@ -232,8 +261,7 @@ class ChatService:
         return PreparedTurn(alias, upstream, new_messages, system, prompt_tokens)
 
     # ---- streamed turns ---------------------------------------------------------
-    def stream(self, tenant: str, request: ChatCompletionRequest, deadline: Deadline,
-               report: TurnReport) -> ChatStream:
+    def stream(self, tenant: str, request: ChatCompletionRequest, deadline: Deadline, report: TurnReport) -> ChatStream:
         """Everything up to the upstream's first chunk; errors here are ordinary HTTP errors.
 
         With ``conversation_id`` the turn lease is taken first (409 at once if another turn
@@ -249,7 +277,11 @@ class ChatService:
             routed = self.router.stream(alias, request.upstream_body(alias.name, messages), deadline, report.stats)
             report.deployment = routed.deployment.name
             return ChatStream(
-                routed, report, deadline, conversation_id=None, turn=None,
+                routed,
+                report,
+                deadline,
+                conversation_id=None,
+                turn=None,
                 estimate_prompt_tokens=lambda: sum(count_message(m) for m in messages) + TOKENS_PER_REPLY,
                 renew_every=self.settings.stream_lease_renew_seconds,
             )
@@ -259,14 +291,18 @@ class ChatService:
         lease = self.store.acquire_lease(tenant, request.conversation_id, lease_seconds)
         try:
             turn = self.prepare(tenant, alias, request, lease.conversation, report)
-            routed = self.router.stream(alias, request.upstream_body(alias.name, turn.upstream_messages),
-                                        deadline, report.stats)
+            routed = self.router.stream(
+                alias, request.upstream_body(alias.name, turn.upstream_messages), deadline, report.stats
+            )
         except BaseException:
             self.store.release_lease(lease)
             raise
         report.deployment = routed.deployment.name
         return ChatStream(
-            routed, report, deadline, conversation_id=request.conversation_id,
+            routed,
+            report,
+            deadline,
+            conversation_id=request.conversation_id,
             turn=_LeasedTurn(self.store, lease, turn, lease_seconds),
             estimate_prompt_tokens=lambda: turn.prompt_tokens,
             renew_every=self.settings.stream_lease_renew_seconds,
@@ -282,8 +318,11 @@ class ChatService:
         meta = {
             "id": routed.reply.body.get("id"),
             "created": routed.reply.body.get("created"),
-            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                      "cost_usd": round(cost, 10)},
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cost_usd": round(cost, 10),
+            },
             "model": routed.reply.body.get("model"),
             "deployment": routed.deployment.name,
             "finish_reason": choice.get("finish_reason"),
@@ -316,7 +355,9 @@ class _LeasedTurn:
 
     def commit(self, reply: NewMessage, usage: Usage, cost_usd: float) -> None:
         self.store.commit_turn(
-            self.lease, [*self.turn.new_messages, reply], system=self.turn.system,
+            self.lease,
+            [*self.turn.new_messages, reply],
+            system=self.turn.system,
             usage=TurnUsage(usage.prompt_tokens, usage.completion_tokens, cost_usd),
         )
 
