@@ -10,17 +10,8 @@ from openai.types.conversations import ConversationItem, Message
 from openai.types.responses import ResponseFunctionToolCallItem, ResponseFunctionToolCallOutputItem
 from pydantic import TypeAdapter
 
-from llm_gateway.conversations.items import (
-    ItemRef,
-    check_representable,
-    ids_for,
-    item_id,
-    item_position,
-    items_to_messages,
-    message_to_items,
-    parse_item_id,
-    parse_items,
-)
+from llm_gateway.conversations.ids import ItemRef, ids_for, item_id, item_position, parse_item_id
+from llm_gateway.conversations.items import check_representable, items_to_messages, message_to_items, parse_items
 from llm_gateway.errors import InvalidRequest
 
 CONV = "conv_" + "a" * 32
