@@ -98,7 +98,7 @@ def main() -> None:
 
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(lambda: services),
+                create_app(services),
                 host="127.0.0.1",
                 port=0,
                 log_level="warning",

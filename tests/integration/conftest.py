@@ -113,7 +113,7 @@ def make_gateway(
             keys.create(tenant, "test", key=key)
     from app import create_app
 
-    app = create_app(lambda: services)
+    app = create_app(services)
     client = TestClient(app, raise_server_exceptions=False)
     return Gateway(client, services, None, sleeps, aws, kms, app)
 

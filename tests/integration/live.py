@@ -87,5 +87,5 @@ def live_gateway(aws: Any, **overrides: Any) -> Iterator[Live]:
         ApiKeyStore(settings.table_name, client=dynamodb).create("tenant-live", "test", key=TENANT_KEY)
         from app import create_app
 
-        with serve_app(create_app(lambda: services)) as base:
+        with serve_app(create_app(services)) as base:
             yield Live(base + "/v1", services, upstream)

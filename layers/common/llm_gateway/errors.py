@@ -46,6 +46,12 @@ class NotFound(GatewayError):
     default_code = "not_found"
 
 
+class MethodNotAllowed(GatewayError):
+    """The route exists but not with this HTTP method."""
+
+    default_code = "method_not_allowed"
+
+
 class ConversationBusy(GatewayError):
     default_code = "conversation_busy"
 
@@ -104,6 +110,7 @@ ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     UpstreamRejected: (400, "invalid_request_error"),
     AuthenticationFailed: (401, "authentication_error"),
     NotFound: (404, "invalid_request_error"),
+    MethodNotAllowed: (405, "invalid_request_error"),
     ConversationBusy: (409, "conflict_error"),
     PayloadTooLarge: (413, "invalid_request_error"),
     IdempotencyConflict: (422, "invalid_request_error"),

@@ -8,6 +8,7 @@ from typing import Any
 
 import requests
 
+from llm_gateway.chat.conversations import ConversationService
 from llm_gateway.chat.service import ChatService
 from llm_gateway.conversations.store import DynamoConversationStore
 from llm_gateway.errors import ConfigurationError
@@ -30,6 +31,7 @@ class Services:
     auth: Authenticator
     keys: KeyProvider
     jobs: JobService
+    conversation_service: ConversationService
 
 
 def key_ciphertexts(settings: Settings) -> dict[str, str]:
@@ -107,4 +109,4 @@ def build_services(
         sqs_client,
         settings.jobs_queue_url,
     )
-    return Services(settings, routing, chat, store, auth, keys, jobs)
+    return Services(settings, routing, chat, store, auth, keys, jobs, ConversationService(store, chat))

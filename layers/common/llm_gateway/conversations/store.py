@@ -48,6 +48,17 @@ def new_conversation_id() -> str:
     return "conv_" + uuid.uuid4().hex
 
 
+MESSAGE_ID_PREFIX = "msg_"  # a stored message's public id is the prefix and its sequence number
+
+
+def message_seq(message_id: str, param: str = "after") -> int:
+    """The sequence number a public message id (``msg_41``) names."""
+    try:
+        return int(message_id.removeprefix(MESSAGE_ID_PREFIX))
+    except ValueError:
+        raise InvalidRequest(f"'{param}' must be a message id such as 'msg_41'.", param=param) from None
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -100,7 +111,7 @@ class StoredMessage:
         return self.body["role"]
 
     def public(self) -> dict[str, Any]:
-        out = {"id": f"msg_{self.seq}", "object": "conversation.message", "seq": self.seq}
+        out = {"id": f"{MESSAGE_ID_PREFIX}{self.seq}", "object": "conversation.message", "seq": self.seq}
         out.update(self.body)
         out["created_at"] = self.created_at // 1000
         out["tokens"] = self.tokens

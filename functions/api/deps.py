@@ -1,0 +1,32 @@
+"""FastAPI dependencies: the wired services and the authenticated caller.
+
+``create_app`` stores a services provider on ``app.state``; routes take ``ServicesDep`` and
+``CallerDep``, so a test can swap either with ``app.dependency_overrides[get_services]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from llm_gateway.runtime import Services
+from llm_gateway.security.api_keys import Caller
+
+ServicesProvider = Callable[[], Services]
+
+
+def get_services(request: Request) -> Services:
+    provider: ServicesProvider = request.app.state.services
+    return provider()
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_caller(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    return services.auth.authenticate(authorization)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

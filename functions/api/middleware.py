@@ -1,0 +1,112 @@
+"""Request context: request id and correlation id, body size limit, access log, metrics flush."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llm_gateway.deadline import Deadline
+from llm_gateway.errors import GatewayError, PayloadTooLarge, to_http
+from llm_gateway.observability import RequestMetrics, logger
+
+
+def request_id_from(headers: dict[str, str]) -> str:
+    context = headers.get("x-amzn-request-context")  # set by the Lambda Web Adapter
+    if context:
+        try:
+            return str(json.loads(context)["requestId"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    return headers.get("x-request-id") or uuid.uuid4().hex
+
+
+def deadline_for(headers: dict[str, str], seconds: float, margin: float) -> Deadline:
+    """The configured request deadline, cut short by the Lambda's own deadline when known."""
+    context = headers.get("x-amzn-lambda-context")
+    if context:
+        try:
+            lambda_deadline_ms = int(json.loads(context)["deadline"])
+            seconds = min(seconds, lambda_deadline_ms / 1000 - time.time() - margin)
+        except (ValueError, KeyError, TypeError):
+            pass
+    return Deadline.after(max(0.0, seconds))
+
+
+class GatewayMiddleware:
+    """Request id and correlation id, body size limit, access log and metrics flush.
+
+    A pure ASGI middleware, so streamed responses pass through unbuffered. Routes find the
+    request id, metrics, headers and start time on ``request.state``.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = request_id_from(headers)
+        metrics = RequestMetrics(scope["path"] if scope["path"] in ("/health",) else "api")
+        scope.setdefault("state", {}).update(request_id=request_id, metrics=metrics, headers=headers, started=started)
+        logger.set_correlation_id(request_id)
+        status = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            declared = int(headers.get("content-length") or 0)
+        except ValueError:
+            declared = 0
+        received = {"bytes": 0}
+
+        async def receive_limited() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                received["bytes"] += len(message.get("body", b""))
+                if received["bytes"] > self.max_body_bytes:
+                    raise PayloadTooLarge(self._too_large())
+            return message
+
+        try:
+            if declared > self.max_body_bytes:
+                await self._reply(send_wrapper, PayloadTooLarge(self._too_large()))
+            else:
+                await self.app(scope, receive_limited, send_wrapper)
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            route: Any = scope.get("route")
+            logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "route": getattr(route, "path", "unmatched"),
+                    "status": status["code"],
+                    "latency_ms": round(elapsed_ms, 2),
+                },
+            )
+            metrics.add("Latency", elapsed_ms, "Milliseconds")
+            metrics.add(f"Status{status['code'] // 100}xx", 1)
+            metrics.flush()
+
+    def _too_large(self) -> str:
+        return f"Request body exceeds the {self.max_body_bytes}-byte limit."
+
+    @staticmethod
+    async def _reply(send: Send, exc: GatewayError) -> None:
+        error = to_http(exc)
+        body = json.dumps(error.body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,85 @@
+"""Server-sent events framing for a streamed chat turn."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from llm_gateway.chat.service import TurnReport
+from llm_gateway.chat.streaming import ChatStream
+from llm_gateway.errors import GatewayError, internal_error, to_http
+from llm_gateway.observability import RequestMetrics, logger
+
+SSE_DONE = b"data: [DONE]\n\n"
+DEPLOYMENT_HEADER = "x-llm-gateway-deployment"  # which deployment of the alias answered
+
+
+def sse_event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class ChatStreamResponse(StreamingResponse):
+    """SSE for a streamed turn: one event per chunk, then ``[DONE]`` — or, if the turn fails
+    after the first byte, a final OpenAI-shaped error event and no ``[DONE]``.
+
+    Each chunk is fetched in a worker thread and sent at once (no buffering). ``__call__``
+    always ends the turn: when the client goes away Starlette cancels the body, and the
+    cleanup here wakes the worker blocked on the upstream (``abort``), then closes the
+    stream (upstream connection, lease) and records the turn's metrics — before the
+    middleware flushes them.
+    """
+
+    def __init__(self, stream: ChatStream, report: TurnReport, metrics: RequestMetrics) -> None:
+        self.stream = stream
+        self.report = report
+        self.metrics = metrics
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        if stream.conversation_id:
+            headers["x-conversation-id"] = stream.conversation_id
+        if report.deployment:
+            headers[DEPLOYMENT_HEADER] = report.deployment
+        super().__init__(self._events(), media_type="text/event-stream", headers=headers)
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                chunk = await anyio.to_thread.run_sync(self.stream.next_chunk, abandon_on_cancel=True)
+            except GatewayError as exc:
+                logger.warning(
+                    "stream failed after the first byte",
+                    extra={"error_code": exc.code, "outcome": self.stream.stats.outcome},
+                )
+                yield sse_event(to_http(exc).body)
+                return
+            except Exception as exc:
+                logger.exception("stream failed", extra={"error_type": type(exc).__name__})
+                yield sse_event(internal_error().body)
+                return
+            if chunk is None:
+                yield SSE_DONE
+                return
+            yield sse_event(chunk)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                self.stream.abort()  # no-op unless the stream is still running (client gone)
+                await anyio.to_thread.run_sync(self.stream.close)
+                stats = self.stream.stats
+                logger.info(
+                    "stream",
+                    extra={
+                        "outcome": stats.outcome,
+                        "chunks": stats.chunks,
+                        "ttft_ms": stats.first_token_ms,
+                        "duration_ms": stats.duration_ms,
+                    },
+                )
+                self.metrics.turn(self.report)
