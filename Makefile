@@ -7,9 +7,11 @@ MAKEFLAGS += --no-print-directory
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 SAM_VENV := .venv-sam
+TOOLS_VENV := .venv-tools
 PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
 REGION ?= us-east-1
+ROUTING ?=
 
 # Same import roots as Lambda (layer python/ dir + function CodeUri) and as pytest's pythonpath;
 # set only for the commands that run project code outside pytest (dev, bench), never for sam.
@@ -31,13 +33,13 @@ if [ $$rc -eq 5 ]; then echo "pytest: no tests collected in $(1)"; rc=0; fi; exi
 endef
 
 .PHONY: help venv lint fmt test test-unit test-integration test-e2e pytest sam-validate \
-        cfn-lint-expanded sam-build dev bench clean distclean
+        cfn-lint-expanded checkov bedrock-arns sam-build dev bench clean distclean
 
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 # ---- virtualenvs: rebuilt only when a requirements file is newer than the stamp -----------------
-venv: $(VENV)/.stamp $(SAM_VENV)/.stamp ## create/update .venv and .venv-sam (no-op when up to date)
+venv: $(VENV)/.stamp $(SAM_VENV)/.stamp $(TOOLS_VENV)/.stamp ## create/update .venv, .venv-sam, .venv-tools (no-op when up to date)
 
 $(VENV)/.stamp: requirements-dev.txt requirements-local.txt layers/common/requirements.txt
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
@@ -56,6 +58,12 @@ $(SAM_VENV)/.stamp: tools/requirements-sam.txt
 	@test -x $(SAM_VENV)/bin/python || { echo "creating $(SAM_VENV) with $(PYTHON)"; $(PYTHON) -m venv $(SAM_VENV); }
 	@echo "installing aws-sam-cli into $(SAM_VENV)"
 	@$(SAM_VENV)/bin/python -m pip install -q -r tools/requirements-sam.txt $(PIP_FILTER)
+	@touch $@
+
+$(TOOLS_VENV)/.stamp: tools/requirements-tools.txt
+	@test -x $(TOOLS_VENV)/bin/python || { echo "creating $(TOOLS_VENV) with $(PYTHON)"; $(PYTHON) -m venv $(TOOLS_VENV); }
+	@echo "installing tools/requirements-tools.txt (checkov, pip-audit) into $(TOOLS_VENV)"
+	@$(TOOLS_VENV)/bin/python -m pip install -q -r tools/requirements-tools.txt $(PIP_FILTER)
 	@touch $@
 
 # ---- checks -------------------------------------------------------------------------------------
@@ -81,8 +89,19 @@ test-e2e: $(VENV)/.stamp ## tests/e2e (local stack over HTTP)
 sam-validate: $(SAM_VENV)/.stamp ## sam validate --lint
 	$(SAM) validate --lint --region $(REGION)
 
-cfn-lint-expanded: $(VENV)/.stamp ## expand the SAM template offline, check invariants, cfn-lint the result
+cfn-lint-expanded: $(VENV)/.stamp ## expand the SAM template offline, check invariants, cfn-lint (+ serverless rules) the result
 	$(PY) tools/expand_template.py --region $(REGION)
+
+# checkov's built-in CloudFormation checks on the expanded template, offline (--skip-download).
+# Skips live in template.yaml (Metadata checkov skip, each with its justification).
+checkov: $(VENV)/.stamp $(TOOLS_VENV)/.stamp ## checkov on the expanded template
+	@$(PY) tools/expand_template.py --region $(REGION) --no-lint >/dev/null
+	$(TOOLS_VENV)/bin/checkov -f build/template.expanded.json --framework cloudformation --skip-download \
+	  --compact --quiet
+
+# The BedrockModelArns parameter for a routing document: make bedrock-arns ROUTING=config/routing.json
+bedrock-arns: $(VENV)/.stamp-local ## the Bedrock ARNs a routing document needs (BedrockModelArns parameter)
+	@$(PY) tools/bedrock_arns.py $(ROUTING) --region $(REGION)
 
 # sam build's Python workflow runs `python3.11` from PATH. If the machine has none, fall back to the
 # venv's interpreter (a python3.11 venv ships a python3.11 link).
@@ -90,11 +109,12 @@ sam-build: $(SAM_VENV)/.stamp $(VENV)/.stamp ## sam build (python3.11, no contai
 	@if command -v python3.11 >/dev/null; then $(SAM) build; \
 	else echo "python3.11 not on PATH; using $(VENV)/bin"; PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build; fi
 
-test: venv ## everything CI checks: lint, pytest, sam validate, expanded cfn-lint, sam build
+test: venv ## everything CI checks: lint, pytest, sam validate, expanded cfn-lint + checkov, sam build
 	@$(MAKE) lint
 	@$(MAKE) pytest
 	@$(MAKE) sam-validate
 	@$(MAKE) cfn-lint-expanded
+	@$(MAKE) checkov
 	@$(MAKE) sam-build
 	@echo "make test: all checks passed"
 
@@ -110,8 +130,8 @@ bench: $(VENV)/.stamp ## run every bench/*.py
 
 clean: ## remove build outputs and caches (keeps the venvs)
 	rm -rf .aws-sam build .pytest_cache .ruff_cache .local-stack
-	find . -path ./$(VENV) -prune -o -path ./$(SAM_VENV) -prune -o -name __pycache__ -type d -print0 \
+	find . -path ./$(VENV) -prune -o -path ./$(SAM_VENV) -prune -o -path ./$(TOOLS_VENV) -prune -o -name __pycache__ -type d -print0 \
 	  | xargs -0 rm -rf
 
 distclean: clean ## clean + remove the venvs
-	rm -rf $(VENV) $(SAM_VENV)
+	rm -rf $(VENV) $(SAM_VENV) $(TOOLS_VENV)

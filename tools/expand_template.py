@@ -43,6 +43,13 @@ LOCAL_URI_PROPERTIES = {
 }
 GLOBALS_URI_PROPERTIES = {"Function": "CodeUri", "Api": "DefinitionUri", "HttpApi": "DefinitionUri"}
 
+# Linter skips declared on a SAM resource (Metadata.checkov / Metadata.cfn-lint, each with its
+# justification in template.yaml). SAM passes a resource's Metadata to at most one of the resources
+# it generates (the API's goes to the RestApi, not the Stage), so the expanded template carries them
+# onto every resource generated from it: generated logical ids start with the SAM logical id.
+LINTER_METADATA_KEYS = ("checkov", "cfn-lint")
+CFN_LINT_SERVERLESS_RULES = "cfn_lint_serverless.rules"  # cfn-lint-serverless (requirements-dev.txt)
+
 STREAMING_URI_MARKER = "/response-streaming-invocations"
 INTEGRATION_KEY = "x-amazon-apigateway-integration"
 
@@ -91,6 +98,29 @@ def translate(template: dict[str, Any], region: str) -> dict[str, Any]:
     except InvalidDocumentException as exc:
         causes = "\n".join(f"  - {cause.message}" for cause in exc.causes)
         raise CheckFailed(f"SAM translation failed:\n{causes}") from exc
+
+
+def carry_linter_metadata(sam: dict[str, Any], cfn: dict[str, Any]) -> list[str]:
+    """Copy each SAM resource's linter skips onto the resources generated from it, in place."""
+    sam_resources = sam.get("Resources") or {}
+    owners = sorted(
+        (lid for lid, res in sam_resources.items() if str(res.get("Type", "")).startswith("AWS::Serverless::")),
+        key=len,
+        reverse=True,
+    )
+    carried = []
+    for logical_id, resource in cfn["Resources"].items():
+        if logical_id in sam_resources:
+            owner = logical_id if logical_id in owners else None
+        else:
+            owner = next((o for o in owners if logical_id.startswith(o)), None)
+        if owner is None:
+            continue
+        meta = {k: v for k, v in (sam_resources[owner].get("Metadata") or {}).items() if k in LINTER_METADATA_KEYS}
+        if meta:
+            resource.setdefault("Metadata", {}).update(json.loads(json.dumps(meta)))
+            carried.append(f"{owner}->{logical_id}")
+    return carried
 
 
 def _resources_of_type(cfn: dict[str, Any], rtype: str) -> dict[str, dict[str, Any]]:
@@ -179,7 +209,7 @@ def check_invariants(sam: dict[str, Any], cfn: dict[str, Any]) -> list[str]:
 def run_cfn_lint(path: Path, region: str) -> int:
     exe = Path(sys.executable).parent / "cfn-lint"
     cmd = [str(exe) if exe.exists() else (shutil.which("cfn-lint") or "cfn-lint")]
-    cmd += ["--regions", region, "--", str(path)]
+    cmd += ["--regions", region, "--append-rules", CFN_LINT_SERVERLESS_RULES, "--", str(path)]
     proc = subprocess.run(cmd, check=False)
     # cfn-lint exit code is a bit mask: 1 crash, 2 error, 4 warning, 8 informational.
     return proc.returncode & (1 | 2 | 4)
@@ -203,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         original = json.loads(json.dumps(sam))  # pristine copy for the invariant checks
         rewritten = rewrite_local_uris(sam)
         cfn = translate(sam, args.region)
+        carry_linter_metadata(original, cfn)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(cfn, indent=2, sort_keys=False) + "\n")
         print(

@@ -39,7 +39,8 @@ class ConversationService:
         conversations, cursor = self.store.list(tenant, limit=limit, after=after)
         return {
             "object": "list",
-            "data": [c.public() for c in conversations],
+            # GSI1 does not project the system prompt (template.yaml): retrieve the conversation for it.
+            "data": [{k: v for k, v in c.public().items() if k != "system"} for c in conversations],
             "has_more": cursor is not None,
             "next_cursor": cursor,
         }
