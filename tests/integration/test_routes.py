@@ -12,6 +12,9 @@ def test_openapi_and_docs_describe_every_contract_route(gateway):
     paths = r.json()["paths"]
     assert {
         "/v1/chat/completions": {"post"},
+        "/v1/responses": {"post"},
+        "/v1/responses/{response_id}": {"get", "delete"},
+        "/v1/responses/{response_id}/input_items": {"get"},
         "/v1/conversations": {"get", "post"},
         "/v1/conversations/{conversation_id}": {"get", "delete"},
         "/v1/jobs": {"post"},

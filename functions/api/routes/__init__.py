@@ -2,6 +2,13 @@
 
 from fastapi import APIRouter
 
-from routes import chat, conversations, health, jobs, models
+from routes import chat, conversations, health, jobs, models, responses
 
-ROUTERS: tuple[APIRouter, ...] = (health.router, models.router, chat.router, conversations.router, jobs.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    models.router,
+    chat.router,
+    responses.router,
+    conversations.router,
+    jobs.router,
+)

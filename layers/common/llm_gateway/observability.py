@@ -29,8 +29,12 @@ class RequestMetrics:
         self._metrics = EphemeralMetrics(
             namespace=settings.powertools_metrics_namespace, service=settings.powertools_service_name
         )
-        self._metrics.add_dimension("route", route)
+        self._route = route  # a dimension, added when flushed (a router may name its route)
         self._deployment: tuple[str, str] | None = None
+
+    def route(self, name: str) -> None:
+        """Name the route dimension (a bounded name chosen by code, never by the client)."""
+        self._route = name
 
     def add(self, name: str, value: float, unit: str = MetricUnit.Count) -> None:
         self._metrics.add_metric(name=name, unit=unit, value=value)
@@ -87,6 +91,7 @@ class RequestMetrics:
         self.add(f"StreamOutcome_{stream.outcome}", 1)
 
     def flush(self) -> None:
+        self._metrics.add_dimension("route", self._route)
         self._metrics.flush_metrics()
         if self._deployment is not None:
             settings = get_settings()

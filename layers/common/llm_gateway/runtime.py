@@ -14,6 +14,8 @@ from llm_gateway.conversations.store import DynamoConversationStore
 from llm_gateway.errors import ConfigurationError
 from llm_gateway.jobs.service import JobService, JobStore
 from llm_gateway.providers import build_provider
+from llm_gateway.responses.service import ResponseService
+from llm_gateway.responses.store import DynamoResponseStore
 from llm_gateway.security.api_keys import ApiKeyStore, Authenticator
 from llm_gateway.security.provider_keys import KeyProvider, KmsKeyProvider
 from llm_gateway.settings import Settings
@@ -32,6 +34,7 @@ class Services:
     keys: KeyProvider
     jobs: JobService
     conversation_service: ConversationService
+    responses: ResponseService
 
 
 def key_ciphertexts(settings: Settings) -> dict[str, str]:
@@ -109,4 +112,7 @@ def build_services(
         sqs_client,
         settings.jobs_queue_url,
     )
-    return Services(settings, routing, chat, store, auth, keys, jobs, ConversationService(store, chat))
+    responses = ResponseService(
+        chat, DynamoResponseStore(settings.table_name, store.client, ttl_days=settings.conversation_ttl_days)
+    )
+    return Services(settings, routing, chat, store, auth, keys, jobs, ConversationService(store, chat), responses)

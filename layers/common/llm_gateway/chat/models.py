@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, StrictStr
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -52,6 +52,17 @@ class ChatCompletionRequest(BaseModel):
     stop: StrictStr | list[StrictStr] | None = None
     # --- llm-gateway extension -------------------------------------------------
     conversation_id: StrictStr | None = Field(None, min_length=1, max_length=128)
+    # Set by the Responses view, never from the wire: a system prompt for this turn only (OpenAI's
+    # ``instructions``), sent first and not stored as the conversation's prompt.
+    _instructions: str | None = PrivateAttr(default=None)
+
+    @property
+    def instructions(self) -> str | None:
+        return self._instructions
+
+    def with_instructions(self, text: str | None) -> ChatCompletionRequest:
+        self._instructions = text
+        return self
 
     def completion_budget(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from llm_gateway.chat.models import ChatCompletionRequest, ChatMessage
-from llm_gateway.chat.streaming import ChatStream, StreamReport
-from llm_gateway.chat.tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, count_message
+from llm_gateway.chat.streaming import ChatStream, StreamReport, StreamTurn
+from llm_gateway.chat.tokens import TOKENS_PER_REPLY, count_message, reply_tokens
 from llm_gateway.conversations.store import (
     ConversationStore,
     History,
     Lease,
     NewMessage,
-    StoredMessage,
     TurnAlreadyCommitted,
     TurnUsage,
 )
@@ -216,6 +215,21 @@ class ChatService:
             raise
         return self._response(routed, conversation_id)
 
+    def history_room(
+        self, alias: ModelAlias, request: ChatCompletionRequest, fixed: int, param: str = "messages"
+    ) -> int:
+        """Tokens left for history once ``fixed`` (the new messages and system prompt) and the
+        completion budget are in the context window; a 400 when even they do not fit."""
+        hard_cap = alias.context_window - request.completion_budget(self.settings.completion_reserve_tokens)
+        room = hard_cap - fixed - TOKENS_PER_REPLY
+        if room < 0:
+            raise ContextLengthExceeded(
+                f"The new messages need {fixed} tokens; the model's context window leaves {hard_cap} "
+                "after the completion budget.",
+                param=param,
+            )
+        return room
+
     def prepare(
         self, tenant: str, alias: ModelAlias, request: ChatCompletionRequest, conversation: Any, report: TurnReport
     ) -> PreparedTurn:
@@ -232,15 +246,10 @@ class ChatService:
         if not new_messages:
             raise InvalidRequest("A turn must add at least one non-system message.", param="messages")
 
-        fixed = (system_prompt[1] if system_prompt else 0) + sum(m.tokens for m in new_messages)
-        hard_cap = alias.context_window - request.completion_budget(self.settings.completion_reserve_tokens)
-        room = hard_cap - fixed - TOKENS_PER_REPLY
-        if room < 0:
-            raise ContextLengthExceeded(
-                f"The new messages need {fixed} tokens; the model's context window leaves {hard_cap} "
-                "after the completion budget.",
-                param="messages",
-            )
+        instructions = request.instructions
+        instruction_tokens = count_message({"role": "system", "content": instructions}) if instructions else 0
+        fixed = (system_prompt[1] if system_prompt else 0) + instruction_tokens + sum(m.tokens for m in new_messages)
+        room = self.history_room(alias, request, fixed)
         history: History = History([], 0)
         if conversation.message_count:
             history = self.store.read_history(
@@ -253,6 +262,8 @@ class ChatService:
         report.history_messages = len(kept)
         report.history_items_read = history.items_read
         upstream = []
+        if instructions:
+            upstream.append({"role": "system", "content": instructions})
         if system_prompt:
             upstream.append({"role": "system", "content": system_prompt[0]})
         upstream += [m.body for m in kept]
@@ -261,12 +272,21 @@ class ChatService:
         return PreparedTurn(alias, upstream, new_messages, system, prompt_tokens)
 
     # ---- streamed turns ---------------------------------------------------------
-    def stream(self, tenant: str, request: ChatCompletionRequest, deadline: Deadline, report: TurnReport) -> ChatStream:
+    def stream(
+        self,
+        tenant: str,
+        request: ChatCompletionRequest,
+        deadline: Deadline,
+        report: TurnReport,
+        *,
+        turn: StreamTurn | None = None,
+    ) -> ChatStream:
         """Everything up to the upstream's first chunk; errors here are ordinary HTTP errors.
 
         With ``conversation_id`` the turn lease is taken first (409 at once if another turn
         holds it), before any upstream call, and is held — renewed while chunks flow — until
-        the stream commits or is closed.
+        the stream commits or is closed. ``turn`` (a stored response) commits the completed
+        reply too: on its own, or right after the conversation's commit.
         """
         if report.stream is None:
             report.stream = StreamReport(time.perf_counter())
@@ -281,7 +301,7 @@ class ChatService:
                 report,
                 deadline,
                 conversation_id=None,
-                turn=None,
+                turn=turn,
                 estimate_prompt_tokens=lambda: sum(count_message(m) for m in messages) + TOKENS_PER_REPLY,
                 renew_every=self.settings.stream_lease_renew_seconds,
             )
@@ -290,9 +310,9 @@ class ChatService:
         lease_seconds = self.settings.stream_lease_seconds + self.settings.lease_grace_seconds
         lease = self.store.acquire_lease(tenant, request.conversation_id, lease_seconds)
         try:
-            turn = self.prepare(tenant, alias, request, lease.conversation, report)
+            prepared = self.prepare(tenant, alias, request, lease.conversation, report)
             routed = self.router.stream(
-                alias, request.upstream_body(alias.name, turn.upstream_messages), deadline, report.stats
+                alias, request.upstream_body(alias.name, prepared.upstream_messages), deadline, report.stats
             )
         except BaseException:
             self.store.release_lease(lease)
@@ -303,8 +323,8 @@ class ChatService:
             report,
             deadline,
             conversation_id=request.conversation_id,
-            turn=_LeasedTurn(self.store, lease, turn, lease_seconds),
-            estimate_prompt_tokens=lambda: turn.prompt_tokens,
+            turn=_LeasedTurn(self.store, lease, prepared, lease_seconds, then=turn),
+            estimate_prompt_tokens=lambda: prepared.prompt_tokens,
             renew_every=self.settings.stream_lease_renew_seconds,
         )
 
@@ -328,8 +348,7 @@ class ChatService:
             "finish_reason": choice.get("finish_reason"),
         }
         # as history the reply costs its tokens plus the per-message framing, like any message
-        tokens = usage.completion_tokens + TOKENS_PER_MESSAGE if usage.completion_tokens else count_message(body)
-        return NewMessage(body, tokens, meta=meta)
+        return NewMessage(body, reply_tokens(body, usage.completion_tokens), meta=meta)
 
     @staticmethod
     def _response(routed: RoutedReply, conversation_id: str | None) -> dict[str, Any]:
@@ -344,11 +363,20 @@ class ChatService:
 class _LeasedTurn:
     """A streamed conversation turn's hold on its conversation (see streaming.StreamTurn)."""
 
-    def __init__(self, store: ConversationStore, lease: Lease, turn: PreparedTurn, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        store: ConversationStore,
+        lease: Lease,
+        turn: PreparedTurn,
+        lease_seconds: float,
+        *,
+        then: StreamTurn | None = None,
+    ) -> None:
         self.store = store
         self.lease = lease
         self.turn = turn
         self.lease_seconds = lease_seconds
+        self.then = then  # committed after the conversation (a stored response)
 
     def renew(self) -> None:
         self.store.extend_lease(self.lease, self.lease_seconds)
@@ -360,14 +388,23 @@ class _LeasedTurn:
             system=self.turn.system,
             usage=TurnUsage(usage.prompt_tokens, usage.completion_tokens, cost_usd),
         )
+        if self.then is not None:
+            self.then.commit(reply, usage, cost_usd)
 
     def release(self) -> None:
         self.store.release_lease(self.lease)
 
 
-def drop_orphans(messages: list[StoredMessage]) -> list[StoredMessage]:
+class _HasBody(Protocol):
+    body: dict[str, Any]
+
+
+M = TypeVar("M", bound=_HasBody)
+
+
+def drop_orphans(messages: list[M]) -> list[M]:
     """Trimming may cut a tool exchange in two: never start history with a tool result."""
     start = 0
-    while start < len(messages) and messages[start].role in ("tool", "function"):
+    while start < len(messages) and messages[start].body.get("role") in ("tool", "function"):
         start += 1
     return messages[start:]

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from llm_gateway.chat.tokens import TOKENS_PER_MESSAGE, count_message, count_text
+from llm_gateway.chat.tokens import count_text, reply_tokens
 from llm_gateway.conversations.store import NewMessage
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import GatewayError, UpstreamTimeout
@@ -240,8 +240,7 @@ class ChatStream:
                 "finish_reason": self.reply.finish_reason,
             }
             # as history a reply costs its tokens plus the per-message framing (as ChatService.reply_message)
-            tokens = usage.completion_tokens + TOKENS_PER_MESSAGE if usage.completion_tokens else count_message(body)
-            reply = NewMessage(body, tokens, meta=meta)
+            reply = NewMessage(body, reply_tokens(body, usage.completion_tokens), meta=meta)
             try:
                 self.turn.commit(reply, usage, report.cost_usd)
             except BaseException:

@@ -1,0 +1,261 @@
+"""ResponseService: OpenAI Responses as a view over one chat turn.
+
+A request is validated (fields we cannot honour are refused by name), its context
+assembled — the ``previous_response_id`` chain's messages trimmed to the history budget
+and context window, or the conversation's history via the chat turn itself — and run
+through :class:`ChatService`. With ``store`` (the default) the response is written
+before it is returned (or before ``response.completed`` is sent): a follow-up sent the
+moment it arrives sees it. Nothing is written for a request that fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from llm_gateway.chat.models import ChatCompletionRequest
+from llm_gateway.chat.service import ChatService, TurnReport, drop_orphans
+from llm_gateway.chat.tokens import count_message, reply_tokens
+from llm_gateway.conversations.store import NewMessage
+from llm_gateway.deadline import Deadline
+from llm_gateway.errors import ContextLengthExceeded, GatewayError, InvalidRequest
+from llm_gateway.providers.base import Usage
+from llm_gateway.responses.events import EventBuilder, ResponseEventStream
+from llm_gateway.responses.models import CreateResponse
+from llm_gateway.responses.store import ResponseStore, StoredResponse, TurnMessage
+from llm_gateway.responses.translate import (
+    chat_request,
+    incomplete_details,
+    input_messages,
+    new_id,
+    output_items,
+    response_object,
+    response_usage,
+)
+from llm_gateway.upstream.aliases import ModelAlias
+
+ORDERS = ("asc", "desc")
+
+
+@dataclass
+class PreparedResponse:
+    """A validated Responses request, ready to run as a chat turn."""
+
+    request: CreateResponse
+    id: str
+    created_at: int
+    alias: ModelAlias
+    input_items: list[dict[str, Any]]
+    new_messages: list[TurnMessage]  # this turn's input as chat messages (instructions excluded)
+    chat: ChatCompletionRequest  # the chat turn: instructions, history (of a chain), new messages
+    ancestors: list[str]  # for the stored record: the chain its budget can reach, newest first
+
+
+class ResponseService:
+    def __init__(self, chat: ChatService, store: ResponseStore) -> None:
+        self.chat = chat
+        self.store = store
+
+    # ---- preparing ----------------------------------------------------------------
+    def prepare(self, tenant: str, request: CreateResponse, report: TurnReport) -> PreparedResponse:
+        """Everything before the upstream call: 4xx here means nothing was read past the
+        parent, nothing was written and nothing was sent upstream."""
+        request.check_supported()
+        items, messages = input_messages(request)
+        new = [TurnMessage(m, count_message(m)) for m in messages]
+        history: list[TurnMessage] = []
+        ancestors: list[str] = []
+        if request.conversation_id is not None:
+            # the conversation's history is the chat turn's to read, under its lease
+            chat = chat_request(request, messages, conversation_id=request.conversation_id)
+            alias = self.chat.validate(chat.with_instructions(request.instructions))
+        else:
+            system = [{"role": "system", "content": request.instructions}] if request.instructions else []
+            probe = chat_request(request, system + messages)
+            alias = self.chat.validate(probe)  # the model alias, sizes, sampling fields
+            if request.previous_response_id is not None:
+                fixed = sum(count_message(m) for m in system) + sum(m.tokens for m in new)
+                room = self.chat.history_room(alias, probe, fixed, param="input")
+                history, ancestors = self._chain_history(tenant, request, alias, room, report)
+            chat = chat_request(request, system + [m.body for m in history] + messages)
+        report.alias = alias.name
+        return PreparedResponse(request, new_id("resp"), int(time.time()), alias, items, new, chat, ancestors)
+
+    def _chain_history(
+        self, tenant: str, request: CreateResponse, alias: ModelAlias, room: int, report: TurnReport
+    ) -> tuple[list[TurnMessage], list[str]]:
+        """The chain's newest messages that fit, oldest first; and the ancestors to record."""
+        assert request.previous_response_id is not None
+        chain = self.store.chain(tenant, request.previous_response_id)
+        report.history_items_read = chain.items_read
+        auto = request.truncation == "auto"
+        limit = min(alias.history_max_tokens, room) if auto else alias.history_max_tokens
+        kept: list[TurnMessage] = []
+        tokens = 0
+        newest_first = (m for link in chain.links for m in reversed(link.messages))
+        for message in newest_first:
+            if len(kept) >= alias.history_max_messages or tokens + message.tokens > limit:
+                break
+            kept.append(message)
+            tokens += message.tokens
+        if tokens > room:  # truncation 'disabled': the history must fit whole, or it is a 400
+            raise ContextLengthExceeded(
+                f"The conversation so far needs {tokens} tokens; the model's context window leaves {room} "
+                "after this input and the output budget. Use truncation='auto' to drop the oldest turns.",
+                param="input",
+            )
+        kept.reverse()
+        kept = drop_orphans(kept)
+        report.history_messages = len(kept)
+        return kept, self._reach(chain.links)
+
+    def _reach(self, links: list[Any]) -> list[str]:
+        """The ids (newest first) of the chain links any alias's history budget can reach from
+        the new response's children: those are all its descendants will ever read."""
+        aliases = self.chat.routing.aliases.values()
+        max_tokens = max(a.history_max_tokens for a in aliases)
+        max_messages = max(a.history_max_messages for a in aliases)
+        reach: list[str] = []
+        tokens = messages = 0
+        for link in links:
+            if tokens >= max_tokens or messages >= max_messages:
+                break
+            reach.append(link.id)
+            tokens += sum(m.tokens for m in link.messages)
+            messages += len(link.messages)
+        return reach
+
+    # ---- creating -----------------------------------------------------------------
+    def create(self, tenant: str, request: CreateResponse, deadline: Deadline, report: TurnReport) -> dict[str, Any]:
+        with conversation_param():
+            prepared = self.prepare(tenant, request, report)
+            completion = self.chat.complete(tenant, prepared.chat, deadline, report)
+        choice = completion["choices"][0]
+        message = {k: v for k, v in (choice.get("message") or {}).items() if v is not None}
+        message["role"] = "assistant"
+        incomplete = incomplete_details(choice.get("finish_reason"))
+        output = output_items(message, status="incomplete" if incomplete else "completed")
+        usage = Usage(report.prompt_tokens, report.completion_tokens)
+        response = response_object(
+            request,
+            prepared.id,
+            created_at=prepared.created_at,
+            status="incomplete" if incomplete else "completed",
+            output=output,
+            usage=response_usage(usage, completion.get("usage")),
+            incomplete=incomplete,
+        )
+        if request.store:
+            self._put(tenant, prepared, response, message, usage, report.cost_usd)
+        return response
+
+    def _put(
+        self,
+        tenant: str,
+        prepared: PreparedResponse,
+        response: dict[str, Any],
+        reply: dict[str, Any],
+        usage: Usage,
+        cost_usd: float,
+    ) -> None:
+        reply_message = TurnMessage(reply, reply_tokens(reply, usage.completion_tokens))
+        self.store.put(
+            StoredResponse(
+                tenant=tenant,
+                id=prepared.id,
+                created_at=prepared.created_at,
+                response=response,
+                input_items=prepared.input_items,
+                messages=[*prepared.new_messages, reply_message],
+                ancestors=prepared.ancestors,
+                cost_usd=cost_usd,
+            )
+        )
+
+    def stream(
+        self, tenant: str, request: CreateResponse, deadline: Deadline, report: TurnReport
+    ) -> ResponseEventStream:
+        """Everything up to the upstream's first chunk; errors here are ordinary HTTP errors."""
+        with conversation_param():
+            prepared = self.prepare(tenant, request, report)
+
+        def snapshot(**fields: Any) -> dict[str, Any]:
+            return response_object(request, prepared.id, created_at=prepared.created_at, **fields)
+
+        builder = EventBuilder(snapshot)
+        commit = _StreamCommit(self, tenant, prepared, builder)
+        with conversation_param():
+            chat = self.chat.stream(tenant, prepared.chat, deadline, report, turn=commit)
+        return ResponseEventStream(chat, builder, prepared.id)
+
+    # ---- stored responses -----------------------------------------------------------
+    def get(self, tenant: str, response_id: str) -> dict[str, Any]:
+        return self._stored(tenant, response_id).response
+
+    def _stored(self, tenant: str, response_id: str) -> StoredResponse:
+        return self.store.get(tenant, response_id)
+
+    def delete(self, tenant: str, response_id: str) -> dict[str, Any]:
+        self.store.delete(tenant, response_id)
+        return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+    def input_items(
+        self, tenant: str, response_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
+    ) -> dict[str, Any]:
+        if order not in ORDERS:
+            raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order")
+        if not 1 <= limit <= 100:
+            raise InvalidRequest("'limit' must be between 1 and 100.", param="limit")
+        items = list(self._stored(tenant, response_id).input_items)
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            if after not in ids:
+                raise InvalidRequest(f"'after' names no input item of response '{response_id}'.", param="after")
+            items = items[ids.index(after) + 1 :]
+        page = items[:limit]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit,
+        }
+
+
+@contextmanager
+def conversation_param() -> Iterator[None]:
+    """The chat turn names its conversation ``conversation_id``; a Responses request, ``conversation``."""
+    try:
+        yield
+    except GatewayError as exc:
+        if exc.param == "conversation_id":
+            exc.param = "conversation"
+        raise
+
+
+class _StreamCommit:
+    """The commit of a streamed response (a :class:`StreamTurn`): build the final Response from
+    the streamed items and, with ``store``, write it — before ``response.completed`` is sent."""
+
+    def __init__(self, service: ResponseService, tenant: str, prepared: PreparedResponse, builder: EventBuilder):
+        self.service = service
+        self.tenant = tenant
+        self.prepared = prepared
+        self.builder = builder
+
+    def renew(self) -> None:  # no lease to renew: a chain has no in-flight turn to exclude
+        return None
+
+    def commit(self, reply: NewMessage, usage: Usage, cost_usd: float) -> None:
+        finish_reason = reply.meta.get("finish_reason")
+        response = self.builder.finish(response_usage(usage), finish_reason)
+        if self.prepared.request.store:
+            self.service._put(self.tenant, self.prepared, response, reply.body, usage, cost_usd)
+
+    def release(self) -> None:
+        return None
