@@ -93,3 +93,19 @@ def pct(values: list[float], q: float) -> float:
 
 def summary(samples: list[float]) -> str:
     return f"p50 {statistics.median(samples) * 1000:7.3f} ms   p95 {pct(samples, 0.95) * 1000:7.3f} ms"
+
+
+def dynamodb_timer(client) -> list[float]:
+    """Accumulate the wall time of every DynamoDB call made through ``client`` (index 0)."""
+    total = [0.0]
+    started: dict[int, float] = {}
+
+    def before(**kw):
+        started[threading.get_ident()] = time.perf_counter()
+
+    def after(**kw):
+        total[0] += time.perf_counter() - started.pop(threading.get_ident(), time.perf_counter())
+
+    client.meta.events.register("before-call.dynamodb.*", before)
+    client.meta.events.register("after-call.dynamodb.*", after)
+    return total

@@ -20,10 +20,9 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
-from _harness import ROOT, ThreadedUvicorn, interleaved, quiet_stdout, summary  # noqa: I001
+from _harness import ROOT, ThreadedUvicorn, dynamodb_timer, interleaved, quiet_stdout, summary  # noqa: I001
 
 from local.stack import FAKE_UPSTREAM_KEY
 
@@ -47,22 +46,6 @@ def bare_passthrough(upstream_url: str):
         ).json()
 
     return app
-
-
-def dynamodb_timer(client) -> list[float]:
-    """Accumulate the wall time of every DynamoDB call made through ``client`` (index 0)."""
-    total = [0.0]
-    started: dict[int, float] = {}
-
-    def before(**kw):
-        started[threading.get_ident()] = time.perf_counter()
-
-    def after(**kw):
-        total[0] += time.perf_counter() - started.pop(threading.get_ident(), time.perf_counter())
-
-    client.meta.events.register("before-call.dynamodb.*", before)
-    client.meta.events.register("after-call.dynamodb.*", after)
-    return total
 
 
 def overhead(env: dict[str, str]) -> None:

@@ -64,8 +64,14 @@ def test_single_text_turn_is_sent_as_a_plain_string_and_no_system_field_without_
     ("extra", "param"),
     [
         ({"n": 2}, "n"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        # a JSON format is a forced tool (json_mode): with the client's own tools it cannot be honoured
+        (
+            {
+                "response_format": {"type": "json_object"},
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            },
+            "response_format",
+        ),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
         ({"logprobs": True}, "logprobs"),
         ({"seed": 7}, "seed"),

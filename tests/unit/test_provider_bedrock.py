@@ -87,7 +87,14 @@ def test_images_travel_as_bytes_and_image_urls_are_refused():
     ("extra", "param"),
     [
         ({"n": 3}, "n"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
+        # a JSON format is a forced tool (json_mode): with the client's own tools it cannot be honoured
+        (
+            {
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            },
+            "response_format",
+        ),
         ({"presence_penalty": 1}, "presence_penalty"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"}, "tool_choice"),
         (

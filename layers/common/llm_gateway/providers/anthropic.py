@@ -4,9 +4,9 @@ Request: system/developer messages go to the top-level ``system`` field; ``max_t
 is required by Anthropic, so the deployment's ``default_max_tokens`` fills it in;
 consecutive messages of one role are merged (Anthropic wants user/assistant turns);
 tool results become ``tool_result`` blocks in a user turn, assistant ``tool_calls``
-become ``tool_use`` blocks; tools/tool_choice are translated. Fields Anthropic cannot
-honour (``n`` > 1, ``response_format`` other than text, penalties, logprobs, audio, …)
-are refused with a 400 naming them.
+become ``tool_use`` blocks; tools/tool_choice are translated; a JSON ``response_format``
+is a forced tool (see :mod:`.json_mode`). Fields Anthropic cannot honour (``n`` > 1,
+penalties, logprobs, audio, …) are refused with a 400 naming them.
 
 Response: text blocks are joined, ``tool_use`` blocks become ``tool_calls``,
 ``stop_reason`` maps to ``finish_reason``, usage is converted (prompt tokens include
@@ -29,6 +29,7 @@ import requests
 
 from llm_gateway.errors import InvalidRequest
 from llm_gateway.providers.base import Timeout, UpstreamReply, Usage
+from llm_gateway.providers.json_mode import JsonChunks, json_reply, json_tool
 from llm_gateway.providers.openai import scrub
 from llm_gateway.providers.sse import SSEChunkStream, StreamFailure
 from llm_gateway.providers.translate import (
@@ -324,24 +325,29 @@ class AnthropicProvider:
         return resp, key
 
     def complete(self, body: dict[str, Any], timeout: Timeout) -> UpstreamReply:
+        body, json_tool_name = json_tool(body, PROVIDER)
         payload = to_anthropic({**body, "stream": False}, self.deployment)
         resp, _ = self._post(payload, timeout, stream=False)
         try:
             data = resp.json()
             if data.get("type") != "message":
                 raise ValueError("not a message")
-            return from_anthropic(data)
+            reply = from_anthropic(data)
         except (ValueError, AttributeError, TypeError) as exc:
             raise UpstreamHTTPError(502, "Upstream returned a malformed message.") from exc
+        return json_reply(reply, json_tool_name) if json_tool_name else reply
 
-    def stream(self, body: dict[str, Any], timeout: Timeout) -> SSEChunkStream:
+    def stream(self, body: dict[str, Any], timeout: Timeout) -> SSEChunkStream | JsonChunks:
         """One streamed attempt (see :meth:`Provider.stream`); nothing is sent until the first ``next()``."""
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        body, json_tool_name = json_tool(body, PROVIDER)
+        payload = to_anthropic({**body, "stream": True}, self.deployment)
 
         def open_response() -> tuple[requests.Response, str]:
-            return self._post(to_anthropic({**body, "stream": True}, self.deployment), timeout, stream=True)
+            return self._post(payload, timeout, stream=True)
 
         def decoder(key: str | None) -> AnthropicEvents:
             return AnthropicEvents(StreamTranslator(self.deployment.model, include_usage), key)
 
-        return SSEChunkStream(open_response, decoder)
+        chunks = SSEChunkStream(open_response, decoder)
+        return JsonChunks(chunks) if json_tool_name else chunks

@@ -27,6 +27,7 @@ import requests
 
 from llm_gateway.errors import InvalidRequest
 from llm_gateway.providers.base import Timeout, UpstreamReply, Usage
+from llm_gateway.providers.json_mode import JsonChunks, json_reply, json_tool
 from llm_gateway.providers.openai import scrub
 from llm_gateway.providers.translate import (
     ChunkMaker,
@@ -150,6 +151,14 @@ def to_converse(body: dict[str, Any], deployment: Deployment) -> dict[str, Any]:
         out["toolConfig"] = config
     elif body.get("tool_choice") not in (None, "none", "auto"):
         raise InvalidRequest("'tool_choice' needs 'tools'.", param="tool_choice")
+    else:
+        # Converse refuses toolUse/toolResult blocks without a toolConfig: a follow-up that sends the
+        # history of a tool call but not the tools again declares the tools that history used.
+        used = sorted({b["toolUse"]["name"] for t in turns for b in t["content"] if "toolUse" in b})
+        if used:
+            out["toolConfig"] = {
+                "tools": [{"toolSpec": {"name": name, "inputSchema": {"json": {"type": "object"}}}} for name in used]
+            }
     if body.get("user"):
         out["requestMetadata"] = {"user": str(body["user"])[:256]}
     return out
@@ -282,14 +291,21 @@ class BedrockProvider:
         )
 
     def complete(self, body: dict[str, Any], timeout: Timeout) -> UpstreamReply:
+        body, json_tool_name = json_tool(body, PROVIDER)
         kwargs = to_converse(body, self.deployment)
         try:
             resp = self.client.converse(**kwargs)
         except _botocore_errors() as exc:
             raise upstream_error(exc) from exc
-        return from_converse(resp, self.deployment.model)
+        reply = from_converse(resp, self.deployment.model)
+        return json_reply(reply, json_tool_name) if json_tool_name else reply
 
     def stream(self, body: dict[str, Any], timeout: Timeout) -> Iterator[dict[str, Any]]:
+        body, json_tool_name = json_tool(body, PROVIDER)
+        chunks = self._stream(body)
+        return JsonChunks(chunks) if json_tool_name else chunks
+
+    def _stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         kwargs = to_converse(body, self.deployment)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         translator = StreamTranslator(self.deployment.model, include_usage)
