@@ -160,3 +160,78 @@ def test_a_streamed_response_is_typed_sse_and_stored_as_streamed(gateway):
     final = events[-1]["response"]
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "Hello world"
     assert gateway.get(f"/v1/responses/{final['id']}").json() == final
+
+
+def stored_messages(gateway, conversation_id: str) -> list[tuple[str, str]]:
+    messages, _ = gateway.services.conversations.messages("tenant-a", conversation_id, limit=100, after=None)
+    return [(m.body["role"], m.body.get("content")) for m in messages]
+
+
+def test_a_response_on_a_conversation_appends_its_turn_and_instructions_are_not_stored(gateway):
+    conversation = gateway.post("/v1/conversations", {}).json()["id"]
+    first = create(gateway, input="Q1", conversation=conversation, instructions="Be terse.")
+    assert first.status_code == 200, first.text
+    assert first.json()["conversation"] == {"id": conversation}
+    assert gateway.upstream_calls()[-1]["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Q1"},
+    ]
+    second = create(gateway, input="Q2", conversation={"id": conversation}).json()
+    assert [m["content"] for m in gateway.upstream_calls()[-1]["messages"]] == ["Q1", "echo:Q1 n=2", "Q2"]
+    assert stored_messages(gateway, conversation) == [
+        ("user", "Q1"),
+        ("assistant", "echo:Q1 n=2"),
+        ("user", "Q2"),
+        ("assistant", "echo:Q2 n=3"),
+    ]
+    assert gateway.get(f"/v1/responses/{second['id']}").json() == second
+
+
+def test_a_turn_on_a_busy_conversation_is_409_before_any_upstream_call_and_another_tenants_is_404(gateway):
+    store = gateway.services.conversations
+    conversation = gateway.post("/v1/conversations", {}).json()["id"]
+    lease = store.acquire_lease("tenant-a", conversation, 30)  # another turn in flight
+    for stream in (False, True):
+        busy = create(gateway, input="x", conversation=conversation, stream=stream)
+        assert busy.status_code == 409 and busy.json()["error"]["type"] == "conflict_error"
+    store.release_lease(lease)
+    other = create(gateway, key=OTHER_KEY, input="x", conversation=conversation)
+    assert other.status_code == 404 and other.json()["error"]["param"] == "conversation"
+    assert gateway.upstream_calls() == [] and stored_messages(gateway, conversation) == []
+
+
+def test_a_streamed_response_on_a_conversation_commits_what_it_streamed(gateway):
+    import responses as responses_lib
+
+    conversation = gateway.post("/v1/conversations", {}).json()["id"]
+    gateway.upstream.remove(responses_lib.POST, f"{UPSTREAM}/chat/completions")
+    gateway.upstream.add_callback(responses_lib.POST, f"{UPSTREAM}/chat/completions", callback=stream_reply)
+    events = sse_events(create(gateway, input="Hi", conversation=conversation, stream=True).text)
+    final = events[-1]["response"]
+    assert events[-1]["type"] == "response.completed" and final["conversation"] == {"id": conversation}
+    assert stored_messages(gateway, conversation) == [("user", "Hi"), ("assistant", "Hello world")]
+    assert gateway.get(f"/v1/responses/{final['id']}").json() == final
+
+
+def test_a_reply_cut_by_max_output_tokens_is_incomplete(gateway):
+    def long_reply(request):
+        body = json.loads(request.body)
+        assert body["max_completion_tokens"] == 16
+        reply = {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "cut"}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 16, "total_tokens": 21},
+        }
+        return 200, {}, json.dumps(reply)
+
+    import responses as responses_lib
+
+    gateway.upstream.remove(responses_lib.POST, f"{UPSTREAM}/chat/completions")
+    gateway.upstream.add_callback(responses_lib.POST, f"{UPSTREAM}/chat/completions", callback=long_reply)
+    body = create(gateway, input="Tell me everything", max_output_tokens=16).json()
+    response = Response.model_validate(body)
+    assert response.status == "incomplete" and response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens" and response.output_text == "cut"

@@ -34,7 +34,7 @@ def json_tool(body: dict[str, Any], provider: str) -> tuple[dict[str, Any], str 
     if body.get("tools"):
         raise refuse(provider, "response_format", f"response_format '{kind}' together with 'tools'")
     if kind == "json_schema":
-        spec = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else {}
+        spec: dict[str, Any] = fmt["json_schema"] if isinstance(fmt.get("json_schema"), dict) else {}
         name = str(spec.get("name") or JSON_OBJECT_TOOL)
         schema = spec.get("schema") if isinstance(spec.get("schema"), dict) else {"type": "object"}
         description = str(spec.get("description") or _DESCRIPTION)

@@ -204,4 +204,4 @@ class CreateResponse(BaseModel):
 
     @property
     def text_format(self) -> TextFormat:
-        return (self.text.format if self.text else None) or TextFormat(type="text")
+        return (self.text.format if self.text else None) or TextFormat.model_validate({"type": "text"})

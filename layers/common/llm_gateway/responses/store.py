@@ -21,7 +21,6 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from boto3.dynamodb.types import Binary
 from botocore.exceptions import ClientError
 
 from llm_gateway.errors import NotFound, UpstreamError
@@ -99,8 +98,7 @@ def _pack(value: Any) -> dict[str, bytes]:
 
 
 def _unpack(attr: dict[str, Any]) -> Any:
-    raw = attr["B"]
-    return json.loads(zlib.decompress(raw.value if isinstance(raw, Binary) else raw))
+    return json.loads(zlib.decompress(bytes(attr["B"])))  # the low-level client returns bytes
 
 
 def _messages(attr: dict[str, Any]) -> list[TurnMessage]:
