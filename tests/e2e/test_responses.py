@@ -164,3 +164,20 @@ def test_responses_on_a_conversation_are_its_history_and_a_concurrent_turn_is_40
         outcomes = [slow.result(), fast.result()]
     assert sum(isinstance(o, openai.ConflictError) for o in outcomes) == 1
     assert sum(isinstance(o, Response) for o in outcomes) == 1
+
+
+def test_logs_carry_no_responses_content(client, stack):
+    canary = "canary-responses-e2e-51ab9e"
+    response = client.responses.create(model="default", input=canary, instructions=f"{canary}-instructions")
+    assert canary in response.output_text  # it went through the gateway and back
+    events = list(client.responses.create(model="default", input=canary, previous_response_id=response.id, stream=True))
+    assert events[-1].type == "response.completed"
+    client.responses.input_items.list(response.id)
+    deadline = time.monotonic() + 10
+    while (
+        len([line for line in stack.log_lines() if line.get("route") == "/v1/responses/{response_id}/input_items"]) < 1
+    ):
+        assert time.monotonic() < deadline, "no access log line for the input_items request"
+        time.sleep(0.02)
+    assert canary not in stack.log.read_text()
+    assert [line for line in stack.log_lines() if line.get("route") == "/v1/responses" and line.get("status") == 200]
