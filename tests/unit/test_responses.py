@@ -278,3 +278,19 @@ def test_a_stream_cut_mid_reply_ends_with_response_failed_and_stores_nothing():
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["status"] == "failed" and events[-1]["response"]["error"]["code"] == "server_error"
     assert s.store.writes == 0
+
+
+def test_a_stateless_client_can_replay_a_responses_output_as_input():
+    """Agents that keep their own history (store=false) send our output items back verbatim."""
+    s = Setup([{"message": {"content": "Let me check.", "tool_calls": [CALL]}, "finish_reason": "tool_calls"}, "42"])
+    first = s.create(input="find x", store=False, tools=[{"type": "function", "name": "lookup"}])
+    assert [i["type"] for i in first["output"]] == ["message", "function_call"]
+    history = [{"role": "user", "content": "find x"}, *first["output"]]
+    history.append({"type": "function_call_output", "call_id": "call_1", "output": "42"})
+    second = s.create(input=history, store=False, tools=[{"type": "function", "name": "lookup"}])
+    assert parsed(second).output_text == "42"
+    assert s.provider.bodies[-1]["messages"] == [
+        {"role": "user", "content": "find x"},
+        {"role": "assistant", "content": "Let me check.", "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]

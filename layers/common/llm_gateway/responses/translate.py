@@ -46,6 +46,25 @@ def _public(items: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _without_output_only(raw: Any) -> Any:
+    """Input items as a client replays our output items (stateless agents send the whole history
+    back): an output_text part's ``logprobs`` is output data, not a request, and is left out."""
+    if not isinstance(raw, list):
+        return raw
+    out = []
+    for item in raw:
+        if isinstance(item, dict) and isinstance(item.get("content"), list):
+            parts = [
+                {k: v for k, v in p.items() if k != "logprobs"}
+                if isinstance(p, dict) and p.get("type") == "output_text"
+                else p
+                for p in item["content"]
+            ]
+            item = {**item, "content": parts}
+        out.append(item)
+    return out
+
+
 def input_messages(request: CreateResponse) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``input`` as (the input items as stored and listed, each with an id; the chat messages)."""
     raw: Any = (
@@ -53,7 +72,7 @@ def input_messages(request: CreateResponse) -> tuple[list[dict[str, Any]], list[
         if isinstance(request.input, str)
         else request.input
     )
-    converted = items_to_messages(parse_items(raw, "input", max_items=None), "input")
+    converted = items_to_messages(parse_items(_without_output_only(raw), "input", max_items=None), "input")
     messages = [c.body for c in converted]
     items: list[Any] = []
     for c in converted:
