@@ -294,3 +294,40 @@ def test_a_stateless_client_can_replay_a_responses_output_as_input():
         {"role": "assistant", "content": "Let me check.", "tool_calls": [CALL]},
         {"role": "tool", "tool_call_id": "call_1", "content": "42"},
     ]
+
+
+def test_a_streamed_text_then_function_call_closes_each_item_before_the_next():
+    reply = {"message": {"content": "Let me check.", "tool_calls": [CALL]}, "finish_reason": "tool_calls"}
+    s = Setup([reply])
+    events = s.stream(input="find", tools=[{"type": "function", "name": "lookup"}])
+    validated(events)
+    assert event_types(events) == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        *["response.output_text.delta"] * 3,  # "Let ", "me ", "check."
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    final = events[-1]["response"]
+    assert [i["type"] for i in final["output"]] == ["message", "function_call"]
+    assert [e["output_index"] for e in events if e["type"] == "response.output_item.done"] == [0, 1]
+    assert s.service.get("t1", final["id"]) == final
+    # the next turn's history holds the streamed reply exactly as a non-streamed one would
+    s.provider.script.append("ok")
+    s.create(
+        input=[{"type": "function_call_output", "call_id": "call_1", "output": "42"}], previous_response_id=final["id"]
+    )
+    assert s.provider.bodies[-1]["messages"][1] == {
+        "role": "assistant",
+        "content": "Let me check.",
+        "tool_calls": [CALL],
+    }
