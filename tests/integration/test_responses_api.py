@@ -142,6 +142,17 @@ def stream_reply(request):
         chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
         chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
         lines.append(f"data: {json.dumps(chunk)}\n\n")
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}
+        chunk = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [],
+            "usage": usage,
+        }
+        lines.append(f"data: {json.dumps(chunk)}\n\n")
     lines.append("data: [DONE]\n\n")
     return 200, {"Content-Type": "text/event-stream"}, "".join(lines)
 
@@ -160,6 +171,7 @@ def test_a_streamed_response_is_typed_sse_and_stored_as_streamed(gateway):
     final = events[-1]["response"]
     assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "Hello world"
     assert gateway.get(f"/v1/responses/{final['id']}").json() == final
+    assert (final["usage"]["input_tokens"], final["usage"]["output_tokens"]) == (11, 2)  # the upstream's own
 
 
 def stored_messages(gateway, conversation_id: str) -> list[tuple[str, str]]:

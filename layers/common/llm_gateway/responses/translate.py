@@ -112,6 +112,8 @@ def chat_request(
 ) -> ChatCompletionRequest:
     """The chat turn this Responses request is (messages: what goes upstream, in order)."""
     body: dict[str, Any] = {"model": request.model, "messages": messages}
+    if request.stream:  # the final event carries the upstream's own usage, not our estimate
+        body["stream_options"] = {"include_usage": True}
     if request.max_output_tokens is not None:
         body["max_completion_tokens"] = request.max_output_tokens
     for name in ("temperature", "top_p", "parallel_tool_calls"):
