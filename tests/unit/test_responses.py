@@ -155,6 +155,7 @@ def test_a_chain_read_costs_the_same_at_depth_300_as_at_depth_10():
         ),
         ({"input": [{"type": "function_call", "name": "f"}]}, "input[0].call_id"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
+        ({"input": "x", "tool_choice": "required"}, "tool_choice"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field_with_no_write_and_no_upstream_call(body, param):
@@ -167,6 +168,8 @@ def test_bad_input_is_a_400_naming_the_field_with_no_write_and_no_upstream_call(
 
 def test_tools_and_json_schema_reach_the_chat_request():
     s = Setup()
+    s.create(input="no tools", parallel_tool_calls=False, tool_choice="auto")
+    assert not {"tools", "tool_choice", "parallel_tool_calls"} & set(s.provider.bodies[-1])
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
     body = s.create(
         input="x",

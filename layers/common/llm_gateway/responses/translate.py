@@ -24,6 +24,7 @@ from typing import Any
 
 from llm_gateway.chat.models import ChatCompletionRequest
 from llm_gateway.conversations.items import ItemStatus, items_to_messages, message_to_items, parse_items
+from llm_gateway.errors import InvalidRequest
 from llm_gateway.providers.base import Usage
 from llm_gateway.responses.models import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, CreateResponse
 
@@ -116,18 +117,22 @@ def chat_request(
         body["stream_options"] = {"include_usage": True}
     if request.max_output_tokens is not None:
         body["max_completion_tokens"] = request.max_output_tokens
-    for name in ("temperature", "top_p", "parallel_tool_calls"):
+    for name in ("temperature", "top_p"):
         value = getattr(request, name)
         if value is not None:
             body[name] = value
     tools = request.function_tools()
-    if tools:
+    choice = request.tool_choice
+    if tools:  # tool_choice and parallel_tool_calls mean nothing upstream without tools (OpenAI refuses them)
         body["tools"] = [t.chat() for t in tools]
-    if request.tool_choice is not None:
-        choice = request.tool_choice
-        body["tool_choice"] = (
-            choice if isinstance(choice, str) else {"type": "function", "function": {"name": choice.name}}
-        )
+        if request.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+        if choice is not None:
+            body["tool_choice"] = (
+                choice if isinstance(choice, str) else {"type": "function", "function": {"name": choice.name}}
+            )
+    elif choice not in (None, "auto", "none"):
+        raise InvalidRequest("'tool_choice' needs 'tools'.", param="tool_choice")
     response_format = request.text_format.chat()
     if response_format is not None:
         body["response_format"] = response_format
