@@ -28,7 +28,7 @@ def test_models_list(client):
 
 
 def test_conversation_over_three_turns(client, stack, fresh_upstream):
-    conv = client.post("/conversations", body={}, cast_to=object)
+    conv = client.conversations.create().to_dict()
     assert conv["object"] == "conversation" and conv["id"].startswith("conv_")
     replies = []
     for i in range(1, 4):
@@ -42,10 +42,10 @@ def test_conversation_over_three_turns(client, stack, fresh_upstream):
     third = fresh_upstream.upstream_requests()[-1]["body"]["messages"]
     assert [m["content"] for m in third] == ["turn 1", replies[0], "turn 2", replies[1], "turn 3"]
 
-    got = client.get(f"/conversations/{conv['id']}", cast_to=object)
-    contents = [m["content"] for m in got["messages"]["data"]]
+    items = list(client.conversations.items.list(conv["id"], order="asc"))
+    contents = [m.content[0].text for m in items]
     assert contents == ["turn 1", replies[0], "turn 2", replies[1], "turn 3", replies[2]]
-    assert [m["role"] for m in got["messages"]["data"]] == ["user", "assistant"] * 3
+    assert [m.role for m in items] == ["user", "assistant"] * 3
 
 
 def test_list_get_delete_conversations(client):
@@ -115,8 +115,8 @@ def test_concurrent_turn_is_conflict(client, fresh_upstream):
         t.join(30)
     assert first["reply"].choices[0].message.content.startswith("Echo: first")
     assert fresh_upstream.control("/_control/stats")["chat_calls"] == 1  # the loser never reached upstream
-    stored = client.get(f"/conversations/{conv}", cast_to=object)["messages"]["data"]
-    assert [m["content"] for m in stored][0] == "first" and len(stored) == 2
+    stored = list(client.conversations.items.list(conv, order="asc"))
+    assert stored[0].content[0].text == "first" and len(stored) == 2
 
 
 def test_upstream_429_is_rate_limit_error(client, fresh_upstream):

@@ -253,3 +253,21 @@ def serve(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def conversation_messages(gateway: Gateway, conversation_id: str, key: str = TENANT_KEY) -> list[dict]:
+    """A conversation's items, oldest first over every page of the Conversations API, as the chat
+    messages they are (the other view of the same store)."""
+    from llm_gateway.conversations.items import items_to_messages, parse_items
+
+    items: list[dict] = []
+    after = None
+    while True:
+        params = {"order": "asc", "limit": 100} | ({"after": after} if after else {})
+        r = gateway.get(f"/v1/conversations/{conversation_id}/items", key=key, params=params)
+        assert r.status_code == 200, r.text
+        items += r.json()["data"]
+        if not r.json()["has_more"]:
+            break
+        after = r.json()["last_id"]
+    return [m.body for m in items_to_messages(parse_items(items, max_items=None))]

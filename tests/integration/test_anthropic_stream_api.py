@@ -130,14 +130,19 @@ def anthropic_gateway(aws, upstream: AnthropicLoopback):
 
 def create_conversation(live) -> str:
     r = requests.post(f"{live.base_url}/conversations", json={}, headers=live.headers(), timeout=10)
-    assert r.status_code == 201, r.text
+    assert r.status_code == 200, r.text
     return r.json()["id"]
 
 
 def stored(live, conversation_id: str) -> list[dict]:
-    r = requests.get(f"{live.base_url}/conversations/{conversation_id}", headers=live.headers(), timeout=10)
+    r = requests.get(
+        f"{live.base_url}/conversations/{conversation_id}/items",
+        params={"order": "asc", "limit": 100},
+        headers=live.headers(),
+        timeout=10,
+    )
     assert r.status_code == 200, r.text
-    return [{"role": m["role"], "content": m["content"]} for m in r.json()["messages"]["data"]]
+    return [{"role": m["role"], "content": m["content"][0]["text"]} for m in r.json()["data"]]
 
 
 def lease_of(live, conversation_id: str) -> dict:

@@ -21,9 +21,10 @@ HEADERS = {"Authorization": f"Bearer {TENANT_KEY}"}
 
 
 def stored_messages(gateway, conversation_id: str) -> list[dict]:
-    got = gateway.get(f"/v1/conversations/{conversation_id}", params={"limit": 1000}).json()
-    assert got["messages"]["has_more"] is False
-    return got["messages"]["data"]
+    """The stored messages with their sequence numbers (the store's view; the items API shows the same)."""
+    messages, more = gateway.services.conversations.messages("tenant-a", conversation_id, limit=1000, after=None)
+    assert more is False
+    return [{"seq": m.seq, **m.body} for m in messages]
 
 
 def assert_turns_stored_once(messages: list[dict], accepted: list[str]) -> None:

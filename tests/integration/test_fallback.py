@@ -118,7 +118,7 @@ def test_the_turn_stores_which_deployment_answered_and_its_cost(aws, upstreams):
     expected = cost(r.json()["usage"])
     assert expected > 0
     got = gw.get(f"/v1/conversations/{conv['id']}").json()
-    reply = got["messages"]["data"][-1]
+    reply = gw.services.conversations.messages("tenant-a", conv["id"], limit=10, after=None)[0][-1].meta
     assert reply["deployment"] == "secondary"
     assert reply["usage"]["cost_usd"] == pytest.approx(expected)
     assert got["usage"]["cost_usd"] == pytest.approx(expected)

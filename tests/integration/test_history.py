@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.integration.conftest import chat
+from tests.integration.conftest import chat, conversation_messages
 
 
 def turn(gateway, conversation_id: str, *messages: dict) -> dict:
@@ -38,52 +38,49 @@ def test_third_turn_carries_turns_one_and_two_in_order_and_get_returns_all_six(g
     assert all("conversation_id" not in body and body["model"] == "gpt-test" for body in sent)
 
     got = gateway.get(f"/v1/conversations/{conv['id']}").json()
-    data = got["messages"]["data"]
-    assert [(m["seq"], m["role"], m["content"]) for m in data] == [
-        (0, "user", "one"),
-        (1, "assistant", replies[0]),
-        (2, "user", "two"),
-        (3, "assistant", replies[1]),
-        (4, "user", "three"),
-        (5, "assistant", replies[2]),
+    assert [(m["role"], m["content"]) for m in conversation_messages(gateway, conv["id"])] == [
+        ("user", "one"),
+        ("assistant", replies[0]),
+        ("user", "two"),
+        ("assistant", replies[1]),
+        ("user", "three"),
+        ("assistant", replies[2]),
     ]
-    assert [m["id"] for m in data] == [f"msg_{i}" for i in range(6)]
     assert got["message_count"] == 6
-    assert got["messages"]["has_more"] is False
-    assert (got["messages"]["first_id"], got["messages"]["last_id"]) == ("msg_0", "msg_5")
     # usage accumulates over the turns (the echo upstream reports 7 prompt tokens per message sent)
     assert got["usage"]["prompt_tokens"] == 7 * (1 + 3 + 5)
     assert got["usage"]["completion_tokens"] == 3 * 3
 
 
-def test_messages_paginate_with_limit_and_after(gateway):
+def test_items_paginate_with_limit_and_after(gateway):
     conv = gateway.post("/v1/conversations", {}).json()
     for text in ("one", "two", "three"):
         turn(gateway, conv["id"], user(text))
-    url = f"/v1/conversations/{conv['id']}"
+    url = f"/v1/conversations/{conv['id']}/items"
 
-    seen: list[int] = []
+    seen: list[str] = []
     after = None
     pages = 0
     while True:
-        params = {"limit": 2} | ({"after": after} if after else {})
-        page = gateway.get(url, params=params).json()["messages"]
-        seen += [m["seq"] for m in page["data"]]
+        params = {"limit": 2, "order": "asc"} | ({"after": after} if after else {})
+        page = gateway.get(url, params=params).json()
+        seen += [m["id"] for m in page["data"]]
         pages += 1
         if not page["has_more"]:
             break
         after = page["last_id"]
-    assert seen == [0, 1, 2, 3, 4, 5]  # every message exactly once, in order
-    assert pages == 3
+    assert len(set(seen)) == 6 and pages == 3  # every item exactly once
+    everything = gateway.get(url, params={"order": "asc"}).json()["data"]
+    assert [m["id"] for m in everything] == seen  # in order
 
-    # `after` is exclusive for every message id, msg_0 included
-    page = gateway.get(url, params={"after": "msg_0", "limit": 1}).json()["messages"]
-    assert [m["seq"] for m in page["data"]] == [1]
+    # `after` is exclusive for every item id, the first included
+    page = gateway.get(url, params={"after": seen[0], "limit": 1, "order": "asc"}).json()
+    assert [m["id"] for m in page["data"]] == [seen[1]]
     assert page["has_more"] is True
-    page = gateway.get(url, params={"after": "msg_5"}).json()["messages"]
+    page = gateway.get(url, params={"after": seen[5], "order": "asc"}).json()
     assert page["data"] == [] and page["has_more"] is False and page["first_id"] is None
 
-    for bad in ({"after": "msg_x"}, {"limit": 0}, {"limit": 1001}):
+    for bad in ({"after": "msg_x"}, {"limit": 0}, {"limit": 101}):
         r = gateway.get(url, params=bad)
         assert r.status_code == 400, (bad, r.text)
         assert r.json()["error"]["type"] == "invalid_request_error"
@@ -96,8 +93,8 @@ def test_leading_system_message_becomes_the_conversation_prompt_and_goes_first(g
 
     got = gateway.get(f"/v1/conversations/{conv['id']}").json()
     assert got["system"] == "You are terse."
-    # the system prompt lives on the conversation, not among its messages
-    assert [m["role"] for m in got["messages"]["data"]] == ["user", "assistant", "user", "assistant"]
+    # the system prompt lives on the conversation, not among its items
+    assert [m["role"] for m in conversation_messages(gateway, conv["id"])] == ["user", "assistant", "user", "assistant"]
 
     sent = gateway.upstream_calls()
     assert sent[0]["messages"][0] == {"role": "system", "content": "You are terse."}
@@ -114,7 +111,7 @@ def test_leading_system_message_becomes_the_conversation_prompt_and_goes_first(g
 
 def test_system_prompt_given_at_creation_is_sent_first(gateway):
     conv = gateway.post("/v1/conversations", {"system": "Answer in French."})
-    assert conv.status_code == 201
+    assert conv.status_code == 200
     turn(gateway, conv.json()["id"], user("hello"))
     assert gateway.upstream_calls()[0]["messages"] == [
         {"role": "system", "content": "Answer in French."},

@@ -18,7 +18,7 @@ from llm_gateway.jobs.service import JobMessage
 from llm_gateway.jobs.worker import build_worker
 from local.poller import LambdaContext, SqsPoller, lambda_record
 
-from .conftest import OTHER_KEY, UPSTREAM, echo_reply, make_gateway
+from .conftest import OTHER_KEY, UPSTREAM, conversation_messages, echo_reply, make_gateway
 from .test_secrets import CANARY_PROMPT, all_logs  # noqa: F401 - all_logs is a fixture
 
 MAX_RECEIVES = 4  # template.yaml JobsQueue RedrivePolicy.maxReceiveCount
@@ -120,7 +120,7 @@ class Jobs:
         return self.gw.post("/v1/conversations", {}).json()["id"]
 
     def messages(self, conversation_id: str) -> list[dict]:
-        return self.gw.get(f"/v1/conversations/{conversation_id}?limit=1000").json()["messages"]["data"]
+        return conversation_messages(self.gw, conversation_id)
 
     def replies(self, conversation_id: str) -> list[dict]:
         return [m for m in self.messages(conversation_id) if m["role"] == "assistant"]

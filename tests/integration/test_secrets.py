@@ -96,7 +96,7 @@ def test_neither_canary_appears_in_any_log_line_or_error_body(gateway, all_logs,
     bodies.append((r.status_code, r.text))
     assert r.status_code == 400
     # the stored conversation still has the prompt (that is its job), readable by its owner only
-    assert CANARY_PROMPT in gateway.get(f"/v1/conversations/{conv}").text
+    assert CANARY_PROMPT in gateway.get(f"/v1/conversations/{conv}/items").text
 
     errors = [text for status, text in bodies if status >= 400]
     assert len(errors) == 11

@@ -9,5 +9,5 @@ def test_chat_roundtrip(gateway):
             {"model": "default", "conversation_id": conv["id"], "messages": [{"role": "user", "content": f"t{i}"}]},
         )
         assert r.status_code == 200, r.text
-    got = gateway.get(f"/v1/conversations/{conv['id']}").json()
-    assert len(got["messages"]["data"]) == 6
+    items = gateway.get(f"/v1/conversations/{conv['id']}/items").json()
+    assert len(items["data"]) == 6 and items["has_more"] is False

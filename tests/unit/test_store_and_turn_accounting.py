@@ -247,10 +247,9 @@ def test_a_replayed_turn_reads_every_message_even_when_dynamodb_leaves_keys_unpr
 
 def test_list_asks_one_more_than_the_page_so_has_more_is_exact(stubbed):
     """DynamoDB returns a LastEvaluatedKey whenever it stops at Limit, even with nothing after it; so the
-    store asks for limit + 1 and has more only when that extra item exists (moto omits the key, so this
-    is checked against DynamoDB's documented behaviour here)."""
-    import base64
-
+    store asks for limit + 1 and has more only when that extra item exists, and asks again when its 1 MB
+    page limit cut a page short (moto omits the key, so this is checked against DynamoDB's documented
+    behaviour here)."""
     store, stubber = stubbed
 
     def head(n: int) -> dict:
@@ -265,29 +264,80 @@ def test_list_asks_one_more_than_the_page_so_has_more_is_exact(stubbed):
             "GSI1SK": {"S": f"{n:015d}#conv_{n}"},
         }
 
-    def expect(items: list[dict], last_key: bool) -> None:
-        response = {"Items": items}
+    def key(item: dict) -> dict:
+        return {k: item[k] for k in ("PK", "SK", "GSI1PK", "GSI1SK")}
+
+    def expect(items: list[dict], last_key: bool, limit: int = 3, start: dict | None = None) -> None:
+        response: dict = {"Items": items}
         if last_key:
-            response["LastEvaluatedKey"] = {k: items[-1][k] for k in ("PK", "SK", "GSI1PK", "GSI1SK")}
-        stubber.add_response(
-            "query",
-            response,
-            expected_params={
-                "TableName": "t",
-                "IndexName": "GSI1",
-                "KeyConditionExpression": "GSI1PK = :pk",
-                "ExpressionAttributeValues": {":pk": {"S": "T#tenant-a#CONV"}},
-                "ScanIndexForward": False,
-                "Limit": 3,
-            },
-        )
+            response["LastEvaluatedKey"] = key(items[-1])
+        params = {
+            "TableName": "t",
+            "IndexName": "GSI1",
+            "KeyConditionExpression": "GSI1PK = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": "T#tenant-a#CONV"}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if start:
+            params["ExclusiveStartKey"] = start
+        stubber.add_response("query", response, expected_params=params)
 
     expect([head(2), head(1)], last_key=False)  # exactly a page: nothing after it
-    conversations, cursor = store.list("tenant-a", limit=2, after=None)
-    assert [c.id for c in conversations] == ["conv_2", "conv_1"] and cursor is None
+    conversations, has_more = store.list("tenant-a", limit=2, after=None)
+    assert [c.id for c in conversations] == ["conv_2", "conv_1"] and has_more is False
 
-    expect([head(3), head(2), head(1)], last_key=True)  # the extra item exists: one more page
-    conversations, cursor = store.list("tenant-a", limit=2, after=None)
-    assert [c.id for c in conversations] == ["conv_3", "conv_2"]
-    assert base64.urlsafe_b64decode(cursor).decode() == f"{2:015d}#conv_2"  # the next page starts after conv_2
+    expect([head(3), head(2), head(1)], last_key=True)  # the extra item exists
+    conversations, has_more = store.list("tenant-a", limit=2, after=None)
+    assert [c.id for c in conversations] == ["conv_3", "conv_2"] and has_more is True
+
+    expect([head(3)], last_key=True)  # cut short at 1 MB: the store asks for the rest
+    expect([head(2)], last_key=False, limit=2, start=key(head(3)))
+    conversations, has_more = store.list("tenant-a", limit=2, after=None)
+    assert [c.id for c in conversations] == ["conv_3", "conv_2"] and has_more is False
+    stubber.assert_no_pending_responses()
+
+
+def test_a_message_page_cut_short_at_1_mb_is_completed_so_has_more_stays_exact(stubbed):
+    """DynamoDB stops a Query at 1 MB with a LastEvaluatedKey: the store asks again for what is missing
+    (limit + 1 in all), and has more only when that extra item exists."""
+    store, stubber = stubbed
+
+    def message(seq: int) -> dict:
+        return {
+            "PK": {"S": "T#tenant-a#C#conv_1"},
+            "SK": {"S": f"M#{seq:010d}"},
+            "msg": {"S": f'{{"role":"user","content":"m{seq}"}}'},
+            "tokens": {"N": "5"},
+            "created_at": {"N": "1"},
+        }
+
+    def key(seq: int) -> dict:
+        return {"PK": {"S": "T#tenant-a#C#conv_1"}, "SK": {"S": f"M#{seq:010d}"}}
+
+    def expect(seqs: list[int], limit: int, last: int | None, start: int | None = None, desc: bool = True) -> None:
+        response: dict = {"Items": [message(s) for s in seqs]}
+        if last is not None:
+            response["LastEvaluatedKey"] = key(last)
+        params = {
+            "TableName": "t",
+            "KeyConditionExpression": ANY,
+            "ExpressionAttributeValues": ANY,
+            "ScanIndexForward": not desc,
+            "ConsistentRead": True,
+            "Limit": limit,
+        }
+        if start is not None:
+            params["ExclusiveStartKey"] = key(start)
+        stubber.add_response("query", response, expected_params=params)
+
+    expect([9, 8], limit=4, last=8)  # 1 MB reached after two items
+    expect([7], limit=2, last=None, start=8)  # the conversation ends: nothing after the page
+    page, more = store.messages_page("tenant-a", "conv_1", start=None, descending=True, limit=3)
+    assert [m.seq for m in page] == [9, 8, 7] and more is False
+
+    expect([3, 4], limit=4, last=4, desc=False)
+    expect([5, 6], limit=2, last=6, start=4, desc=False)  # the extra item exists
+    page, more = store.messages_page("tenant-a", "conv_1", start=3, descending=False, limit=3)
+    assert [m.seq for m in page] == [3, 4, 5] and more is True
     stubber.assert_no_pending_responses()

@@ -75,15 +75,36 @@ class ChatCompletionRequest(BaseModel):
         return body
 
 
+# OpenAI's metadata bounds: 16 pairs, keys up to 64 characters, values up to 512
+Metadata = Annotated[
+    dict[Annotated[StrictStr, Field(max_length=64)], Annotated[StrictStr, Field(max_length=512)]],
+    Field(max_length=16),
+]
+
+
 class CreateConversation(BaseModel):
+    """OpenAI's ``conversations.create`` body (``metadata``, up to 20 ``items``); ``model`` and
+    ``system`` are our extensions."""
+
     model_config = ConfigDict(extra="forbid")
 
+    metadata: Metadata | None = None
+    # validated item by item by conversations.items.parse_items (a 400 names the item and field)
+    items: list[Any] | None = Field(None, description="Up to 20 input items (messages, function calls and outputs).")
     model: StrictStr | None = None
     system: StrictStr | None = None
-    # OpenAI's metadata bounds: 16 pairs, keys up to 64 characters, values up to 512
-    metadata: dict[Annotated[StrictStr, Field(max_length=64)], Annotated[StrictStr, Field(max_length=512)]] | None = (
-        Field(None, max_length=16)
-    )
+
+
+class UpdateConversation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: Metadata
+
+
+class CreateItems(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Any] = Field(description="Up to 20 input items (messages, function calls and outputs).")
 
 
 def message_text(message: dict[str, Any]) -> str:

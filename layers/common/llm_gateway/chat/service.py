@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar
 from llm_gateway.chat.models import ChatCompletionRequest, ChatMessage
 from llm_gateway.chat.streaming import ChatStream, StreamReport, StreamTurn
 from llm_gateway.chat.tokens import TOKENS_PER_REPLY, count_message, reply_tokens
+from llm_gateway.conversations.items import check_representable
 from llm_gateway.conversations.store import (
     ConversationStore,
     History,
@@ -113,6 +114,9 @@ class ChatService:
                 raise InvalidRequest("A turn must add at least one non-system message.", param="messages")
             if len(leading) > 1:  # one message is bounded by check_sizes already
                 self.check_system_size(system_text(leading), "messages")
+            # the conversation is also shown as OpenAI items: what has no item form is refused, not dropped
+            for index in range(len(leading), len(request.messages)):
+                check_representable(request.messages[index].wire(), f"messages[{index}]")
         return alias
 
     # ---- turns ------------------------------------------------------------------
@@ -403,8 +407,15 @@ M = TypeVar("M", bound=_HasBody)
 
 
 def drop_orphans(messages: list[M]) -> list[M]:
-    """Trimming may cut a tool exchange in two: never start history with a tool result."""
-    start = 0
-    while start < len(messages) and messages[start].body.get("role") in ("tool", "function"):
-        start += 1
-    return messages[start:]
+    """Never send a tool result without the call it answers: trimming may cut a tool exchange in two,
+    and deleting a conversation's function_call item leaves its output behind."""
+    calls: set[str] = set()
+    kept: list[M] = []
+    for message in messages:
+        if message.body.get("role") in ("tool", "function") and message.body.get("tool_call_id") not in calls:
+            continue
+        for call in message.body.get("tool_calls") or ():
+            if isinstance(call, dict) and isinstance(call.get("id"), str):
+                calls.add(call["id"])
+        kept.append(message)
+    return kept

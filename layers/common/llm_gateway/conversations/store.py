@@ -17,11 +17,11 @@ new message items with ``attribute_not_exists``.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ from llm_gateway.errors import ConversationBusy, InvalidRequest, NotFound, Upstr
 
 META = "META"
 MSG_PREFIX = "M#"
+MSG_LAST = MSG_PREFIX + "9" * 10
 TURN_PREFIX = "TURN#"
 # DynamoDB's item limit is 400 KB; keep room for the key and the other attributes.
 MAX_MESSAGE_ITEM_BYTES = 380_000
@@ -46,17 +47,6 @@ def now_ms() -> int:
 
 def new_conversation_id() -> str:
     return "conv_" + uuid.uuid4().hex
-
-
-MESSAGE_ID_PREFIX = "msg_"  # a stored message's public id is the prefix and its sequence number
-
-
-def message_seq(message_id: str, param: str = "after") -> int:
-    """The sequence number a public message id (``msg_41``) names."""
-    try:
-        return int(message_id.removeprefix(MESSAGE_ID_PREFIX))
-    except ValueError:
-        raise InvalidRequest(f"'{param}' must be a message id such as 'msg_41'.", param=param) from None
 
 
 # --------------------------------------------------------------------------- records
@@ -77,17 +67,19 @@ class Conversation:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    deleted_messages: int = 0  # removed by item deletes; message_count stays the next sequence number
 
     def public(self) -> dict[str, Any]:
+        """OpenAI's Conversation (id, object, created_at, metadata), then our extensions."""
         return {
             "id": self.id,
             "object": "conversation",
             "created_at": self.created_at // 1000,
+            "metadata": self.metadata,
             "updated_at": self.updated_at // 1000,
             "model": self.model,
             "system": self.system,
-            "metadata": self.metadata,
-            "message_count": self.message_count,
+            "message_count": self.message_count - self.deleted_messages,
             "usage": {
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
@@ -109,16 +101,6 @@ class StoredMessage:
     @property
     def role(self) -> str:
         return self.body["role"]
-
-    def public(self) -> dict[str, Any]:
-        out = {"id": f"{MESSAGE_ID_PREFIX}{self.seq}", "object": "conversation.message", "seq": self.seq}
-        out.update(self.body)
-        out["created_at"] = self.created_at // 1000
-        out["tokens"] = self.tokens
-        if self.incomplete:
-            out["incomplete"] = True
-        out.update({k: v for k, v in self.meta.items() if k in ("usage", "model", "deployment", "finish_reason")})
-        return out
 
 
 @dataclass
@@ -162,13 +144,22 @@ class ConversationStore(Protocol):
         system: str | None = None,
         system_tokens: int = 0,
         metadata: dict[str, str] | None = None,
+        messages: Sequence[NewMessage] = (),
     ) -> Conversation: ...
     def get(self, tenant: str, conversation_id: str) -> Conversation: ...
-    def list(self, tenant: str, *, limit: int, after: str | None) -> tuple[list[Conversation], str | None]: ...
+    def update_metadata(self, tenant: str, conversation_id: str, metadata: dict[str, str]) -> Conversation: ...
+    def list(
+        self, tenant: str, *, limit: int, after: str | None, descending: bool = True
+    ) -> tuple[list[Conversation], bool]: ...
     def delete(self, tenant: str, conversation_id: str) -> None: ...
     def messages(
         self, tenant: str, conversation_id: str, *, limit: int, after: int | None
     ) -> tuple[list[StoredMessage], bool]: ...
+    def messages_page(
+        self, tenant: str, conversation_id: str, *, start: int | None, descending: bool, limit: int
+    ) -> tuple[list[StoredMessage], bool]: ...
+    def message(self, tenant: str, conversation_id: str, seq: int) -> StoredMessage | None: ...
+    def commit_edit(self, lease: Lease, seq: int, replacement: NewMessage | None) -> None: ...
     def acquire_lease(self, tenant: str, conversation_id: str, ttl_seconds: float) -> Lease: ...
     def extend_lease(self, lease: Lease, ttl_seconds: float) -> None: ...
     def release_lease(self, lease: Lease) -> None: ...
@@ -260,6 +251,7 @@ class DynamoConversationStore:
             prompt_tokens=_num(item, "prompt_tokens"),
             completion_tokens=_num(item, "completion_tokens"),
             cost_usd=float(item["cost_usd"]["N"]) if "cost_usd" in item else 0.0,
+            deleted_messages=_num(item, "deleted_messages"),
         )
 
     @staticmethod
@@ -275,7 +267,17 @@ class DynamoConversationStore:
         )
 
     # ---- conversations ------------------------------------------------------------
-    def create(self, tenant, *, model=None, system=None, system_tokens=0, metadata=None) -> Conversation:
+    def create(
+        self,
+        tenant: str,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        system_tokens: int = 0,
+        metadata: dict[str, str] | None = None,
+        messages: Sequence[NewMessage] = (),
+    ) -> Conversation:
+        """A new conversation; its first ``messages`` are written in the same transaction as its head."""
         now = now_ms()
         conv = Conversation(
             id=new_conversation_id(),
@@ -286,6 +288,7 @@ class DynamoConversationStore:
             system=system,
             system_tokens=system_tokens if system else 0,
             metadata=metadata or {},
+            message_count=len(messages),
         )
         item = {
             **self._key(tenant, conv.id),
@@ -294,7 +297,7 @@ class DynamoConversationStore:
             "created_at": _n(now),
             "updated_at": _n(now),
             "version": _n(0),
-            "message_count": _n(0),
+            "message_count": _n(len(messages)),
             "prompt_tokens": _n(0),
             "completion_tokens": _n(0),
             "cost_usd": _n(0),
@@ -307,9 +310,19 @@ class DynamoConversationStore:
             item["model"] = _s(model)
         if system:
             item["system"] = _s(system)
-        if ttl := self._ttl(now):
+        ttl = self._ttl(now)
+        if ttl:
             item["ttl"] = ttl
-        self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(PK)")
+        if not messages:
+            self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(PK)")
+            return conv
+        puts = [item] + [self._message_item(item["PK"], seq, m, now, ttl) for seq, m in enumerate(messages)]
+        self.client.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": self.table, "Item": put, "ConditionExpression": "attribute_not_exists(PK)"}}
+                for put in puts
+            ]
+        )
         return conv
 
     def get(self, tenant, conversation_id) -> Conversation:
@@ -318,36 +331,38 @@ class DynamoConversationStore:
             raise self._not_found(conversation_id)
         return self._conversation(resp["Item"])
 
-    def list(self, tenant, *, limit, after):
+    def list(
+        self, tenant: str, *, limit: int, after: str | None, descending: bool = True
+    ) -> tuple[list[Conversation], bool]:
+        """A page of the tenant's conversations by creation time, after the conversation id ``after``."""
         params: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "GSI1",
             "KeyConditionExpression": "GSI1PK = :pk",
             "ExpressionAttributeValues": {":pk": _s(f"T#{tenant}#CONV")},
-            "ScanIndexForward": False,
-            "Limit": limit + 1,  # one more than asked: has_more is then exact
+            "ScanIndexForward": not descending,
         }
         if after:
             try:
-                sort_key = base64.urlsafe_b64decode(after.encode()).decode()
-                created, conversation_id = sort_key.split("#", 1)
-                int(created)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise InvalidRequest("Invalid 'after' cursor.", param="after") from exc
+                start = self.get(tenant, after)
+            except NotFound:
+                raise InvalidRequest("'after' must be the id of one of your conversations.", param="after") from None
             params["ExclusiveStartKey"] = {
                 "GSI1PK": _s(f"T#{tenant}#CONV"),
-                "GSI1SK": _s(sort_key),
-                "PK": _s(conversation_pk(tenant, conversation_id)),
+                "GSI1SK": _s(f"{start.created_at:015d}#{start.id}"),
+                "PK": _s(conversation_pk(tenant, start.id)),
                 "SK": _s(META),
             }
-        resp = self.client.query(**params)
-        items = resp.get("Items", [])
-        conversations = [self._conversation(item) for item in items[:limit]]
-        cursor = None
-        # More exist when DynamoDB found the extra item, or cut the page short at its 1 MB limit.
-        if items and (len(items) > limit or "LastEvaluatedKey" in resp):
-            cursor = base64.urlsafe_b64encode(items[:limit][-1]["GSI1SK"]["S"].encode()).decode()
-        return conversations, cursor
+        items: list[dict] = []
+        # one more than asked, so has_more is exact; more pages only when DynamoDB's 1 MB limit cuts one short
+        while len(items) <= limit:
+            params["Limit"] = limit + 1 - len(items)
+            resp = self.client.query(**params)
+            items += resp.get("Items", [])
+            if "LastEvaluatedKey" not in resp:
+                break
+            params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return [self._conversation(item) for item in items[:limit]], len(items) > limit
 
     def delete(self, tenant, conversation_id) -> None:
         key = self._key(tenant, conversation_id)
@@ -397,20 +412,116 @@ class DynamoConversationStore:
         raise RuntimeError("DynamoDB kept items unprocessed while deleting a conversation")
 
     # ---- messages -------------------------------------------------------------------
-    def messages(self, tenant, conversation_id, *, limit, after):
-        # Callers check the head first (get): an unknown id has no messages either.
-        key = self._key(tenant, conversation_id)
-        start = message_sk(0 if after is None else after + 1)  # `after` is exclusive, msg_0 included
-        resp = self.client.query(
-            TableName=self.table,
-            KeyConditionExpression="PK = :pk AND SK BETWEEN :lo AND :hi",
-            ExpressionAttributeValues={":pk": key["PK"], ":lo": _s(start), ":hi": _s(MSG_PREFIX + "9" * 10)},
-            ScanIndexForward=True,
-            Limit=limit + 1,
-            ConsistentRead=True,
+    def messages(
+        self, tenant: str, conversation_id: str, *, limit: int, after: int | None
+    ) -> tuple[list[StoredMessage], bool]:
+        """Messages oldest first after the sequence number ``after`` (exclusive)."""
+        return self.messages_page(
+            tenant, conversation_id, start=0 if after is None else after + 1, descending=False, limit=limit
         )
-        items = resp.get("Items", [])
+
+    def messages_page(
+        self, tenant: str, conversation_id: str, *, start: int | None, descending: bool, limit: int
+    ) -> tuple[list[StoredMessage], bool]:
+        """Up to ``limit`` messages from sequence number ``start`` (inclusive) in either direction, and
+        whether more follow. Reads ``limit + 1`` items (more round trips only when DynamoDB's 1 MB page
+        limit cuts a page short), however long the conversation is."""
+        key = self._key(tenant, conversation_id)
+        if start is None:
+            condition, values = "PK = :pk AND begins_with(SK, :m)", {":pk": key["PK"], ":m": _s(MSG_PREFIX)}
+        else:
+            low, high = (message_sk(0), message_sk(start)) if descending else (message_sk(start), MSG_LAST)
+            condition, values = (
+                "PK = :pk AND SK BETWEEN :lo AND :hi",
+                {":pk": key["PK"], ":lo": _s(low), ":hi": _s(high)},
+            )
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": not descending,
+            "ConsistentRead": True,
+        }
+        items: list[dict] = []
+        while len(items) <= limit:
+            params["Limit"] = limit + 1 - len(items)
+            resp = self.client.query(**params)
+            items += resp.get("Items", [])
+            if "LastEvaluatedKey" not in resp:
+                break
+            params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         return [self._message(item) for item in items[:limit]], len(items) > limit
+
+    def message(self, tenant: str, conversation_id: str, seq: int) -> StoredMessage | None:
+        key = self._key(tenant, conversation_id)
+        resp = self.client.get_item(
+            TableName=self.table, Key={"PK": key["PK"], "SK": _s(message_sk(seq))}, ConsistentRead=True
+        )
+        return self._message(resp["Item"]) if "Item" in resp else None
+
+    def update_metadata(self, tenant: str, conversation_id: str, metadata: dict[str, str]) -> Conversation:
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key=self._key(tenant, conversation_id),
+                UpdateExpression="SET metadata = :m, updated_at = :now",
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeValues={":m": _s(json.dumps(metadata)), ":now": _n(now_ms())},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as err:
+            if _code(err) == "ConditionalCheckFailedException":
+                raise self._not_found(conversation_id) from err
+            if _code(err) == TRANSACTION_CONFLICT:
+                raise ConversationBusy("A turn is committing on this conversation; retry.") from err
+            raise
+        return self._conversation(resp["Attributes"])
+
+    def commit_edit(self, lease: Lease, seq: int, replacement: NewMessage | None) -> None:
+        """Remove message ``seq`` (``replacement`` None) or rewrite its body and token count, and
+        release the lease, in one transaction checked against the lease and the head's version."""
+        conv = lease.conversation
+        key = self._key(conv.tenant, conv.id)
+        sets = "version = version + :one, updated_at = :now"
+        values: dict[str, Any] = {":one": _n(1), ":now": _n(now_ms()), ":l": _s(lease.lease_id), ":v": _n(conv.version)}
+        if replacement is None:
+            sets += ", deleted_messages = if_not_exists(deleted_messages, :zero) + :one"
+            values[":zero"] = _n(0)
+        message_key = {"PK": key["PK"], "SK": _s(message_sk(seq))}
+        edit: dict[str, Any]
+        if replacement is None:
+            edit = {
+                "Delete": {"TableName": self.table, "Key": message_key, "ConditionExpression": "attribute_exists(PK)"}
+            }
+        else:
+            edit = {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": message_key,
+                    "UpdateExpression": "SET msg = :m, tokens = :t",
+                    "ConditionExpression": "attribute_exists(PK)",
+                    "ExpressionAttributeValues": {
+                        ":m": _s(json.dumps(replacement.body, separators=(",", ":"), ensure_ascii=False)),
+                        ":t": _n(replacement.tokens),
+                    },
+                }
+            }
+        head = {
+            "TableName": self.table,
+            "Key": key,
+            "UpdateExpression": f"SET {sets} REMOVE lease_id, lease_expires",
+            "ConditionExpression": "lease_id = :l AND version = :v",
+            "ExpressionAttributeValues": values,
+        }
+        try:
+            self.client.transact_write_items(TransactItems=[{"Update": head}, edit], ClientRequestToken=lease.lease_id)
+        except ClientError as err:
+            if _code(err) == "TransactionCanceledException":
+                raise ConversationBusy("The conversation changed while the item was removed; retry.") from err
+            raise
+        conv.version += 1
+        if replacement is None:
+            conv.deleted_messages += 1
 
     def read_history(self, tenant, conversation_id, *, max_messages, max_tokens) -> History:
         """The newest complete messages that fit both budgets, oldest first.
@@ -507,6 +618,33 @@ class DynamoConversationStore:
             raise
         return True
 
+    def _message_item(self, pk: dict, seq: int, message: NewMessage, now: int, ttl: dict | None) -> dict:
+        item = {
+            "PK": pk,
+            "SK": _s(message_sk(seq)),
+            # UTF-8 as is (ensure_ascii=False): \u-escaping would store a max-size CJK or emoji
+            # message at 2-3x its size, past DynamoDB's 400 KB item limit
+            "msg": _s(json.dumps(message.body, separators=(",", ":"), ensure_ascii=False)),
+            "tokens": _n(message.tokens),
+            "created_at": _n(now),
+        }
+        size = len(item["msg"]["S"].encode())
+        if size > MAX_MESSAGE_ITEM_BYTES:
+            # Requests are bounded before any upstream call (MAX_MESSAGE_BYTES); only a reply can be
+            # this large. Say so plainly instead of letting DynamoDB refuse the transaction (a 500).
+            raise UpstreamError(
+                f"The upstream's reply ({size} bytes) is too large to store in a conversation; "
+                "nothing was stored. Ask for a shorter reply (max_tokens) or send it without conversation_id.",
+                code="reply_too_large_to_store",
+            )
+        if message.incomplete:
+            item["incomplete"] = {"BOOL": True}
+        if message.meta:
+            item["meta"] = _s(json.dumps(message.meta, separators=(",", ":"), ensure_ascii=False))
+        if ttl:
+            item["ttl"] = ttl
+        return item
+
     def commit_turn(self, lease, messages, *, usage, system=None, turn_id=None) -> list[StoredMessage]:
         conv = lease.conversation
         key = self._key(conv.tenant, conv.id)
@@ -555,32 +693,9 @@ class DynamoConversationStore:
         items: list[dict] = [{"Update": update}]
         for offset, message in enumerate(messages):
             seq = first + offset
-            item = {
-                "PK": key["PK"],
-                "SK": _s(message_sk(seq)),
-                # UTF-8 as is (ensure_ascii=False): \u-escaping would store a max-size CJK or emoji
-                # message at 2-3x its size, past DynamoDB's 400 KB item limit
-                "msg": _s(json.dumps(message.body, separators=(",", ":"), ensure_ascii=False)),
-                "tokens": _n(message.tokens),
-                "created_at": _n(now),
-            }
-            size = len(item["msg"]["S"].encode())
-            if size > MAX_MESSAGE_ITEM_BYTES:
-                # Requests are bounded before any upstream call (MAX_MESSAGE_BYTES); only a reply can be
-                # this large. Say so plainly instead of letting DynamoDB refuse the transaction (a 500).
-                raise UpstreamError(
-                    f"The upstream's reply ({size} bytes) is too large to store in a conversation; "
-                    "nothing was stored. Ask for a shorter reply (max_tokens) or send it without conversation_id.",
-                    code="reply_too_large_to_store",
-                )
-            if message.incomplete:
-                item["incomplete"] = {"BOOL": True}
-            if message.meta:
-                item["meta"] = _s(json.dumps(message.meta, separators=(",", ":"), ensure_ascii=False))
+            item = self._message_item(key["PK"], seq, message, now, ttl)
             if turn_id:
                 item["turn_id"] = _s(turn_id)
-            if ttl:
-                item["ttl"] = ttl
             items.append(
                 {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
             )
