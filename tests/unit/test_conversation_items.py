@@ -263,3 +263,13 @@ def test_bad_input_items_are_a_400_naming_the_field(raw: Any, param: str) -> Non
     with pytest.raises(InvalidRequest) as err:
         parse_items(raw)
     assert err.value.param == param and param in err.value.message
+
+
+def test_a_tool_message_with_text_parts_is_one_output() -> None:
+    body = {
+        "role": "tool",
+        "tool_call_id": "c",
+        "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+    }
+    (item,) = items_of(body)
+    assert as_sdk(item).output == "ab"

@@ -284,16 +284,16 @@ def test_list_asks_one_more_than_the_page_so_has_more_is_exact(stubbed):
         stubber.add_response("query", response, expected_params=params)
 
     expect([head(2), head(1)], last_key=False)  # exactly a page: nothing after it
-    conversations, has_more = store.list("tenant-a", limit=2, after=None)
+    conversations, has_more = store.list_conversations("tenant-a", limit=2, after=None)
     assert [c.id for c in conversations] == ["conv_2", "conv_1"] and has_more is False
 
     expect([head(3), head(2), head(1)], last_key=True)  # the extra item exists
-    conversations, has_more = store.list("tenant-a", limit=2, after=None)
+    conversations, has_more = store.list_conversations("tenant-a", limit=2, after=None)
     assert [c.id for c in conversations] == ["conv_3", "conv_2"] and has_more is True
 
     expect([head(3)], last_key=True)  # cut short at 1 MB: the store asks for the rest
     expect([head(2)], last_key=False, limit=2, start=key(head(3)))
-    conversations, has_more = store.list("tenant-a", limit=2, after=None)
+    conversations, has_more = store.list_conversations("tenant-a", limit=2, after=None)
     assert [c.id for c in conversations] == ["conv_3", "conv_2"] and has_more is False
     stubber.assert_no_pending_responses()
 

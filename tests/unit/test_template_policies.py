@@ -231,7 +231,7 @@ def test_gsi1_projects_what_its_queries_read_and_not_the_system_prompt():
 
         store = DynamoConversationStore("gsi-test", client=client)
         made = store.create("acme", model="default", system="S" * 5000, system_tokens=1200, metadata={"k": "v"})
-        (listed,), _ = store.list("acme", limit=10, after=None)
+        (listed,), _ = store.list_conversations("acme", limit=10, after=None)
         expected = {k: v for k, v in store.get("acme", made.id).public().items() if k != "system"}
         assert {k: v for k, v in listed.public().items() if k != "system"} == expected
         raw = client.query(

@@ -32,7 +32,7 @@ def list_conversations(
     after: Annotated[str | None, Query(max_length=128, description="A conversation id.")] = None,
 ) -> dict[str, Any]:
     """Extension (OpenAI has no list): the caller's conversations, in OpenAI's list shape."""
-    return services.conversation_service.list(who.tenant, limit=limit, after=after, order=order)
+    return services.conversation_service.list_conversations(who.tenant, limit=limit, after=after, order=order)
 
 
 @router.get("/v1/conversations/{conversation_id}")

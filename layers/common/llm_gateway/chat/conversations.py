@@ -91,9 +91,13 @@ class ConversationService:
         self.store.delete(tenant, conversation_id)
         return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
-    def list(self, tenant: str, *, limit: int = 20, after: str | None = None, order: str = "desc") -> dict[str, Any]:
+    def list_conversations(
+        self, tenant: str, *, limit: int = 20, after: str | None = None, order: str = "desc"
+    ) -> dict[str, Any]:
         """Our extension: the caller's conversations, newest first by default, in OpenAI's list shape."""
-        conversations, has_more = self.store.list(tenant, limit=_limit(limit), after=after, descending=_order(order))
+        conversations, has_more = self.store.list_conversations(
+            tenant, limit=_limit(limit), after=after, descending=_order(order)
+        )
         # GSI1 does not project the system prompt (template.yaml): retrieve the conversation for it.
         return item_list([{k: v for k, v in c.public().items() if k != "system"} for c in conversations], has_more)
 
@@ -182,6 +186,9 @@ class ConversationService:
         of an assistant message with tool calls, or one of its calls, is cut out of it and its
         stored token count recomputed, so later turns' history and budgets no longer contain it.
         """
+        if parse_item_id(conversation_id, item_id) is None:  # not an id of this conversation: no lease taken
+            self.store.get(tenant, conversation_id)  # an unknown conversation is the 404 to report
+            raise NotFound(f"No item found with id '{item_id[:64]}'.", param="item_id")
         lease = self.store.acquire_lease(tenant, conversation_id, ITEMS_LEASE_SECONDS + self._grace)
         try:
             message, items, position = self._find(lease.conversation, item_id)

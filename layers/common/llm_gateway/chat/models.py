@@ -90,7 +90,7 @@ class CreateConversation(BaseModel):
 
     metadata: Metadata | None = None
     # validated item by item by conversations.items.parse_items (a 400 names the item and field)
-    items: list[Any] | None = Field(None, description="Up to 20 input items (messages, function calls and outputs).")
+    items: list[Any] | None = Field(default=None, description="Up to 20 input items.")
     model: StrictStr | None = None
     system: StrictStr | None = None
 

@@ -339,7 +339,7 @@ def message_to_items(
     if role == "tool":
         content = body.get("content")
         if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in _text_parts(content, "tool", param) if hasattr(p, "text"))
+            content = "".join(p.text for p in _text_parts(content, "tool", param) if isinstance(p, InputTextPart))
         if not isinstance(content, str) or not isinstance(body.get("tool_call_id"), str):
             raise InvalidRequest(f"A tool message at '{param}' needs a string 'tool_call_id' and content.", param=param)
         call_id = body["tool_call_id"]

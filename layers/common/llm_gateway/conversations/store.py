@@ -148,7 +148,7 @@ class ConversationStore(Protocol):
     ) -> Conversation: ...
     def get(self, tenant: str, conversation_id: str) -> Conversation: ...
     def update_metadata(self, tenant: str, conversation_id: str, metadata: dict[str, str]) -> Conversation: ...
-    def list(
+    def list_conversations(
         self, tenant: str, *, limit: int, after: str | None, descending: bool = True
     ) -> tuple[list[Conversation], bool]: ...
     def delete(self, tenant: str, conversation_id: str) -> None: ...
@@ -331,7 +331,7 @@ class DynamoConversationStore:
             raise self._not_found(conversation_id)
         return self._conversation(resp["Item"])
 
-    def list(
+    def list_conversations(
         self, tenant: str, *, limit: int, after: str | None, descending: bool = True
     ) -> tuple[list[Conversation], bool]:
         """A page of the tenant's conversations by creation time, after the conversation id ``after``."""
