@@ -10,10 +10,10 @@ import anyio
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from llm_gateway.chat.service import TurnReport
 from llm_gateway.chat.streaming import ChatStream
 from llm_gateway.errors import GatewayError, internal_error, to_http
 from llm_gateway.observability import RequestMetrics, logger
+from llm_gateway.reports import TurnReport
 
 SSE_DONE = b"data: [DONE]\n\n"
 DEPLOYMENT_HEADER = "x-llm-gateway-deployment"  # which deployment of the alias answered

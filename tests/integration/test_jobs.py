@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import responses
 
-from llm_gateway.jobs.service import JobMessage
+from llm_gateway.jobs.messages import JobMessage
 from llm_gateway.jobs.worker import build_worker
 from local.poller import LambdaContext, SqsPoller, lambda_record
 
@@ -542,7 +542,7 @@ def test_sample_event_follows_the_schema_and_runs(jobs):
     """events/sqs-job-batch.json is a real worker input: the schema accepts it, the worker runs it."""
     from pathlib import Path
 
-    from llm_gateway.jobs.service import parse_job_message
+    from llm_gateway.jobs.messages import parse_job_message
 
     event = json.loads((Path(__file__).resolve().parents[2] / "events" / "sqs-job-batch.json").read_text())
     for record in event["Records"]:

@@ -17,7 +17,7 @@ from moto import mock_aws
 
 from llm_gateway.chat.streaming import STREAM_OUTCOMES
 from llm_gateway.conversations.store import DynamoConversationStore, conversation_pk
-from llm_gateway.jobs.service import job_pk
+from llm_gateway.jobs.store import job_pk
 from llm_gateway.jobs.worker import IDEMPOTENCY_PK
 from llm_gateway.security.api_keys import ApiKeyStore
 from local.resources import _resources, create_table, load_template

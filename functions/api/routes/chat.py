@@ -6,8 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from deps import CallerDep, ServicesDep
 from llm_gateway.chat.models import ChatCompletionRequest
-from llm_gateway.chat.service import TurnReport
-from llm_gateway.chat.streaming import StreamReport
+from llm_gateway.reports import StreamReport, TurnReport
 from middleware import deadline_for
 from sse import DEPLOYMENT_HEADER, ChatStreamResponse
 

@@ -10,9 +10,8 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response
 
 from deps import CallerDep, ServicesDep
-from llm_gateway.chat.service import TurnReport
-from llm_gateway.chat.streaming import StreamReport
 from llm_gateway.observability import logger
+from llm_gateway.reports import StreamReport, TurnReport
 from llm_gateway.responses.events import ResponseEventStream
 from llm_gateway.responses.models import CreateResponse
 from middleware import deadline_for

@@ -104,6 +104,12 @@ class QueueUnavailable(GatewayError):
     default_code = "queue_unavailable"
 
 
+class JobResultTooLarge(GatewayError):
+    """A job's completion is larger than a job item can hold; retrying cannot change that."""
+
+    default_code = "result_too_large"
+
+
 # exception class -> (HTTP status, OpenAI error type). Subclasses resolve through the MRO.
 ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     InvalidRequest: (400, "invalid_request_error"),
@@ -117,6 +123,7 @@ ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     RateLimited: (429, "rate_limit_error"),
     ProviderKeyUnavailable: (500, "server_error"),
     ConfigurationError: (500, "server_error"),
+    JobResultTooLarge: (500, "server_error"),
     UpstreamError: (502, "upstream_error"),
     UpstreamUnavailable: (503, "service_unavailable"),
     QueueUnavailable: (503, "service_unavailable"),

@@ -16,8 +16,7 @@ from __future__ import annotations
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from llm_gateway.chat.service import TurnReport
-from llm_gateway.chat.streaming import StreamReport
+from llm_gateway.reports import StreamReport, TurnReport
 from llm_gateway.settings import get_settings
 
 logger = Logger(service=get_settings().powertools_service_name)

@@ -12,7 +12,8 @@ from llm_gateway.chat.conversations import ConversationService
 from llm_gateway.chat.service import ChatService
 from llm_gateway.conversations.store import DynamoConversationStore
 from llm_gateway.errors import ConfigurationError
-from llm_gateway.jobs.service import JobService, JobStore
+from llm_gateway.jobs.service import JobService
+from llm_gateway.jobs.store import JobStore
 from llm_gateway.providers import build_provider
 from llm_gateway.responses.service import ResponseService
 from llm_gateway.responses.store import DynamoResponseStore

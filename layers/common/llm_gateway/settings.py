@@ -19,7 +19,6 @@ class Settings(BaseSettings):
     # --- AWS resources -------------------------------------------------------------
     table_name: str = "llm-gateway"
     jobs_queue_url: str | None = None
-    kms_key_id: str | None = None
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     # boto3 honours AWS_ENDPOINT_URL itself; the local stack points it at moto.
 

@@ -50,10 +50,8 @@ def item_list(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
 
 
 def message_items(conversation_id: str, message: StoredMessage) -> list[Item]:
-    """The items a stored message is, oldest first (a partial streamed reply's are ``incomplete``)."""
-    return message_to_items(
-        message.body, ids_for(conversation_id, message.seq), status="incomplete" if message.incomplete else "completed"
-    )
+    """The items a stored message is, oldest first (only complete replies are ever stored)."""
+    return message_to_items(message.body, ids_for(conversation_id, message.seq), status="completed")
 
 
 class ConversationService:

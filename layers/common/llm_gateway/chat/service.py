@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from llm_gateway.chat.models import ChatCompletionRequest, ChatMessage
-from llm_gateway.chat.streaming import ChatStream, StreamReport, StreamTurn
+from llm_gateway.chat.streaming import ChatStream, StreamTurn
 from llm_gateway.chat.tokens import TOKENS_PER_REPLY, count_message, reply_tokens
 from llm_gateway.conversations.items import check_representable
 from llm_gateway.conversations.store import (
@@ -22,29 +22,12 @@ from llm_gateway.conversations.store import (
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import ContextLengthExceeded, InvalidRequest, PayloadTooLarge
 from llm_gateway.providers.base import Usage
+from llm_gateway.reports import StreamReport, TurnReport
 from llm_gateway.settings import Settings
 from llm_gateway.upstream.aliases import ModelAlias, Routing
-from llm_gateway.upstream.retry import CallStats
 from llm_gateway.upstream.router import RoutedReply, Router
 
 SYSTEM_ROLES = ("system", "developer")
-
-
-@dataclass
-class TurnReport:
-    """What a turn did, for metrics and logs (no content)."""
-
-    alias: str = ""
-    deployment: str | None = None  # the deployment that answered
-    provider: str | None = None
-    stats: CallStats = field(default_factory=CallStats)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    history_messages: int = 0
-    history_items_read: int = 0
-    conversation: bool = False
-    stream: StreamReport | None = None  # set for streamed turns
 
 
 @dataclass

@@ -24,7 +24,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from llm_gateway.chat.tokens import count_text, reply_tokens
@@ -32,27 +31,10 @@ from llm_gateway.conversations.store import NewMessage
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import GatewayError, UpstreamTimeout
 from llm_gateway.providers.base import Usage
+from llm_gateway.reports import STREAM_OUTCOMES, StreamReport
 from llm_gateway.upstream.router import RoutedStream
 
-# Bounded: each becomes a metric name (StreamOutcome_<outcome>).
-STREAM_OUTCOMES = ("complete", "upstream_error", "client_disconnect", "commit_failed", "internal_error")
-
 __all__ = ["STREAM_OUTCOMES", "ChatStream", "ReplyBuilder", "StreamReport", "StreamTurn"]
-
-
-@dataclass
-class StreamReport:
-    """What a stream did, for metrics (no content). Times are ms since the request arrived."""
-
-    started: float  # time.perf_counter() when the request arrived
-    outcome: str | None = None  # one of STREAM_OUTCOMES once ended
-    first_chunk_ms: float | None = None
-    first_token_ms: float | None = None
-    duration_ms: float | None = None
-    chunks: int = 0
-
-    def since_start_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000
 
 
 class ReplyBuilder:

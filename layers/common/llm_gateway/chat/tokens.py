@@ -63,11 +63,6 @@ def count_message(message: dict[str, Any]) -> int:
     return TOKENS_PER_MESSAGE + count_text(message_text(message))
 
 
-def warm() -> None:
-    """Load the encoding ahead of the first request (used where start-up time is free)."""
-    _get_encoding()
-
-
 def reply_tokens(message: dict[str, Any], completion_tokens: int) -> int:
     """What a reply costs as history: its completion tokens plus the per-message framing
     (counted from its text when the upstream reported none)."""

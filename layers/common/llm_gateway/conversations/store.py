@@ -18,7 +18,6 @@ new message items with ``attribute_not_exists``.
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -27,6 +26,13 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from llm_gateway.aws.dynamo import ID_RE as _ID_RE
+from llm_gateway.aws.dynamo import TRANSACTION_CONFLICT, batch_delete, batch_get
+from llm_gateway.aws.dynamo import error_code as _code
+from llm_gateway.aws.dynamo import n as _n
+from llm_gateway.aws.dynamo import num as _num
+from llm_gateway.aws.dynamo import s as _s
+from llm_gateway.aws.dynamo import text as _str
 from llm_gateway.errors import ConversationBusy, InvalidRequest, NotFound, UpstreamError
 
 META = "META"
@@ -35,10 +41,6 @@ MSG_LAST = MSG_PREFIX + "9" * 10
 TURN_PREFIX = "TURN#"
 # DynamoDB's item limit is 400 KB; keep room for the key and the other attributes.
 MAX_MESSAGE_ITEM_BYTES = 380_000
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-# A single-item write to an item that an ongoing TransactWriteItems includes is rejected with
-# this (botocore does not retry it): for the head, that means a turn is committing right now.
-TRANSACTION_CONFLICT = "TransactionConflictException"
 
 
 def now_ms() -> int:
@@ -95,7 +97,6 @@ class StoredMessage:
     body: dict[str, Any]  # the wire-format message (role, content, tool_calls, …)
     tokens: int
     created_at: int
-    incomplete: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -107,7 +108,6 @@ class StoredMessage:
 class NewMessage:
     body: dict[str, Any]
     tokens: int
-    incomplete: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -179,28 +179,6 @@ class ConversationStore(Protocol):
 # --------------------------------------------------------------------------- DynamoDB
 
 
-def _s(value: str) -> dict:
-    return {"S": value}
-
-
-def _n(value: int | float) -> dict:
-    return {"N": str(value)}
-
-
-def _num(item: dict, name: str, default: int = 0) -> int:
-    attr = item.get(name)
-    return int(attr["N"]) if attr else default
-
-
-def _str(item: dict, name: str) -> str | None:
-    attr = item.get(name)
-    return attr["S"] if attr else None
-
-
-def _code(err: ClientError) -> str:
-    return err.response.get("Error", {}).get("Code", "")
-
-
 def conversation_pk(tenant: str, conversation_id: str) -> str:
     return f"T#{tenant}#C#{conversation_id}"
 
@@ -262,7 +240,6 @@ class DynamoConversationStore:
             body=json.loads(item["msg"]["S"]),
             tokens=_num(item, "tokens"),
             created_at=_num(item, "created_at"),
-            incomplete=item.get("incomplete", {}).get("BOOL", False),
             meta=json.loads(meta) if meta else {},
         )
 
@@ -395,21 +372,10 @@ class DynamoConversationStore:
         while True:
             resp = self.client.query(**params)
             keys = [{"PK": item["PK"], "SK": item["SK"]} for item in resp.get("Items", [])]
-            for start in range(0, len(keys), 25):
-                self._batch_delete(keys[start : start + 25])
+            batch_delete(self.client, self.table, keys, what="deleting a conversation")
             if "LastEvaluatedKey" not in resp:
                 return
             params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-
-    def _batch_delete(self, keys: list[dict]) -> None:
-        requests = {self.table: [{"DeleteRequest": {"Key": k}} for k in keys]}
-        for attempt in range(8):
-            resp = self.client.batch_write_item(RequestItems=requests)
-            requests = resp.get("UnprocessedItems") or {}
-            if not requests:
-                return
-            time.sleep(min(1.0, 0.05 * 2**attempt))
-        raise RuntimeError("DynamoDB kept items unprocessed while deleting a conversation")
 
     # ---- messages -------------------------------------------------------------------
     def messages(
@@ -548,8 +514,6 @@ class DynamoConversationStore:
             for item in resp.get("Items", []):
                 items_read += 1
                 message = self._message(item)
-                if message.incomplete:
-                    continue  # partial replies are never sent upstream as history
                 if tokens + message.tokens > max_tokens:
                     full = True
                     break
@@ -637,8 +601,6 @@ class DynamoConversationStore:
                 "nothing was stored. Ask for a shorter reply (max_tokens) or send it without conversation_id.",
                 code="reply_too_large_to_store",
             )
-        if message.incomplete:
-            item["incomplete"] = {"BOOL": True}
         if message.meta:
             item["meta"] = _s(json.dumps(message.meta, separators=(",", ":"), ensure_ascii=False))
         if ttl:
@@ -699,7 +661,7 @@ class DynamoConversationStore:
             items.append(
                 {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
             )
-            stored.append(StoredMessage(seq, message.body, message.tokens, now, message.incomplete, message.meta))
+            stored.append(StoredMessage(seq, message.body, message.tokens, now, message.meta))
         if turn_id:
             marker = {
                 "PK": key["PK"],
@@ -739,18 +701,7 @@ class DynamoConversationStore:
             return None
         first, count = _num(marker, "first_seq"), _num(marker, "count")
         keys = [{"PK": key["PK"], "SK": _s(message_sk(seq))} for seq in range(first, first + count)]
-        found: list[StoredMessage] = []
-        for start in range(0, len(keys), 100):
-            request = {self.table: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
-            for attempt in range(8):
-                got = self.client.batch_get_item(RequestItems=request)
-                found += [self._message(item) for item in got["Responses"].get(self.table, [])]
-                request = got.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                time.sleep(min(1.0, 0.05 * 2**attempt))
-            else:
-                raise RuntimeError("DynamoDB kept keys unprocessed while reading a committed turn")
+        found = [self._message(item) for item in batch_get(self.client, self.table, keys, what="reading a turn")]
         if len(found) != count:
             raise RuntimeError(f"turn '{turn_id}' is missing {count - len(found)} of its messages")
         return sorted(found, key=lambda m: m.seq)

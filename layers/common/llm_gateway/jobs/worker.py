@@ -37,7 +37,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
 from llm_gateway.chat.models import ChatCompletionRequest
-from llm_gateway.chat.service import ChatService, TurnReport
+from llm_gateway.chat.service import ChatService
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import (
     AuthenticationFailed,
@@ -53,8 +53,10 @@ from llm_gateway.errors import (
     to_http,
 )
 from llm_gateway.jobs.batch import GroupedFifoProcessor
-from llm_gateway.jobs.service import TERMINAL, InvalidJobMessage, Job, JobMessage, JobStore, parse_job_message
+from llm_gateway.jobs.messages import InvalidJobMessage, JobMessage, parse_job_message
+from llm_gateway.jobs.store import TERMINAL, Job, JobStore
 from llm_gateway.observability import RequestMetrics, logger
+from llm_gateway.reports import TurnReport
 from llm_gateway.settings import Settings
 from llm_gateway.upstream.retry import SPEND_LIMIT_CODES
 

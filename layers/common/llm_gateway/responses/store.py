@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from llm_gateway.aws.dynamo import batch_get
 from llm_gateway.errors import NotFound, UpstreamError
 
 RESPONSE_SK = "RESPONSE"
@@ -190,24 +191,8 @@ class DynamoResponseStore:
         return Chain(links, ancestors, 1 + len(found))
 
     def _batch_messages(self, tenant: str, ids: list[str]) -> dict[str, list[TurnMessage]]:
-        found: dict[str, list[TurnMessage]] = {}
-        for start in range(0, len(ids), BATCH_GET_MAX):
-            keys = [self._key(tenant, i) for i in dict.fromkeys(ids[start : start + BATCH_GET_MAX])]
-            request: dict[str, Any] = {
-                self.table: {
-                    "Keys": keys,
-                    "ConsistentRead": True,
-                    "ProjectionExpression": "response_id, messages",
-                }
-            }
-            for attempt in range(8):
-                got = self.client.batch_get_item(RequestItems=request)
-                for row in got.get("Responses", {}).get(self.table, []):
-                    found[row["response_id"]["S"]] = _messages(row["messages"])
-                request = got.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                time.sleep(min(1.0, 0.05 * 2**attempt))
-            else:
-                raise RuntimeError("DynamoDB kept keys unprocessed while reading a response chain")
-        return found
+        keys = [self._key(tenant, i) for i in dict.fromkeys(ids)]
+        rows = batch_get(
+            self.client, self.table, keys, what="reading a response chain", projection="response_id, messages"
+        )
+        return {row["response_id"]["S"]: _messages(row["messages"]) for row in rows}

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from llm_gateway.aws.dynamo import TENANT_RE, attr, plain, s
 from llm_gateway.conversations.store import now_ms
 from llm_gateway.errors import AuthenticationFailed, NotFound
 
 KEY_PREFIX = "sk-gw-"
-_TENANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _key(digest: str) -> dict[str, Any]:
+    return {"PK": s(f"APIKEY#{digest}"), "SK": s("APIKEY")}
 
 
 def hash_key(key: str) -> str:
@@ -59,45 +62,43 @@ class ApiKeyStore:
 
     @staticmethod
     def _record(item: dict) -> ApiKey:
+        data = {name: plain(value) for name, value in item.items()}
         return ApiKey(
-            key_id=item["key_id"]["S"],
-            tenant=item["tenant"]["S"],
-            name=item.get("name", {}).get("S", ""),
-            created_at=int(item["created_at"]["N"]),
-            revoked=item.get("revoked", {}).get("BOOL", False),
-            key_hash=item["key_hash"]["S"],
+            key_id=data["key_id"],
+            tenant=data["tenant"],
+            name=data.get("name", ""),
+            created_at=data["created_at"],
+            revoked=data.get("revoked", False),
+            key_hash=data["key_hash"],
         )
 
     def create(self, tenant: str, name: str = "", key: str | None = None) -> tuple[str, ApiKey]:
         """Create a key for ``tenant``; returns the plaintext (shown once) and its record."""
-        if not _TENANT_RE.match(tenant):
+        if not TENANT_RE.match(tenant):
             raise ValueError("tenant ids are 1-64 characters of letters, digits, '_', '.', '-'")
         key = key or KEY_PREFIX + secrets.token_urlsafe(32)
         digest = hash_key(key)
         record = ApiKey(key_id="key_" + digest[:12], tenant=tenant, name=name, created_at=now_ms(), key_hash=digest)
+        values = {
+            "key_hash": digest,
+            "key_id": record.key_id,
+            "tenant": tenant,
+            "name": name,
+            "created_at": record.created_at,
+            "revoked": False,
+            "GSI1PK": "APIKEYS",
+            "GSI1SK": f"{tenant}#{record.key_id}",
+        }
         self.client.put_item(
             TableName=self.table,
-            Item={
-                "PK": {"S": f"APIKEY#{digest}"},
-                "SK": {"S": "APIKEY"},
-                "key_hash": {"S": digest},
-                "key_id": {"S": record.key_id},
-                "tenant": {"S": tenant},
-                "name": {"S": name},
-                "created_at": {"N": str(record.created_at)},
-                "revoked": {"BOOL": False},
-                "GSI1PK": {"S": "APIKEYS"},
-                "GSI1SK": {"S": f"{tenant}#{record.key_id}"},
-            },
+            Item={**_key(digest), **{name: attr(value) for name, value in values.items()}},
             ConditionExpression="attribute_not_exists(PK)",
         )
         return key, record
 
     def lookup(self, key: str) -> ApiKey | None:
         digest = hash_key(key)
-        item = self.client.get_item(
-            TableName=self.table, Key={"PK": {"S": f"APIKEY#{digest}"}, "SK": {"S": "APIKEY"}}
-        ).get("Item")
+        item = self.client.get_item(TableName=self.table, Key=_key(digest)).get("Item")
         if not item or not hmac.compare_digest(item["key_hash"]["S"], digest):
             return None
         return self._record(item)
@@ -107,11 +108,11 @@ class ApiKeyStore:
             "TableName": self.table,
             "IndexName": "GSI1",
             "KeyConditionExpression": "GSI1PK = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": "APIKEYS"}},
+            "ExpressionAttributeValues": {":pk": s("APIKEYS")},
         }
         if tenant:
             params["KeyConditionExpression"] += " AND begins_with(GSI1SK, :t)"
-            params["ExpressionAttributeValues"][":t"] = {"S": f"{tenant}#"}
+            params["ExpressionAttributeValues"][":t"] = s(f"{tenant}#")
         keys: list[ApiKey] = []
         while True:
             resp = self.client.query(**params)
@@ -125,7 +126,7 @@ class ApiKeyStore:
             if record.key_id == key_id:
                 self.client.update_item(
                     TableName=self.table,
-                    Key={"PK": {"S": f"APIKEY#{record.key_hash}"}, "SK": {"S": "APIKEY"}},
+                    Key=_key(record.key_hash),
                     UpdateExpression="SET revoked = :t",
                     ExpressionAttributeValues={":t": {"BOOL": True}},
                 )

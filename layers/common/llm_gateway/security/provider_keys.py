@@ -49,9 +49,6 @@ class KmsKeyProvider:
             self._client = client("kms")
         return self._client
 
-    def has(self, key_ref: str) -> bool:
-        return key_ref in self._ciphertexts
-
     def refs(self) -> set[str]:
         return set(self._ciphertexts)
 

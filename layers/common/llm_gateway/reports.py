@@ -1,0 +1,47 @@
+"""What a turn and a stream did, for metrics and logs: counts, ids, timings — never content.
+
+The chat service and the stream fill these in; observability reads them. Neither side imports
+the other.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from llm_gateway.upstream.retry import CallStats
+
+# Bounded: each becomes a metric name (StreamOutcome_<outcome>).
+STREAM_OUTCOMES = ("complete", "upstream_error", "client_disconnect", "commit_failed", "internal_error")
+
+
+@dataclass
+class StreamReport:
+    """What a stream did, for metrics (no content). Times are ms since the request arrived."""
+
+    started: float  # time.perf_counter() when the request arrived
+    outcome: str | None = None  # one of STREAM_OUTCOMES once ended
+    first_chunk_ms: float | None = None
+    first_token_ms: float | None = None
+    duration_ms: float | None = None
+    chunks: int = 0
+
+    def since_start_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+@dataclass
+class TurnReport:
+    """What a turn did, for metrics and logs (no content)."""
+
+    alias: str = ""
+    deployment: str | None = None  # the deployment that answered
+    provider: str | None = None
+    stats: CallStats = field(default_factory=CallStats)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    history_messages: int = 0
+    history_items_read: int = 0
+    conversation: bool = False
+    stream: StreamReport | None = None  # set for streamed turns
