@@ -136,12 +136,15 @@ def test_an_upstream_cut_mid_stream_is_response_failed_and_nothing_is_stored(cli
         client.responses.create(model="default", input="next", previous_response_id=failed.id)
 
 
-def test_responses_on_a_conversation_are_its_history_and_a_concurrent_turn_is_409(client, fresh_upstream):
+def test_responses_on_a_conversation_are_its_items_and_a_concurrent_turn_is_409(client, fresh_upstream):
     conversation = client.conversations.create()
     first = client.responses.create(model="default", input="hello", conversation=conversation.id)
     assert first.conversation is not None and first.conversation.id == conversation.id
     client.responses.create(model="default", input="again", conversation={"id": conversation.id})
     assert upstream_texts(fresh_upstream)[:2] == [("user", "hello"), ("assistant", first.output_text)]
+    items = list(client.conversations.items.list(conversation.id, order="asc"))
+    assert [(i.type, i.role) for i in items] == [("message", r) for r in ("user", "assistant") * 2]
+    assert items[1].content[0].text == first.output_text
     # the chat-completions view of the same conversation sends them upstream as history
     client.chat.completions.create(
         model="default", messages=[{"role": "user", "content": "chat"}], extra_body={"conversation_id": conversation.id}
