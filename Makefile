@@ -33,38 +33,54 @@ if [ $$rc -eq 5 ]; then echo "pytest: no tests collected in $(1)"; rc=0; fi; exi
 endef
 
 .PHONY: help venv lint fmt test test-unit test-integration test-e2e pytest sam-validate \
-        cfn-lint-expanded checkov bedrock-arns sam-build dev bench clean distclean
+        cfn-lint-expanded checkov bedrock-arns sam-build dev bench clean distclean lock lock-check audit
 
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-# ---- virtualenvs: rebuilt only when a requirements file is newer than the stamp -----------------
+# ---- virtualenvs: rebuilt only when a lock is newer than the stamp -------------------------------
+# Every venv installs from a hashed lock (tools/lock.py; `make lock` regenerates them from the
+# human-edited inputs: requirements-*.txt, layers/common/requirements.in, tools/requirements-*.txt).
+# --no-deps: a lock lists every package already (pip cannot hash-check a dependency named with
+# extras, e.g. aws-sam-cli -> boto3-stubs[...], against a pin without them).
+PIP_LOCKED := -m pip install -q --require-hashes --no-deps -r
+
 venv: $(VENV)/.stamp $(SAM_VENV)/.stamp $(TOOLS_VENV)/.stamp ## create/update .venv, .venv-sam, .venv-tools (no-op when up to date)
 
-$(VENV)/.stamp: requirements-dev.txt requirements-local.txt layers/common/requirements.txt
+$(VENV)/.stamp: requirements-dev.lock
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
-	@echo "installing requirements-dev.txt into $(VENV)"
-	@$(PY) -m pip install -q -r requirements-dev.txt $(PIP_FILTER)
+	@echo "installing requirements-dev.lock into $(VENV)"
+	@$(PY) $(PIP_LOCKED) requirements-dev.lock $(PIP_FILTER)
 	@touch $@ $(VENV)/.stamp-local
 
 # `make dev` needs only the runtime and the local stack: a lean install, so a fresh clone is up fast.
-$(VENV)/.stamp-local: requirements-local.txt layers/common/requirements.txt
+$(VENV)/.stamp-local: requirements-local.lock
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
-	@echo "installing requirements-local.txt into $(VENV)"
-	@$(PY) -m pip install -q -r requirements-local.txt $(PIP_FILTER)
+	@echo "installing requirements-local.lock into $(VENV)"
+	@$(PY) $(PIP_LOCKED) requirements-local.lock $(PIP_FILTER)
 	@touch $@
 
-$(SAM_VENV)/.stamp: tools/requirements-sam.txt
+$(SAM_VENV)/.stamp: tools/requirements-sam.lock
 	@test -x $(SAM_VENV)/bin/python || { echo "creating $(SAM_VENV) with $(PYTHON)"; $(PYTHON) -m venv $(SAM_VENV); }
-	@echo "installing aws-sam-cli into $(SAM_VENV)"
-	@$(SAM_VENV)/bin/python -m pip install -q -r tools/requirements-sam.txt $(PIP_FILTER)
+	@echo "installing aws-sam-cli (tools/requirements-sam.lock) into $(SAM_VENV)"
+	@$(SAM_VENV)/bin/python $(PIP_LOCKED) tools/requirements-sam.lock $(PIP_FILTER)
 	@touch $@
 
-$(TOOLS_VENV)/.stamp: tools/requirements-tools.txt
+$(TOOLS_VENV)/.stamp: tools/requirements-tools.lock
 	@test -x $(TOOLS_VENV)/bin/python || { echo "creating $(TOOLS_VENV) with $(PYTHON)"; $(PYTHON) -m venv $(TOOLS_VENV); }
-	@echo "installing tools/requirements-tools.txt (checkov, pip-audit) into $(TOOLS_VENV)"
-	@$(TOOLS_VENV)/bin/python -m pip install -q -r tools/requirements-tools.txt $(PIP_FILTER)
+	@echo "installing checkov, pip-audit, uv (tools/requirements-tools.lock) into $(TOOLS_VENV)"
+	@$(TOOLS_VENV)/bin/python $(PIP_LOCKED) tools/requirements-tools.lock $(PIP_FILTER)
 	@touch $@
+
+# ---- locks --------------------------------------------------------------------------------------
+lock: $(TOOLS_VENV)/.stamp ## regenerate every hashed lock from its input (UPGRADE=1: newest allowed releases)
+	$(TOOLS_VENV)/bin/python tools/lock.py $(if $(UPGRADE),--upgrade)
+
+lock-check: $(TOOLS_VENV)/.stamp ## fail if a lock does not match its input (a pin or range changed without `make lock`)
+	$(TOOLS_VENV)/bin/python tools/lock.py --check
+
+audit: $(TOOLS_VENV)/.stamp ## pip-audit every lock; says plainly when no vulnerability source is reachable
+	$(TOOLS_VENV)/bin/python tools/audit.py
 
 # ---- checks -------------------------------------------------------------------------------------
 lint: $(VENV)/.stamp ## ruff check
@@ -109,8 +125,10 @@ sam-build: $(SAM_VENV)/.stamp $(VENV)/.stamp ## sam build (python3.11, no contai
 	@if command -v python3.11 >/dev/null; then $(SAM) build; \
 	else echo "python3.11 not on PATH; using $(VENV)/bin"; PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build; fi
 
-test: venv ## everything CI checks: lint, pytest, sam validate, expanded cfn-lint + checkov, sam build
+test: venv ## everything CI checks: lint, locks, audit, pytest, sam validate, expanded cfn-lint + checkov, sam build
 	@$(MAKE) lint
+	@$(MAKE) lock-check
+	@$(MAKE) audit
 	@$(MAKE) pytest
 	@$(MAKE) sam-validate
 	@$(MAKE) cfn-lint-expanded

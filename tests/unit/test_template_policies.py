@@ -19,6 +19,7 @@ from llm_gateway.chat.streaming import STREAM_OUTCOMES
 from llm_gateway.conversations.store import DynamoConversationStore, conversation_pk
 from llm_gateway.jobs.store import job_pk
 from llm_gateway.jobs.worker import IDEMPOTENCY_PK
+from llm_gateway.responses.store import response_pk
 from llm_gateway.security.api_keys import ApiKeyStore
 from local.resources import _resources, create_table, load_template
 from tools import expand_template
@@ -149,7 +150,12 @@ def test_dynamodb_actions_and_leading_keys_per_function(cfn):
 
     api_patterns = [p for s in api for p in leading_key_patterns(s)]
     worker_patterns = [p for s in worker for p in leading_key_patterns(s)]
-    tenant_keys = [conversation_pk("acme", "conv_1"), job_pk("acme", "job_1"), "T#acme#IK#0123abcd"]
+    tenant_keys = [
+        conversation_pk("acme", "conv_1"),
+        job_pk("acme", "job_1"),
+        response_pk("acme", "resp_1"),
+        "T#acme#IK#0123abcd",
+    ]
     api_key_item = "APIKEY#" + "ab" * 32
     for key in tenant_keys + [api_key_item, "APIKEYS", "T#acme#CONV"]:
         assert covered(key, api_patterns), key
