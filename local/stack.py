@@ -19,6 +19,7 @@ anything starts, and the command exits non-zero.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -171,6 +172,19 @@ def start_poller(session, endpoint: str, resources):
     return SqsPoller(sqs, resources.jobs_queue_url, handler).start()
 
 
+def json_uvicorn_logs() -> None:
+    """uvicorn's loggers through the Powertools JSON logger (its handler and formatter)."""
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+    from llm_gateway.observability import logger
+
+    # Powertools configures top-level loggers; uvicorn's children then propagate to "uvicorn".
+    copy_config_to_registered_loggers(source_logger=logger, include={"uvicorn"}, log_level="WARNING")
+    for child in ("uvicorn.error", "uvicorn.access"):
+        logging.getLogger(child).handlers.clear()
+        logging.getLogger(child).propagate = True
+
+
 def main() -> int:
     config = StackConfig.from_env(dict(os.environ))
     check_ports(config)
@@ -179,11 +193,21 @@ def main() -> int:
     with local_stack(config) as env:
         from app import app
 
+        # log_config=None: uvicorn leaves logging alone, and its own loggers (startup errors, ASGI
+        # tracebacks) then write through the app's Powertools JSON logger like every other line.
+        # Its access log stays off: the app's middleware writes one JSON access line per request.
         server = uvicorn.Server(
             uvicorn.Config(
-                app, host=HOST, port=config.port, log_level="warning", access_log=False, timeout_graceful_shutdown=5
+                app,
+                host=HOST,
+                port=config.port,
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=5,
             )
         )
+        json_uvicorn_logs()
         print(banner(config, env["LOCAL_UPSTREAM"]), flush=True)
         server.run()
         if not server.started:

@@ -1,2 +1,3 @@
 #!/bin/sh
-exec python -m uvicorn --app-dir "$LAMBDA_TASK_ROOT" app:app --host 127.0.0.1 --port "${PORT:-8080}"
+# uvicorn's access log is off: the app's middleware writes one JSON access line per request.
+exec python -m uvicorn --app-dir "$LAMBDA_TASK_ROOT" app:app --host 127.0.0.1 --port "${PORT:-8080}" --no-access-log
