@@ -237,6 +237,21 @@ def test_gsi1_projects_what_its_queries_read_and_not_the_system_prompt():
 
         store = DynamoConversationStore("gsi-test", client=client)
         made = store.create("acme", model="default", system="S" * 5000, system_tokens=1200, metadata={"k": "v"})
+        # Every counter the listing shows, non-zero, so a counter left out of the projection shows.
+        client.update_item(
+            TableName="gsi-test",
+            Key={"PK": {"S": conversation_pk("acme", made.id)}, "SK": {"S": "META"}},
+            UpdateExpression="SET message_count = :m, deleted_messages = :d, prompt_tokens = :p, "
+            "completion_tokens = :c, cost_usd = :u, updated_at = :t",
+            ExpressionAttributeValues={
+                ":m": {"N": "7"},
+                ":d": {"N": "2"},
+                ":p": {"N": "120"},
+                ":c": {"N": "45"},
+                ":u": {"N": "0.0125"},
+                ":t": {"N": str(made.created_at + 5000)},
+            },
+        )
         (listed,), _ = store.list_conversations("acme", limit=10, after=None)
         expected = {k: v for k, v in store.get("acme", made.id).public().items() if k != "system"}
         assert {k: v for k, v in listed.public().items() if k != "system"} == expected
