@@ -43,6 +43,7 @@ class ChatStreamResponse(StreamingResponse):
             headers["x-conversation-id"] = stream.conversation_id
         if report.deployment:
             headers[DEPLOYMENT_HEADER] = report.deployment
+        headers.update(report.rate_headers)
         super().__init__(self._events(), media_type="text/event-stream", headers=headers)
 
     async def _events(self) -> AsyncIterator[bytes]:

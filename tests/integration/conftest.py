@@ -76,6 +76,7 @@ def make_gateway(
     sleep: Callable[[float], None] | None = None,
     budget: RetryBudget | None = None,
     ciphertext: str | None = None,
+    upstream_url: str = UPSTREAM,
     **overrides,
 ) -> Gateway:
     """The app over moto. Retry sleeps are recorded in ``Gateway.sleeps`` (and, when ``sleep`` is
@@ -85,7 +86,7 @@ def make_gateway(
         ciphertext = encrypt_key(CANARY_KEY, "default", aws.res.kms_key_id, kms)
     settings = Settings(
         table_name=aws.res.table_name,
-        openai_base_url=UPSTREAM,
+        openai_base_url=upstream_url,
         provider_key_ciphertext=ciphertext,
         default_model="gpt-test",
         jobs_queue_url=aws.res.jobs_queue_url,

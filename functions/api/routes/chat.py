@@ -21,7 +21,7 @@ def chat_completions(
     if body.stream:
         # No 29 s buffered-integration limit for a stream: the stream deadline (and the Lambda's).
         deadline = deadline_for(state.headers, settings.stream_deadline_seconds, settings.deadline_margin_seconds)
-        report = TurnReport(stream=StreamReport(state.started))
+        report = TurnReport(stream=StreamReport(state.started), key_id=who.key_id)
         try:
             stream = services.chat.stream(who.tenant, body, deadline, report)
         except BaseException:
@@ -29,10 +29,11 @@ def chat_completions(
             raise
         return ChatStreamResponse(stream, report, state.metrics)
     deadline = deadline_for(state.headers, settings.request_deadline_seconds, settings.deadline_margin_seconds)
-    report = TurnReport()
+    report = TurnReport(key_id=who.key_id)
     try:
         result = services.chat.complete(who.tenant, body, deadline, report)
         response.headers[DEPLOYMENT_HEADER] = report.deployment or ""
+        response.headers.update(report.rate_headers)
         return result
     finally:
         state.metrics.turn(report)

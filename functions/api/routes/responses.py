@@ -63,7 +63,7 @@ def create_response(
     state.metrics.route(ROUTE)
     if body.stream:
         deadline = deadline_for(state.headers, settings.stream_deadline_seconds, settings.deadline_margin_seconds)
-        report = TurnReport(stream=StreamReport(state.started))
+        report = TurnReport(stream=StreamReport(state.started), key_id=who.key_id)
         try:
             stream = services.responses.stream(who.tenant, body, deadline, report)
         except BaseException:
@@ -71,10 +71,11 @@ def create_response(
             raise
         return ResponseStreamResponse(stream, report, state.metrics)
     deadline = deadline_for(state.headers, settings.request_deadline_seconds, settings.deadline_margin_seconds)
-    report = TurnReport()
+    report = TurnReport(key_id=who.key_id)
     try:
         result = services.responses.create(who.tenant, body, deadline, report)
         response.headers[DEPLOYMENT_HEADER] = report.deployment or ""
+        response.headers.update(report.rate_headers)
         return result
     finally:
         state.metrics.turn(report)

@@ -22,12 +22,14 @@ class GatewayError(Exception):
         code: str | None = None,
         param: str | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.param = param
         self.retry_after = retry_after
+        self.headers = dict(headers or {})  # extra response headers (x-ratelimit-*, x-should-retry)
 
 
 class InvalidRequest(GatewayError):
@@ -64,8 +66,28 @@ class IdempotencyConflict(GatewayError):
     default_code = "idempotency_key_reused"
 
 
+class PermissionDenied(GatewayError):
+    default_code = "permission_denied"
+
+
+class ModelNotAllowed(PermissionDenied):
+    """The key or tenant may not use this model alias (403, documented in the README)."""
+
+    default_code = "model_not_allowed"
+
+
 class RateLimited(GatewayError):
     default_code = "rate_limit_exceeded"
+
+
+class QuotaExhausted(RateLimited):
+    """A spend or token budget is used up: no retry before the window ends can succeed."""
+
+    default_code = "insufficient_quota"
+
+    def __init__(self, message: str, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.headers["x-should-retry"] = "false"
 
 
 class UpstreamError(GatewayError):
@@ -115,11 +137,13 @@ ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     InvalidRequest: (400, "invalid_request_error"),
     UpstreamRejected: (400, "invalid_request_error"),
     AuthenticationFailed: (401, "authentication_error"),
+    PermissionDenied: (403, "permission_error"),
     NotFound: (404, "invalid_request_error"),
     MethodNotAllowed: (405, "invalid_request_error"),
     ConversationBusy: (409, "conflict_error"),
     PayloadTooLarge: (413, "invalid_request_error"),
     IdempotencyConflict: (422, "invalid_request_error"),
+    QuotaExhausted: (429, "insufficient_quota"),
     RateLimited: (429, "rate_limit_error"),
     ProviderKeyUnavailable: (500, "server_error"),
     ConfigurationError: (500, "server_error"),
@@ -150,7 +174,7 @@ def to_http(exc: GatewayError) -> HttpError:
             break
     else:  # pragma: no cover - GatewayError is in the table
         status, type_ = 500, "server_error"
-    headers = {}
+    headers = dict(exc.headers)
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return HttpError(status, error_body(exc.message, type_, exc.code, exc.param), headers)

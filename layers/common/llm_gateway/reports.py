@@ -45,3 +45,5 @@ class TurnReport:
     history_items_read: int = 0
     conversation: bool = False
     stream: StreamReport | None = None  # set for streamed turns
+    key_id: str | None = None  # input, set by the view: the gateway key the turn counts against
+    rate_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-* for the response

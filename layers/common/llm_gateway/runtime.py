@@ -15,6 +15,9 @@ from llm_gateway.errors import ConfigurationError
 from llm_gateway.jobs.service import JobService
 from llm_gateway.jobs.store import JobStore
 from llm_gateway.providers import build_provider
+from llm_gateway.quotas.counters import DynamoCounterStore
+from llm_gateway.quotas.limits import DynamoLimitsStore, parse_limits
+from llm_gateway.quotas.service import QuotaService
 from llm_gateway.responses.service import ResponseService
 from llm_gateway.responses.store import DynamoResponseStore
 from llm_gateway.security.api_keys import ApiKeyStore, Authenticator
@@ -36,6 +39,7 @@ class Services:
     jobs: JobService
     conversation_service: ConversationService
     responses: ResponseService
+    quotas: QuotaService
 
 
 def key_ciphertexts(settings: Settings) -> dict[str, str]:
@@ -96,7 +100,17 @@ def build_services(
     )
     store = DynamoConversationStore(settings.table_name, client=dynamodb, ttl_days=settings.conversation_ttl_days)
     auth = Authenticator(ApiKeyStore(settings.table_name, client=store.client), settings.auth_cache_seconds)
-    chat = ChatService(store, routing, router, settings)
+    quotas = QuotaService(
+        DynamoCounterStore(settings.table_name, store.client),
+        DynamoLimitsStore(
+            settings.table_name,
+            store.client,
+            defaults=parse_limits(settings.quota_default_limits),
+            cache_seconds=settings.quota_limits_cache_seconds,
+        ),
+        output_reserve_tokens=settings.quota_output_reserve_tokens,
+    )
+    chat = ChatService(store, routing, router, settings, quotas)
 
     def sqs_client() -> Any:  # built on the first job submission, not at cold start
         if sqs is not None:
@@ -116,4 +130,5 @@ def build_services(
     responses = ResponseService(
         chat, DynamoResponseStore(settings.table_name, store.client, ttl_days=settings.conversation_ttl_days)
     )
-    return Services(settings, routing, chat, store, auth, keys, jobs, ConversationService(store, chat), responses)
+    conversation_service = ConversationService(store, chat)
+    return Services(settings, routing, chat, store, auth, keys, jobs, conversation_service, responses, quotas)

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     openai_base_url: str = "https://api.openai.com/v1"
     provider_key_ciphertext: str = ""  # base64 KMS ciphertext, key ref "default"
     default_context_window: int = Field(128_000, gt=0)
+    default_input_price_per_1m: float = Field(0.0, ge=0)  # USD per 1M prompt tokens (budgets, /v1/usage)
+    default_output_price_per_1m: float = Field(0.0, ge=0)
     # The routing document (see routing.py): SSM parameter > ROUTING_CONFIG (JSON) > file.
     routing_config: str | None = None
     routing_config_ssm_parameter: str | None = None
@@ -80,6 +82,13 @@ class Settings(BaseSettings):
     # between chunks (the read timeout) plus the renewal interval.
     stream_lease_seconds: float = Field(90.0, gt=0)
     stream_lease_renew_seconds: float = Field(15.0, gt=0)
+
+    # --- quotas (llm_gateway.quotas) -------------------------------------------------
+    # A request reserves its prompt tokens plus its output allowance: max_tokens capped at this, so
+    # a huge max_tokens cannot lock a whole budget; reconciled to the real usage after the call.
+    quota_output_reserve_tokens: int = Field(4_096, gt=0)
+    quota_default_limits: str | None = None  # JSON Limits for tenants with none stored; unset = unlimited
+    quota_limits_cache_seconds: float = Field(30.0, ge=0)
 
     # --- auth --------------------------------------------------------------------
     auth_cache_seconds: float = Field(30.0, ge=0)

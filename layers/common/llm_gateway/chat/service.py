@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from llm_gateway.chat import metering
+from llm_gateway.chat.metering import prompt_count
 from llm_gateway.chat.models import ChatCompletionRequest, ChatMessage
 from llm_gateway.chat.streaming import ChatStream, StreamTurn
 from llm_gateway.chat.tokens import TOKENS_PER_REPLY, count_message, reply_tokens
@@ -22,6 +24,7 @@ from llm_gateway.conversations.store import (
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import ContextLengthExceeded, InvalidRequest, PayloadTooLarge
 from llm_gateway.providers.base import Usage
+from llm_gateway.quotas.service import QuotaService
 from llm_gateway.reports import StreamReport, TurnReport
 from llm_gateway.settings import Settings
 from llm_gateway.upstream.aliases import ModelAlias, Routing
@@ -56,11 +59,19 @@ def leading_system(messages: list[ChatMessage]) -> list[ChatMessage]:
 
 
 class ChatService:
-    def __init__(self, store: ConversationStore, routing: Routing, router: Router, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: ConversationStore,
+        routing: Routing,
+        router: Router,
+        settings: Settings,
+        quotas: QuotaService | None = None,
+    ) -> None:
         self.store = store
         self.routing = routing
         self.router = router
         self.settings = settings
+        self.quotas = quotas
 
     # ---- validation -------------------------------------------------------------
     def check_sizes(self, request: ChatCompletionRequest) -> None:
@@ -120,7 +131,11 @@ class ChatService:
         report.alias = alias.name
         if request.conversation_id is None:
             messages = [m.wire() for m in request.messages]
-            routed = self._call(alias, request, messages, deadline, report)
+            hold = metering.admit(self.quotas, tenant, alias, request, prompt_count(messages), deadline, report)
+            try:
+                routed = self._call(alias, request, messages, deadline, report)
+            finally:
+                metering.settle(hold, report)
             return self._response(routed, None)
         if turn_id is not None:
             replay = self.committed_turn(tenant, request.conversation_id, turn_id)
@@ -179,8 +194,10 @@ class ChatService:
         lease = self.store.acquire_lease(
             tenant, conversation_id, deadline.remaining() + self.settings.lease_grace_seconds
         )
+        hold = None
         try:
             turn = self.prepare(tenant, alias, request, lease.conversation, report)
+            hold = metering.admit(self.quotas, tenant, alias, request, turn.prompt_tokens, deadline, report)
             routed = self._call(alias, request, turn.upstream_messages, deadline, report)
             reply = self.reply_message(routed)
             self.store.commit_turn(
@@ -200,6 +217,8 @@ class ChatService:
         except BaseException:
             self.store.release_lease(lease)
             raise
+        finally:
+            metering.settle(hold, report)
         return self._response(routed, conversation_id)
 
     def history_room(
@@ -281,7 +300,12 @@ class ChatService:
         report.alias = alias.name
         if request.conversation_id is None:
             messages = [m.wire() for m in request.messages]
-            routed = self.router.stream(alias, request.upstream_body(alias.name, messages), deadline, report.stats)
+            hold = metering.admit(self.quotas, tenant, alias, request, prompt_count(messages), deadline, report)
+            try:
+                routed = self.router.stream(alias, request.upstream_body(alias.name, messages), deadline, report.stats)
+            except BaseException:
+                metering.settle(hold, report)
+                raise
             report.deployment = routed.deployment.name
             return ChatStream(
                 routed,
@@ -289,20 +313,24 @@ class ChatService:
                 deadline,
                 conversation_id=None,
                 turn=turn,
-                estimate_prompt_tokens=lambda: sum(count_message(m) for m in messages) + TOKENS_PER_REPLY,
+                estimate_prompt_tokens=lambda: prompt_count(messages),
                 renew_every=self.settings.stream_lease_renew_seconds,
+                quota=hold,
             )
         report.conversation = True
         # A short lease, renewed while chunks flow: a crashed stream blocks the conversation briefly.
         lease_seconds = self.settings.stream_lease_seconds + self.settings.lease_grace_seconds
         lease = self.store.acquire_lease(tenant, request.conversation_id, lease_seconds)
+        hold = None
         try:
             prepared = self.prepare(tenant, alias, request, lease.conversation, report)
+            hold = metering.admit(self.quotas, tenant, alias, request, prepared.prompt_tokens, deadline, report)
             routed = self.router.stream(
                 alias, request.upstream_body(alias.name, prepared.upstream_messages), deadline, report.stats
             )
         except BaseException:
             self.store.release_lease(lease)
+            metering.settle(hold, report)
             raise
         report.deployment = routed.deployment.name
         return ChatStream(
@@ -313,6 +341,7 @@ class ChatService:
             turn=_LeasedTurn(self.store, lease, prepared, lease_seconds, then=turn),
             estimate_prompt_tokens=lambda: prepared.prompt_tokens,
             renew_every=self.settings.stream_lease_renew_seconds,
+            quota=hold,
         )
 
     @staticmethod

@@ -114,6 +114,12 @@ class StreamTurn(Protocol):
     def release(self) -> None: ...
 
 
+class QuotaHold(Protocol):
+    """A quota reservation (quotas.service.Hold), settled once when the stream ends."""
+
+    def settle(self, prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None: ...
+
+
 class ChatStream:
     """Iterate the chunks of a streamed turn; always :meth:`close` it. See the module docstring."""
 
@@ -127,6 +133,7 @@ class ChatStream:
         turn: StreamTurn | None,
         estimate_prompt_tokens: Callable[[], int],
         renew_every: float,
+        quota: QuotaHold | None = None,
     ) -> None:
         self.routed = routed
         self.report = report
@@ -135,6 +142,7 @@ class ChatStream:
         self.turn = turn
         self.estimate_prompt_tokens = estimate_prompt_tokens
         self.renew_every = renew_every
+        self.quota = quota
         self.reply = ReplyBuilder()
         self._lock = threading.Lock()
         self._aborted = threading.Event()
@@ -261,5 +269,15 @@ class ChatStream:
         try:
             self.routed.close()
         finally:
-            if self.turn is not None and not self._committed:
-                self.turn.release()
+            try:
+                if self.turn is not None and not self._committed:
+                    self.turn.release()
+            finally:
+                self._settle_quota()
+
+    def _settle_quota(self) -> None:
+        """Charge what the stream used: all of it when complete, what was generated when cut."""
+        if self.quota is not None:
+            usage = self._usage()
+            cost = self.routed.deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+            self.quota.settle(usage.prompt_tokens, usage.completion_tokens, cost)

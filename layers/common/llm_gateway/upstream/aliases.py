@@ -184,6 +184,8 @@ def default_alias(settings: Settings) -> ModelAlias:
                 base_url=settings.openai_base_url,
                 key_ref=DEFAULT_KEY_REF if settings.provider_key_ciphertext else None,
                 context_window=settings.default_context_window,
+                input_price_per_1m=settings.default_input_price_per_1m,
+                output_price_per_1m=settings.default_output_price_per_1m,
             )
         ],
         history_max_tokens=settings.history_max_tokens,
