@@ -8,7 +8,8 @@ One process tree, loopback only:
   ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` are set, which route ``default`` to that
   real upstream instead; either way the provider key goes through KMS encryption
   exactly as a deployment's does;
-* a dev tenant with the API key ``sk-local-dev`` (``GATEWAY_API_KEY`` overrides);
+* a dev tenant with the API key ``sk-local-dev`` (``GATEWAY_API_KEY`` overrides) and the admin
+  key ``sk-local-admin`` (``GATEWAY_ADMIN_KEY`` overrides);
 * the SQS poller feeding the worker handler like the Lambda event source mapping;
 * the FastAPI app under uvicorn on 127.0.0.1:3000 (``PORT`` overrides).
 
@@ -152,8 +153,11 @@ def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
 
         from llm_gateway.security.api_keys import ApiKeyStore
 
-        ApiKeyStore(resources.table_name, client=session.client("dynamodb", endpoint_url=moto.endpoint)).create(
-            DEV_TENANT, "make dev", key=config.api_key
+        keys = ApiKeyStore(resources.table_name, client=session.client("dynamodb", endpoint_url=moto.endpoint))
+        keys.create(DEV_TENANT, "make dev", key=config.api_key)
+        # an admin key for /v1/admin/... (GATEWAY_ADMIN_KEY overrides)
+        keys.create(
+            DEV_TENANT, "make dev admin", key=os.environ.get("GATEWAY_ADMIN_KEY") or "sk-local-admin", admin=True
         )
         poller = start_poller(session, moto.endpoint, resources)
         if poller is not None:

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from llm_gateway.errors import PermissionDenied
 from llm_gateway.runtime import Services
 from llm_gateway.security.api_keys import Caller
 
@@ -30,3 +31,13 @@ def get_caller(services: ServicesDep, authorization: Annotated[str | None, Heade
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_admin(who: CallerDep) -> Caller:
+    """An admin key, or 403 (the admin routes are documented; hiding them would not protect them)."""
+    if not who.admin:
+        raise PermissionDenied("This route needs an admin key.", code="admin_key_required")
+    return who
+
+
+AdminDep = Annotated[Caller, Depends(get_admin)]

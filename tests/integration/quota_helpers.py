@@ -14,7 +14,7 @@ PRICES = {"default_input_price_per_1m": 1.0, "default_output_price_per_1m": 2.0}
 
 @dataclass
 class Clock:
-    now: float = 1_800_000_000.0  # a fixed instant, 20 s into a minute
+    now: float = 1_800_000_000.0  # 2027-01-15T08:00:00Z, the start of a minute
 
     def __call__(self) -> float:
         return self.now

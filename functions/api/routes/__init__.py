@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from routes import chat, conversations, health, jobs, models, responses
+from routes import admin, chat, conversations, health, jobs, models, responses, usage
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -11,4 +11,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     responses.router,
     conversations.router,
     jobs.router,
+    usage.router,
+    admin.router,
 )

@@ -4,6 +4,11 @@
     bin/llm-gateway-admin keys list [--tenant acme]
     bin/llm-gateway-admin keys revoke key_0123456789ab
     bin/llm-gateway-admin encrypt-key --kms-key-id <ProviderKeyArn> [--deployment default]
+    bin/llm-gateway-admin limits set --tenant acme [--key key_0123456789ab] --rpm 60 --usd-per-day 5
+    bin/llm-gateway-admin limits get --tenant acme [--key key_0123456789ab]
+    bin/llm-gateway-admin usage --tenant acme [--start 2026-12-01] [--end 2026-12-31] [--group-by day|model|key]
+
+``limits set`` replaces the whole set: a limit not given is unlimited.
 
 The table comes from ``TABLE_NAME`` (or ``--table``); AWS credentials and region from
 the usual AWS environment. ``encrypt-key`` reads the plaintext from standard input
@@ -28,7 +33,7 @@ def _keys(args: argparse.Namespace):
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    key, record = _keys(args).create(args.tenant, args.name)
+    key, record = _keys(args).create(args.tenant, args.name, admin=args.admin)
     print(json.dumps({**record.public(), "key": key}, indent=2))
     print("Store this key now: it is not shown again.", file=sys.stderr)
     return 0
@@ -41,6 +46,59 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     print(json.dumps(_keys(args).revoke(args.key_id).public(), indent=2))
+    return 0
+
+
+def _dynamodb(args: argparse.Namespace):
+    from llm_gateway.aws import client
+    from llm_gateway.settings import get_settings
+
+    return args.table or get_settings().table_name, client("dynamodb")
+
+
+def _limits_store(args: argparse.Namespace):
+    from llm_gateway.quotas.limits import DynamoLimitsStore, parse_limits
+    from llm_gateway.settings import get_settings
+
+    table, dynamodb = _dynamodb(args)
+    return DynamoLimitsStore(table, dynamodb, defaults=parse_limits(get_settings().quota_default_limits))
+
+
+LIMIT_FLAGS = ("rpm", "tpm", "max_concurrent", "usd_per_day", "usd_per_month", "tokens_per_day")
+
+
+def cmd_limits_set(args: argparse.Namespace) -> int:
+    from llm_gateway.quotas.limits import Limits
+
+    values = {name: getattr(args, name) for name in LIMIT_FLAGS if getattr(args, name) is not None}
+    if args.models is not None:
+        values["models"] = [m for m in args.models.split(",") if m]
+    limits = Limits(**values)
+    store = _limits_store(args)
+    if args.key:
+        store.put_key(args.tenant, args.key, limits)
+    else:
+        store.put_tenant(args.tenant, limits)
+    print(json.dumps({"tenant": args.tenant, "key": args.key, "limits": limits.public()}, indent=2))
+    return 0
+
+
+def cmd_limits_get(args: argparse.Namespace) -> int:
+    store = _limits_store(args)
+    tenant_limits, key_limits = store.get(args.tenant, args.key)
+    shown = key_limits if args.key else tenant_limits
+    print(json.dumps({"tenant": args.tenant, "key": args.key, "limits": shown.public()}, indent=2))
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from llm_gateway.quotas.admin import AdminService
+    from llm_gateway.quotas.counters import DynamoCounterStore
+    from llm_gateway.security.api_keys import ApiKeyStore
+
+    table, dynamodb = _dynamodb(args)
+    admin = AdminService(ApiKeyStore(table, dynamodb), _limits_store(args), DynamoCounterStore(table, dynamodb))
+    print(json.dumps(admin.usage(None, args.tenant, args.start, args.end, args.group_by), indent=2))
     return 0
 
 
@@ -68,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create a key for a tenant; prints it once")
     create.add_argument("--tenant", required=True)
     create.add_argument("--name", default="")
+    create.add_argument("--admin", action="store_true", help="the key may call /v1/admin/...")
     create.set_defaults(func=cmd_keys_create)
     listing = keys.add_parser("list", help="list keys (ids and tenants, never the keys)")
     listing.add_argument("--tenant")
@@ -75,6 +134,28 @@ def parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    limits = sub.add_parser("limits", help="tenant and key limits").add_subparsers(dest="limits_command", required=True)
+    lset = limits.add_parser("set", help="replace a tenant's (or, with --key, a key's) limits")
+    lset.add_argument("--tenant", required=True)
+    lset.add_argument("--key", help="a key id (key_...): set that key's tighter limits")
+    for name in ("rpm", "tpm", "max_concurrent", "tokens_per_day"):
+        lset.add_argument("--" + name.replace("_", "-"), dest=name, type=int)
+    for name in ("usd_per_day", "usd_per_month"):
+        lset.add_argument("--" + name.replace("_", "-"), dest=name, type=float)
+    lset.add_argument("--models", help="comma-separated aliases the tenant/key may use (default: all)")
+    lset.set_defaults(func=cmd_limits_set)
+    lget = limits.add_parser("get", help="show a tenant's (or a key's) limits")
+    lget.add_argument("--tenant", required=True)
+    lget.add_argument("--key")
+    lget.set_defaults(func=cmd_limits_get)
+
+    usage = sub.add_parser("usage", help="a tenant's requests, tokens and cost")
+    usage.add_argument("--tenant", required=True)
+    usage.add_argument("--start", help="YYYY-MM-DD (default: the first of this month)")
+    usage.add_argument("--end", help="YYYY-MM-DD (default: today), inclusive")
+    usage.add_argument("--group-by", dest="group_by", choices=("day", "model", "key"), default="day")
+    usage.set_defaults(func=cmd_usage)
 
     enc = sub.add_parser("encrypt-key", help="encrypt a provider key (stdin) for the stack's KMS key")
     enc.add_argument("--kms-key-id", required=True, help="the stack's ProviderKeyArn output, or its alias")

@@ -15,6 +15,7 @@ from llm_gateway.errors import ConfigurationError
 from llm_gateway.jobs.service import JobService
 from llm_gateway.jobs.store import JobStore
 from llm_gateway.providers import build_provider
+from llm_gateway.quotas.admin import AdminService
 from llm_gateway.quotas.counters import DynamoCounterStore
 from llm_gateway.quotas.limits import DynamoLimitsStore, parse_limits
 from llm_gateway.quotas.service import QuotaService
@@ -40,6 +41,7 @@ class Services:
     conversation_service: ConversationService
     responses: ResponseService
     quotas: QuotaService
+    admin: AdminService
 
 
 def key_ciphertexts(settings: Settings) -> dict[str, str]:
@@ -131,4 +133,5 @@ def build_services(
         chat, DynamoResponseStore(settings.table_name, store.client, ttl_days=settings.conversation_ttl_days)
     )
     conversation_service = ConversationService(store, chat)
-    return Services(settings, routing, chat, store, auth, keys, jobs, conversation_service, responses, quotas)
+    admin = AdminService(auth.keys, quotas.limits, quotas.counters)
+    return Services(settings, routing, chat, store, auth, keys, jobs, conversation_service, responses, quotas, admin)

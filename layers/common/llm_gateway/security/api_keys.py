@@ -39,6 +39,7 @@ class ApiKey:
     name: str
     created_at: int
     revoked: bool = False
+    admin: bool = False  # may call /v1/admin/...
     key_hash: str = field(default="", repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -48,6 +49,7 @@ class ApiKey:
             "name": self.name,
             "created_at": self.created_at // 1000,
             "revoked": self.revoked,
+            "admin": self.admin,
         }
 
 
@@ -69,16 +71,19 @@ class ApiKeyStore:
             name=data.get("name", ""),
             created_at=data["created_at"],
             revoked=data.get("revoked", False),
+            admin=data.get("admin", False),
             key_hash=data["key_hash"],
         )
 
-    def create(self, tenant: str, name: str = "", key: str | None = None) -> tuple[str, ApiKey]:
+    def create(self, tenant: str, name: str = "", key: str | None = None, *, admin: bool = False) -> tuple[str, ApiKey]:
         """Create a key for ``tenant``; returns the plaintext (shown once) and its record."""
         if not TENANT_RE.match(tenant):
             raise ValueError("tenant ids are 1-64 characters of letters, digits, '_', '.', '-'")
         key = key or KEY_PREFIX + secrets.token_urlsafe(32)
         digest = hash_key(key)
-        record = ApiKey(key_id="key_" + digest[:12], tenant=tenant, name=name, created_at=now_ms(), key_hash=digest)
+        record = ApiKey(
+            key_id="key_" + digest[:12], tenant=tenant, name=name, created_at=now_ms(), admin=admin, key_hash=digest
+        )
         values = {
             "key_hash": digest,
             "key_id": record.key_id,
@@ -86,6 +91,7 @@ class ApiKeyStore:
             "name": name,
             "created_at": record.created_at,
             "revoked": False,
+            "admin": admin,
             "GSI1PK": "APIKEYS",
             "GSI1SK": f"{tenant}#{record.key_id}",
         }
@@ -138,6 +144,7 @@ class ApiKeyStore:
 class Caller:
     tenant: str
     key_id: str
+    admin: bool = False
 
 
 class Authenticator:
@@ -165,7 +172,7 @@ class Authenticator:
             with self._lock:
                 self._cache.pop(digest, None)
             raise AuthenticationFailed("Incorrect or revoked API key.")
-        caller = Caller(record.tenant, record.key_id)
+        caller = Caller(record.tenant, record.key_id, record.admin)
         if self.cache_seconds > 0:
             with self._lock:
                 if len(self._cache) > 10_000:
