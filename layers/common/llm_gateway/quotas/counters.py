@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from llm_gateway.aws import dynamo
+
 NANO = 1_000_000_000  # nano-USD per USD
 
 
@@ -130,15 +132,8 @@ def claim_update(claim: SlotClaim) -> dict[str, Any]:
 
 
 def plain(item: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in item.items():
-        if "N" in value:
-            out[name] = int(value["N"])
-        elif "SS" in value:
-            out[name] = set(value["SS"])
-        elif "S" in value:
-            out[name] = value["S"]
-    return out
+    """A counter item as Python (numbers as int, the holders set as a set of str)."""
+    return {name: dynamo.plain(value) for name, value in item.items()}
 
 
 class DynamoCounterStore:

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from llm_gateway.aws.dynamo import batch_get
+
 TENANT_SK = "TENANT"
 
 
@@ -96,15 +98,10 @@ class DynamoLimitsStore:
         keys = [{"PK": {"S": limits_pk(tenant)}, "SK": {"S": TENANT_SK}}]
         if key_id:
             keys.append({"PK": {"S": limits_pk(tenant)}, "SK": {"S": key_sk(key_id)}})
-        request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
-        found: dict[str, Limits] = {}
-        for _ in range(5):  # BatchGetItem may leave keys unprocessed under load: ask again
-            resp = self.client.batch_get_item(RequestItems=request)
-            for item in resp.get("Responses", {}).get(self.table, []):
-                found[item["SK"]["S"]] = parse_limits(item["limits"]["S"])
-            request = resp.get("UnprocessedKeys") or {}
-            if not request:
-                break
+        found: dict[str, Limits] = {
+            item["SK"]["S"]: parse_limits(item["limits"]["S"])
+            for item in batch_get(self.client, self.table, keys, what="reading limits")
+        }
         result = (found.get(TENANT_SK, self.defaults), found.get(key_sk(key_id), UNLIMITED) if key_id else UNLIMITED)
         if self.cache_seconds > 0:
             with self._lock:
