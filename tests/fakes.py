@@ -133,3 +133,87 @@ class InMemoryResponseStore:
         links = [ChainLink(parent.id, parent.messages)] + [ChainLink(r.id, r.messages) for r in found]
         self.chain_reads.append(1 + len(found))
         return Chain(links, parent.ancestors, 1 + len(found))
+
+
+class InMemoryCounterStore:
+    """quotas.counters.CounterStore in a dict: the same all-or-nothing conditions, under one lock."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.reserves = 0
+        self.settles = 0
+
+    def _fails(self, counter: Any) -> bool:
+        item = self.items.get((counter.pk, counter.sk), {})
+        return any(item.get(c.attr, 0) + counter.add.get(c.attr, 0) > c.limit_value for c in counter.caps)
+
+    def reserve(self, counters: list[Any], claims: list[Any]) -> None:
+        from llm_gateway.quotas.counters import Denied
+
+        with self.lock:
+            self.reserves += 1
+            for index, counter in enumerate(counters):
+                if self._fails(counter):
+                    raise Denied(index, dict(self.items.get((counter.pk, counter.sk), {})))
+            for index, claim in enumerate(claims):
+                holders = self.items.get((claim.pk, claim.sk), {}).get("holders", set())
+                if len(holders) >= claim.max:
+                    raise Denied(len(counters) + index, {"holders": set(holders)})
+            for counter in counters:
+                self._add(counter)
+            for claim in claims:
+                self.items.setdefault((claim.pk, claim.sk), {}).setdefault("holders", set()).add(claim.holder)
+
+    def _add(self, counter: Any) -> None:
+        item = self.items.setdefault((counter.pk, counter.sk), {})
+        for attr, value in counter.add.items():
+            item[attr] = item.get(attr, 0) + value
+        if counter.ttl is not None:
+            item.setdefault("ttl", counter.ttl)
+
+    def settle(self, counters: list[Any], releases: list[tuple[str, str, str]], token: str) -> None:
+        with self.lock:
+            self.settles += 1
+            for counter in counters:
+                self._add(counter)
+            for pk, sk, holder in releases:
+                self.items.get((pk, sk), {}).get("holders", set()).discard(holder)
+
+    def read(self, pk: str, sk: str) -> dict[str, Any]:
+        with self.lock:
+            return {k: (set(v) if isinstance(v, set) else v) for k, v in self.items.get((pk, sk), {}).items()}
+
+    def query(self, pk: str, sk_from: str, sk_to: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                {**item, "SK": sk} for (p, sk), item in sorted(self.items.items()) if p == pk and sk_from <= sk <= sk_to
+            ]
+
+    def purge(self, pk: str, sk: str, holders: list[str]) -> None:
+        with self.lock:
+            self.items.get((pk, sk), {}).get("holders", set()).difference_update(holders)
+
+
+class InMemoryLimitsStore:
+    """quotas.limits.LimitsStore in a dict."""
+
+    def __init__(self) -> None:
+        self.tenants: dict[str, Any] = {}
+        self.keys: dict[tuple[str, str], Any] = {}
+
+    def get(self, tenant: str, key_id: str | None) -> tuple[Any, Any]:
+        from llm_gateway.quotas.limits import UNLIMITED
+
+        return self.tenants.get(tenant, UNLIMITED), self.keys.get((tenant, key_id or ""), UNLIMITED)
+
+    def put_tenant(self, tenant: str, limits: Any) -> None:
+        self.tenants[tenant] = limits
+
+    def put_key(self, tenant: str, key_id: str, limits: Any) -> None:
+        self.keys[(tenant, key_id)] = limits
+
+    def tenant(self, tenant: str) -> Any:
+        return self.get(tenant, None)[0]

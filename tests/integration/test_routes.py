@@ -22,6 +22,11 @@ def test_openapi_and_docs_describe_every_contract_route(gateway):
         "/v1/jobs": {"post"},
         "/v1/jobs/{job_id}": {"get"},
         "/v1/models": {"get"},
+        "/v1/usage": {"get"},
+        "/v1/admin/keys": {"get", "post"},
+        "/v1/admin/keys/{key_id}": {"delete"},
+        "/v1/admin/tenants/{tenant}/limits": {"get", "put"},
+        "/v1/admin/usage": {"get"},
         "/health": {"get"},
     } == {path: set(methods) for path, methods in paths.items()}
     docs = gateway.client.get("/docs")

@@ -98,6 +98,7 @@ class Hold:
     counters: list[Counter]
     claims: list[SlotClaim]
     estimate: Estimate
+    reserved: bool = True  # False: nothing was reserved, the settlement records the whole request
     headers: dict[str, str] = field(default_factory=dict)
     _settled: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -177,6 +178,12 @@ class QuotaService:
             for cap in counter.caps:
                 if counter.add.get(cap.attr, 0) > cap.limit_value:
                     self._deny(cap, windows, scopes, too_large=True)
+        if not claims and not any(c.caps for c in counters):
+            # nothing to enforce (an unlimited tenant and key): no reservation, the settlement
+            # alone records the request, so usage costs one write round trip, after the call
+            hold = Hold(self, tenant, alias.name, windows, counters, claims, Estimate(0, 0), reserved=False)
+            hold.headers = self.headers(scopes, windows, now)
+            return hold
         for attempt in (1, 2):
             try:
                 self.counters.reserve(counters, claims)
@@ -315,11 +322,12 @@ class QuotaService:
         tokens = prompt_tokens + completion_tokens
         dt, dc = tokens - hold.estimate.tokens, nano_usd - hold.estimate.nano_usd
         updates: list[Counter] = []
+        first = {} if hold.reserved else {"req": 1}  # the request itself, when not counted at admission
         for c in hold.counters:
             if c.sk.startswith("M#"):
-                add = {"tok": dt}
+                add = {**first, "tok": dt}
             elif c.sk.startswith("D#"):
-                add = {"tok": dt, "nusd": dc, "in": prompt_tokens, "out": completion_tokens}
+                add = {**first, "tok": dt, "nusd": dc, "in": prompt_tokens, "out": completion_tokens}
             else:
                 add = {"nusd": dc}
             updates.append(Counter(c.pk, c.sk, {k: v for k, v in add.items() if v}, ttl=c.ttl))
