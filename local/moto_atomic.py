@@ -9,6 +9,9 @@ gateway's concurrency guarantees rest on those DynamoDB semantics, so this runs 
 WSGI app with one lock around DynamoDB requests only: other services (SQS long polls
 especially) stay concurrent.
 
+In this process moto's DynamoDB models are also patched (``local/moto_fast.py``) so a Query
+costs O(limit) and a transaction O(items written), as on DynamoDB.
+
 Run as a script (``python local/moto_atomic.py HOST PORT``); ``MotoServer`` does.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 
 
 def serialize_dynamodb(app):
@@ -35,6 +39,10 @@ def main(host: str, port: int) -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import run_simple
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run by path: make `local` importable
+    from local import moto_fast
+
+    moto_fast.install()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(host, port, serialize_dynamodb(app), threaded=True, request_handler=MotoRequestHandler)
 

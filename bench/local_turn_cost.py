@@ -1,0 +1,162 @@
+"""The local stack's turn cost as its data grows, and the moto server's memory per item.
+
+On DynamoDB a turn costs the same at message 10 and message 10,000, and with 100 or 100,000
+items in the table; moto's own Query and TransactWriteItems grow with the table, which
+local/moto_fast.py removes. Measured here on the local stack (moto server process, fake
+upstream), a turn through the gateway's ChatService, printed as ratios (target <= 1.2x):
+
+1. a turn at message 10 with ~100 items in the table vs the same with ~100,000 items;
+2. a turn at message 10,000 vs a turn at message 10, in the same (large) table;
+3. the moto server's RSS per item at both table sizes (memory proportional to the data).
+
+    make bench            # or: .venv/bin/python bench/local_turn_cost.py [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from _harness import interleaved, quiet_stdout, summary  # noqa: I001
+from gateway_overhead import dynamodb_timer
+
+QUICK = "--quick" in sys.argv
+TENANT = "local-dev"
+
+
+def moto_rss_mib(endpoint: str) -> float:
+    """VmRSS of the moto server process serving ``endpoint`` (found by its command line)."""
+    port = endpoint.rsplit(":", 1)[1]
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(part.endswith(b"moto_atomic.py") for part in cmd) and port.encode() in cmd:
+            for line in (proc / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Seeder:
+    def __init__(self, ddb, store) -> None:
+        self.ddb, self.store, self.items = ddb, store, 0
+
+    def conversation(self, count: int) -> str:
+        from llm_gateway.conversations.store import conversation_pk, message_sk
+
+        conv = self.store.create(TENANT)
+        pk = conversation_pk(TENANT, conv.id)
+        batch = []
+        for seq in range(count):
+            role = "user" if seq % 2 == 0 else "assistant"
+            msg = json.dumps({"role": role, "content": f"message number {seq} " + "lorem ipsum " * 8})
+            item = {"PK": {"S": pk}, "SK": {"S": message_sk(seq)}, "msg": {"S": msg}, "tokens": {"N": "30"}}
+            batch.append({"PutRequest": {"Item": {**item, "created_at": {"N": "0"}}}})
+            if len(batch) == 25:
+                self.ddb.batch_write_item(RequestItems={self.store.table: batch})
+                batch = []
+        if batch:
+            self.ddb.batch_write_item(RequestItems={self.store.table: batch})
+        self.ddb.update_item(
+            TableName=self.store.table,
+            Key={"PK": {"S": pk}, "SK": {"S": "META"}},
+            UpdateExpression="SET message_count = :c",
+            ExpressionAttributeValues={":c": {"N": str(count)}},
+        )
+        self.items += count + 1
+        return conv.id
+
+
+def main() -> None:
+    import boto3
+
+    from local.stack import StackConfig, local_stack
+
+    with local_stack(StackConfig.from_env({"PORT": "0"})) as env:
+        from app import default_services
+        from llm_gateway.chat.models import ChatCompletionRequest
+        from llm_gateway.chat.service import TurnReport
+        from llm_gateway.deadline import Deadline
+
+        services = default_services()
+        seeder = Seeder(boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"]), services.conversations)
+        rounds, per_round = (3, 5) if QUICK else (5, 10)
+        reports: dict[str, list[TurnReport]] = {}
+        ddb_time = dynamodb_timer(services.conversations.client)
+        ddb_per_turn: dict[str, list[float]] = {}
+
+        def turns_on(label: str, conv_ids: list[str]):
+            """One turn per call, each on the next conversation of ``conv_ids`` (all of one length)."""
+            queue = iter(conv_ids * 50)
+            reports[label], ddb_per_turn[label] = [], []
+
+            def run():
+                report, spent = TurnReport(), ddb_time[0]
+                req = ChatCompletionRequest(
+                    model="default", messages=[{"role": "user", "content": "next"}], conversation_id=next(queue)
+                )
+                services.chat.complete(TENANT, req, Deadline.after(30), report)
+                reports[label].append(report)
+                ddb_per_turn[label].append(ddb_time[0] - spent)
+
+            return run
+
+        def show(samples: dict) -> dict[str, float]:
+            for label, values in samples.items():
+                read = statistics.median(r.history_items_read for r in reports[label])
+                ddb = statistics.median(ddb_per_turn[label]) * 1000
+                print(f"  {label:28s} {summary(values)}   DynamoDB {ddb:6.2f} ms   history items read {read:4.0f}")
+            return {k: statistics.median(v) for k, v in samples.items()}
+
+        small = [seeder.conversation(10) for _ in range(9)]  # ~100 items in the table
+        rss_small, items_small = moto_rss_mib(env["AWS_ENDPOINT_URL"]), seeder.items
+        print(f"\n== 1. a turn at message 10: ~{items_small} vs ~100,000 items in the table")
+        with quiet_stdout():
+            label = f"10 msgs, {items_small} items"
+            before = interleaved({label: turns_on(label, small)}, rounds, per_round, warmup=5)
+        big_total = 20_000 if QUICK else 100_000
+        long_len = 2_000 if QUICK else 10_000
+        t = time.perf_counter()
+        long_conv, budget_conv = seeder.conversation(long_len), seeder.conversation(400)
+        while seeder.items < big_total:
+            seeder.conversation(100)
+        print(f"  (seeded {seeder.items:,} items in {time.perf_counter() - t:.1f} s)")
+        rss_big = moto_rss_mib(env["AWS_ENDPOINT_URL"])
+        fresh = [seeder.conversation(10) for _ in range(9)]
+        big_label, long_label = f"10 msgs, {seeder.items:,} items", f"{long_len:,} msgs, same table"
+        cases = {
+            big_label: turns_on(big_label, fresh),
+            "400 msgs, same table": turns_on("400 msgs, same table", [budget_conv]),
+            long_label: turns_on(long_label, [long_conv]),
+        }
+        with quiet_stdout():
+            after = interleaved(cases, rounds, per_round, warmup=5)
+        med = show({**before, **after})
+        small_t, big_t, budget_t, long_t = (med[k] for k in (*before, *after))
+        ddb = {k: statistics.median(v) for k, v in ddb_per_turn.items()}
+        small_d, big_d, budget_d, long_d = (ddb[k] for k in (*before, *after))
+        print(f"  table-size ratio  {seeder.items:,} / {items_small} items = {big_t / small_t:.2f}x latency, ", end="")
+        print(f"{big_d / small_d:.2f}x DynamoDB time   (target <= 1.2x)")
+        print(f"\n== 2. a turn at message {long_len:,} vs message 10 / 400 (same table)")
+        print(f"  DynamoDB time ratio {long_len:,} / 10  = {long_d / big_d:.2f}x   (target <= 1.2x)")
+        print(
+            f"  latency ratio       {long_len:,} / 400 = {long_t / budget_t:.2f}x   (both send the 200-message budget)"
+        )
+        print(
+            f"  latency ratio       {long_len:,} / 10  = {long_t / big_t:.2f}x   (the long turn sends 200 history "
+            "messages, the short one 10: the fake upstream tokenizes 20x the prompt in pure Python)"
+        )
+        print("\n== 3. moto server memory")
+        per_item = (rss_big - rss_small) * 1024 / max(1, seeder.items - items_small)
+        print(f"  RSS {rss_small:.0f} MiB at {items_small} items, {rss_big:.0f} MiB at {seeder.items:,} items")
+        print(f"  = {per_item:.2f} KiB per added item (each ~0.3 KiB of attributes; moto keeps Python objects)")
+        print(f"  RSS after the turns: {moto_rss_mib(env['AWS_ENDPOINT_URL']):.0f} MiB (turns add no table copies)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""moto's DynamoDB at DynamoDB's cost: Query O(limit), TransactWriteItems O(items written).
+
+moto 5 answers a Query by sorting every item of the table and walking the partition from its
+start, and backs up every table a transaction touches with ``copy.deepcopy`` before it writes.
+Both grow with the table, so on the local stack a turn got slower as conversations and the table
+grew, while on DynamoDB it stays flat. ``install()`` patches moto's models in the moto server
+process (``moto_atomic.py`` calls it):
+
+* every partition of a table with a sort key is a ``SortedDict`` (a ``dict``, so all of moto's
+  own code keeps working on it), and a Query on the table's partition key — with an optional
+  sort-key condition (=, <, <=, >, >=, BETWEEN, begins_with), ``ScanIndexForward``, ``Limit``,
+  ``ExclusiveStartKey``, filter and projection expressions — reads only the items it returns.
+  Anything else (index queries, legacy ``QueryFilter``, odd start keys, binary sort keys) goes
+  to moto's own ``Table.query`` unchanged;
+* a transaction keeps an undo log (the prior version of each item it touches) instead of a copy
+  of the tables, and a failed transaction restores exactly those items.
+
+Results, ``LastEvaluatedKey`` and ``ScannedCount`` are moto's own, item for item (see
+tests/integration/test_moto_fast.py, which compares both paths on random tables).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+_RANGE_OPS = {"=", "EQ", "<", "LT", "<=", "LE", ">", "GT", ">=", "GE", "BETWEEN", "BEGINS_WITH"}
+_MAX_ITEM_BYTES = 400 * 1024
+_originals: dict[str, Any] = {}
+
+
+def _prefix_successor(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with ``prefix`` (None: no bound)."""
+    while prefix and ord(prefix[-1]) == 0x10FFFF:
+        prefix = prefix[:-1]
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+
+
+def _bounds(op: str | None, values: list) -> tuple[Any, Any, bool, bool]:
+    """(minimum, maximum, min inclusive, max inclusive) of the sort keys matching ``op``."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    if op is None:
+        return None, None, True, True
+    if op in ("=", "EQ"):
+        return values[0], values[0], True, True
+    if op in ("<", "LT"):
+        return None, values[0], True, False
+    if op in ("<=", "LE"):
+        return None, values[0], True, True
+    if op in (">", "GT"):
+        return values[0], None, False, True
+    if op in (">=", "GE"):
+        return values[0], None, True, True
+    if op == "BETWEEN":
+        return values[0], values[1], True, True
+    upper = _prefix_successor(values[0].value)  # BEGINS_WITH, strings only
+    return values[0], (DynamoType({"S": upper}) if upper is not None else None), True, False
+
+
+def _fast_path_applies(table, hash_key, range_comparison, range_objs, index_name, filter_kwargs, kwargs) -> bool:
+    if index_name or filter_kwargs or hash_key is None or table.range_key_attr is None:
+        return False
+    if table.range_key_type not in ("S", "N") or hash_key.type != table.hash_key_type:
+        return False
+    hash_conditions = kwargs.get("hash_key_conditions") or []
+    range_conditions = kwargs.get("range_key_conditions") or []
+    if len(hash_conditions) > 1 or len(range_conditions) > 1:
+        return False
+    if range_conditions and range_conditions[0][0] != table.range_key_attr:
+        return False
+    if range_comparison is not None:
+        if range_comparison not in _RANGE_OPS or any(v.type != table.range_key_type for v in range_objs):
+            return False
+        if range_comparison == "BEGINS_WITH" and table.range_key_type != "S":
+            return False
+    return True
+
+
+def _start_key(table, hash_key, exclusive_start_key):
+    """The start key's sort key, or False when moto's own path must handle the start key."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    if exclusive_start_key is None:
+        return None
+    try:
+        esk_hash = DynamoType(exclusive_start_key[table.hash_key_attr])
+        esk_range = DynamoType(exclusive_start_key[table.range_key_attr])
+    except (KeyError, TypeError, IndexError, AttributeError):
+        return False
+    if esk_hash != hash_key or esk_range.type != table.range_key_type:
+        return False
+    return esk_range
+
+
+def partition(table, hash_key) -> SortedDict | None:
+    """The table's partition as a SortedDict (converted once if moto made a plain dict)."""
+    part = table.items.get(hash_key)
+    if part is None or isinstance(part, SortedDict):
+        return part
+    part = table.items[hash_key] = SortedDict(part)
+    return part
+
+
+def fast_query(table, hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward,
+               projection_expressions, filter_expression=None):  # fmt: skip
+    """moto's ``Table.query`` for a table (not index) query, reading O(limit) items."""
+    from moto.dynamodb.models.table import RESULT_SIZE_LIMIT
+
+    forward = scan_index_forward is not False
+    esk = _start_key(table, hash_key, exclusive_start_key)
+    lo, hi, lo_inc, hi_inc = _bounds(range_comparison, range_objs)
+    if esk is not None:  # moto skips every item up to and including the start key
+        if forward and (lo is None or not esk < lo):
+            lo, lo_inc = esk, False
+        elif not forward and (hi is None or not hi < esk):
+            hi, hi_inc = esk, False
+    part = partition(table, hash_key)
+    results: list = []
+    size = 0
+    last_evaluated_key = None
+    if part:
+        for key in part.irange(lo, hi, (lo_inc, hi_inc), reverse=not forward):
+            item = part[key]
+            if len(results) == limit or size + item.size() > RESULT_SIZE_LIMIT:
+                last_evaluated_key = table._get_last_evaluated_key(results[-1], None)
+                break
+            results.append(item)
+            size += item.size()
+        else:
+            last_evaluated_key = _trailing_key(table, part, results, size, limit, forward, lo, hi, lo_inc, hi_inc)
+    scanned_count = len(results)
+    results = copy.deepcopy(results)
+    if filter_expression is not None:
+        results = [item for item in results if filter_expression.expr(item)]
+    if projection_expressions:
+        results = [r.project(projection_expressions) for r in results]
+    return results, scanned_count, last_evaluated_key
+
+
+def _trailing_key(table, part, results, size, limit, forward, lo, hi, lo_inc, hi_inc):
+    """moto's LastEvaluatedKey when the matching items ran out: moto still meets the partition's
+    later items (which fail the key condition) and stops at the first one if the page is full."""
+    from moto.dynamodb.models.table import RESULT_SIZE_LIMIT
+
+    if not results:
+        return None
+    if forward:
+        if hi is None:
+            return None
+        start = part.bisect_right(hi) if hi_inc else part.bisect_left(hi)
+        trailing = range(start, len(part))
+    else:
+        if lo is None:
+            return None
+        end = part.bisect_left(lo) if lo_inc else part.bisect_right(lo)
+        trailing = range(end - 1, -1, -1)
+    if not trailing:
+        return None
+    if len(results) == limit:
+        return table._get_last_evaluated_key(results[-1], None)
+    if size + _MAX_ITEM_BYTES > RESULT_SIZE_LIMIT:  # near moto's 1 MB page: check like moto does
+        keys = part.keys()
+        for i in trailing:
+            if size + part[keys[i]].size() > RESULT_SIZE_LIMIT:
+                return table._get_last_evaluated_key(results[-1], None)
+    return None
+
+
+def install() -> None:
+    """Patch moto's DynamoDB models in this process (idempotent; ``uninstall()`` undoes it)."""
+    if _originals:
+        return
+    from collections import defaultdict
+
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    from local.moto_txn import transact_write_items
+
+    original_init, original_query = Table.__init__, Table.query
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        if self.range_key_attr is not None and not self.items:
+            self.items = defaultdict(SortedDict)
+
+    def query(self, hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward,
+              projection_expressions, index_name=None, consistent_read=False, filter_expression=None,
+              **kwargs):  # fmt: skip
+        hash_conditions = {k: kwargs.pop(k) for k in ("hash_key_conditions", "range_key_conditions") if k in kwargs}
+        if _fast_path_applies(self, hash_key, range_comparison, range_objs, index_name, kwargs, hash_conditions) and (
+            _start_key(self, hash_key, exclusive_start_key) is not False
+        ):
+            return fast_query(
+                self, hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward,
+                projection_expressions, filter_expression,
+            )  # fmt: skip
+        return original_query(
+            self, hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward,
+            projection_expressions, index_name, consistent_read, filter_expression, **hash_conditions, **kwargs,
+        )  # fmt: skip
+
+    _originals.update(init=original_init, query=original_query, txn=DynamoDBBackend.transact_write_items)
+    Table.__init__ = __init__
+    Table.query = query
+    DynamoDBBackend.transact_write_items = transact_write_items
+
+
+def uninstall() -> None:
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    if _originals:
+        Table.__init__, Table.query = _originals["init"], _originals["query"]
+        DynamoDBBackend.transact_write_items = _originals["txn"]
+        _originals.clear()
+
+
+def moto_path(name: str) -> Any:
+    """moto's own ``query`` or ``txn`` while installed, for the comparison test."""
+    return _originals[name]
