@@ -33,7 +33,7 @@ if [ $$rc -eq 5 ]; then echo "pytest: no tests collected in $(1)"; rc=0; fi; exi
 endef
 
 .PHONY: help venv lint fmt test test-unit test-integration test-e2e pytest sam-validate \
-        cfn-lint-expanded checkov bedrock-arns sam-build dev bench clean distclean lock lock-check audit
+        cfn-lint-expanded checkov bedrock-arns sam-build dev dev-reset bench clean distclean lock lock-check audit
 
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -137,8 +137,14 @@ test: venv ## everything CI checks: lint, locks, audit, pytest, sam validate, ex
 	@echo "make test: all checks passed"
 
 # ---- running ------------------------------------------------------------------------------------
+# Local data (table items, keys, jobs, queued messages, the KMS key) is kept in LOCAL_DATA_DIR across
+# restarts; `make dev-reset` (or RESET=1 make dev) starts empty, LOCAL_DATA_DIR= keeps nothing.
+LOCAL_DATA_DIR ?= .local-stack/data
 dev: $(VENV)/.stamp-local ## local stack: moto + fake upstream + API on http://127.0.0.1:3000 + SQS poller
-	$(PYPATH) $(PY) -m local.stack
+	LOCAL_DATA_DIR=$(LOCAL_DATA_DIR) $(PYPATH) $(PY) -m local.stack
+
+dev-reset: ## make dev, starting with empty local data (deletes .local-stack/data)
+	@RESET=1 $(MAKE) dev
 
 bench: $(VENV)/.stamp ## run every bench/*.py
 	@shopt -s nullglob; scripts=(bench/*.py); \

@@ -7,13 +7,15 @@ upstream), a turn through the gateway's ChatService, printed as ratios (target <
 
 1. a turn at message 10 with ~100 items in the table vs the same with ~100,000 items;
 2. a turn at message 10,000 vs a turn at message 10, in the same (large) table;
-3. the moto server's RSS per item at both table sizes (memory proportional to the data).
+3. the moto server's RSS per item at both table sizes (memory proportional to the data);
+4. restoring a 10,000-message conversation from the data folder (a restart of ``make dev``).
 
     make bench            # or: .venv/bin/python bench/local_turn_cost.py [--quick]
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import sys
@@ -92,7 +94,7 @@ def main() -> None:
 
         def turns_on(label: str, conv_ids: list[str]):
             """One turn per call, each on the next conversation of ``conv_ids`` (all of one length)."""
-            queue = iter(conv_ids * 50)
+            queue = itertools.cycle(conv_ids)
             reports[label], ddb_per_turn[label] = [], []
 
             def run():
@@ -113,7 +115,7 @@ def main() -> None:
                 print(f"  {label:28s} {summary(values)}   DynamoDB {ddb:6.2f} ms   history items read {read:4.0f}")
             return {k: statistics.median(v) for k, v in samples.items()}
 
-        small = [seeder.conversation(10) for _ in range(9)]  # ~100 items in the table
+        small = [seeder.conversation(10) for _ in range(9)]  # ~100 items in the table (a few turns each)
         rss_small, items_small = moto_rss_mib(env["AWS_ENDPOINT_URL"]), seeder.items
         print(f"\n== 1. a turn at message 10: ~{items_small} vs ~100,000 items in the table")
         with quiet_stdout():
@@ -127,7 +129,7 @@ def main() -> None:
             seeder.conversation(100)
         print(f"  (seeded {seeder.items:,} items in {time.perf_counter() - t:.1f} s)")
         rss_big = moto_rss_mib(env["AWS_ENDPOINT_URL"])
-        fresh = [seeder.conversation(10) for _ in range(9)]
+        fresh = [seeder.conversation(10) for _ in range(27)]
         big_label, long_label = f"10 msgs, {seeder.items:,} items", f"{long_len:,} msgs, same table"
         cases = {
             big_label: turns_on(big_label, fresh),
@@ -158,5 +160,34 @@ def main() -> None:
         print(f"  RSS after the turns: {moto_rss_mib(env['AWS_ENDPOINT_URL']):.0f} MiB (turns add no table copies)")
 
 
+def restore() -> None:
+    """Start moto on a data folder holding a 10,000-message conversation: time to first answer."""
+    import tempfile
+
+    from llm_gateway.conversations.store import DynamoConversationStore
+    from local.resources import MotoServer, boto_session, provision
+
+    count = 2_000 if QUICK else 10_000
+    session = boto_session()
+    with tempfile.TemporaryDirectory() as data:
+        with MotoServer(data_dir=data) as moto:
+            res = provision(session, moto.endpoint)
+            ddb = session.client("dynamodb", endpoint_url=moto.endpoint)
+            seeder = Seeder(ddb, DynamoConversationStore(res.table_name, client=ddb))
+            seeder.conversation(count)
+            time.sleep(1.5)  # one flush of the journal
+        size = sum(f.stat().st_size for f in Path(data).iterdir()) / 2**20
+        t = time.perf_counter()
+        with MotoServer(data_dir=data) as moto:
+            res = provision(session, moto.endpoint)
+            ddb = session.client("dynamodb", endpoint_url=moto.endpoint)
+            took = time.perf_counter() - t
+            pages = ddb.get_paginator("scan").paginate(TableName=res.table_name, Select="COUNT")
+            n = sum(page["Count"] for page in pages)
+    print(f"\n== 4. restore: {count:,}-message conversation ({size:.1f} MiB on disk, journal before compaction)")
+    print(f"  moto start + restore + provision: {took:.2f} s   ({n:,} items back)")
+
+
 if __name__ == "__main__":
     main()
+    restore()

@@ -12,30 +12,47 @@ especially) stay concurrent.
 In this process moto's DynamoDB models are also patched (``local/moto_fast.py``) so a Query
 costs O(limit) and a transaction O(items written), as on DynamoDB.
 
+With a data folder (``python local/moto_atomic.py HOST PORT DATA_DIR``) the state is kept on
+disk and restored at startup (``local/moto_persist.py``).
+
 Run as a script (``python local/moto_atomic.py HOST PORT``); ``MotoServer`` does.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import signal
 import sys
 import threading
 from pathlib import Path
 
 
-def serialize_dynamodb(app):
-    lock = threading.Lock()
+def serialize_dynamodb(app, lock: threading.Lock | None = None, persistence=None):
+    lock = lock or threading.Lock()
 
     def wrapped(environ, start_response):
-        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith("DynamoDB_"):
+            body = b""
+            if persistence is not None:  # moto reads the body too: hand it a copy
+                body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                environ["wsgi.input"] = io.BytesIO(body)
             with lock:
                 # consume the whole response inside the lock: moto may answer lazily
-                return [b"".join(app(environ, start_response))]
+                response = [b"".join(app(environ, start_response))]
+                if persistence is not None:
+                    persistence.after_dynamodb(target.split(".", 1)[-1], body)
+                return response
+        if persistence is not None and not environ.get("PATH_INFO", "").startswith("/moto-api"):
+            persistence.touched_other("sqs")
+            persistence.touched_other("kms")
         return app(environ, start_response)
 
     return wrapped
 
 
-def main(host: str, port: int) -> None:
+def main(host: str, port: int, data_dir: str | None = None) -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import run_simple
 
@@ -43,9 +60,25 @@ def main(host: str, port: int) -> None:
     from local import moto_fast
 
     moto_fast.install()
+    lock, persistence = threading.Lock(), None
+    if data_dir:
+        from local.moto_persist import Persistence
+
+        persistence = Persistence(data_dir, lock)
+        persistence.restore()
+
+        def stop(*_: object) -> None:
+            persistence.flush()
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        persistence.run_flusher(on_orphaned=stop)
     app = DomainDispatcherApplication(create_backend_app)
-    run_simple(host, port, serialize_dynamodb(app), threaded=True, request_handler=MotoRequestHandler)
+    run_simple(
+        host, port, serialize_dynamodb(app, lock, persistence), threaded=True, request_handler=MotoRequestHandler
+    )
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)

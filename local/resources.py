@@ -77,7 +77,10 @@ def create_table(dynamodb: Any, name: str, props: dict) -> None:
     }
     if props.get("GlobalSecondaryIndexes"):
         params["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
-    dynamodb.create_table(**params)
+    try:
+        dynamodb.create_table(**params)
+    except dynamodb.exceptions.ResourceInUseException:
+        return  # restored from the local stack's data folder
     ttl = props.get("TimeToLiveSpecification")
     if ttl and ttl.get("Enabled"):
         dynamodb.update_time_to_live(
@@ -98,10 +101,14 @@ def provision(
     create_table(dynamodb, table_name, table_props)
 
     ((key_logical, key_props),) = _resources(template, "AWS::KMS::Key").items()
-    key_id = kms.create_key(Description=f"{prefix} {key_logical}")["KeyMetadata"]["KeyId"]
-    for alias_props in _resources(template, "AWS::KMS::Alias").values():
-        kms.create_alias(AliasName=f"alias/{prefix}-provider-keys", TargetKeyId=key_id)
-        del alias_props
+    alias = f"alias/{prefix}-provider-keys"
+    existing = [a for a in kms.list_aliases()["Aliases"] if a["AliasName"] == alias and a.get("TargetKeyId")]
+    if existing:  # restored: the same key, so stored ciphertexts still decrypt
+        key_id = existing[0]["TargetKeyId"]
+    else:
+        key_id = kms.create_key(Description=f"{prefix} {key_logical}")["KeyMetadata"]["KeyId"]
+        if _resources(template, "AWS::KMS::Alias"):
+            kms.create_alias(AliasName=alias, TargetKeyId=key_id)
 
     out = LocalResources(table_name=table_name, kms_key_id=key_id)
     queues = _resources(template, "AWS::SQS::Queue")
@@ -150,8 +157,9 @@ class MotoServer:
     makes concurrent clients really concurrent.
     """
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, data_dir: str | Path | None = None) -> None:
         self.port = port or free_port()
+        self.data_dir = data_dir  # moto's state kept there across restarts (local/moto_persist.py)
         self._proc: subprocess.Popen | None = None
 
     @property
@@ -162,7 +170,8 @@ class MotoServer:
         self._proc = subprocess.Popen(
             # moto's server with DynamoDB requests applied one at a time, as DynamoDB applies them
             # atomically (see moto_atomic.py); run by path, so no PYTHONPATH is needed.
-            [sys.executable, str(Path(__file__).with_name("moto_atomic.py")), "127.0.0.1", str(self.port)],
+            [sys.executable, str(Path(__file__).with_name("moto_atomic.py")), "127.0.0.1", str(self.port)]
+            + ([str(self.data_dir)] if self.data_dir else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -44,6 +45,8 @@ class StackConfig:
     real_base_url: str | None
     real_api_key: str | None
     default_model: str
+    data_dir: str | None = None  # LOCAL_DATA_DIR: where moto's state is kept (make dev: .local-stack/data)
+    reset: bool = False  # RESET=1: start empty
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> StackConfig:
@@ -63,6 +66,8 @@ class StackConfig:
             real_base_url=real_url if real_url and real_key else None,
             real_api_key=real_key if real_url and real_key else None,
             default_model=env.get("DEFAULT_MODEL") or ("gpt-4o-mini" if real_url and real_key else "fake-model"),
+            data_dir=env.get("LOCAL_DATA_DIR") or None,
+            reset=env.get("RESET", "") not in ("", "0", "false", "no"),
         )
 
 
@@ -113,7 +118,9 @@ Ctrl-C stops everything.
 def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
     """Start moto, the upstream, resources and the dev tenant; yield the app's environment."""
     with contextlib.ExitStack() as stack:
-        moto = stack.enter_context(MotoServer(config.moto_port))
+        if config.data_dir and config.reset:
+            shutil.rmtree(config.data_dir, ignore_errors=True)
+        moto = stack.enter_context(MotoServer(config.moto_port, data_dir=config.data_dir))
         session = boto_session()
         resources = provision(session, moto.endpoint)
         kms = session.client("kms", endpoint_url=moto.endpoint)
@@ -154,11 +161,13 @@ def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
         from llm_gateway.security.api_keys import ApiKeyStore
 
         keys = ApiKeyStore(resources.table_name, client=session.client("dynamodb", endpoint_url=moto.endpoint))
-        keys.create(DEV_TENANT, "make dev", key=config.api_key)
+        # both may be kept from the last run (the local data folder)
+        if keys.lookup(config.api_key) is None:
+            keys.create(DEV_TENANT, "make dev", key=config.api_key)
         # an admin key for /v1/admin/... (GATEWAY_ADMIN_KEY overrides)
-        keys.create(
-            DEV_TENANT, "make dev admin", key=os.environ.get("GATEWAY_ADMIN_KEY") or "sk-local-admin", admin=True
-        )
+        admin_key = os.environ.get("GATEWAY_ADMIN_KEY") or "sk-local-admin"
+        if keys.lookup(admin_key) is None:
+            keys.create(DEV_TENANT, "make dev admin", key=admin_key, admin=True)
         poller = start_poller(session, moto.endpoint, resources)
         if poller is not None:
             stack.callback(poller.stop)
