@@ -33,7 +33,7 @@ if [ $$rc -eq 5 ]; then echo "pytest: no tests collected in $(1)"; rc=0; fi; exi
 endef
 
 .PHONY: help venv lint fmt test test-unit test-integration test-e2e pytest sam-validate \
-        cfn-lint-expanded checkov bedrock-arns sam-build dev dev-reset bench clean distclean lock lock-check audit
+        cfn-lint-expanded checkov bedrock-arns sam-build dev dev-reset admin chat bench clean distclean lock lock-check audit
 
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -145,6 +145,15 @@ dev: $(VENV)/.stamp-local ## local stack: moto + fake upstream + API on http://1
 
 dev-reset: ## make dev, starting with empty local data (deletes .local-stack/data)
 	@RESET=1 $(MAKE) dev
+
+# Operator commands against the running `make dev` (or TABLE_NAME + AWS env): make admin ARGS="keys create --tenant acme"
+ARGS ?= --help
+admin: $(VENV)/.stamp-local ## bin/llm-gateway-admin $(ARGS), e.g. ARGS="keys create --tenant acme"
+	@bin/llm-gateway-admin $(ARGS)
+
+# Terminal chat against the running `make dev` (or --base-url/--api-key in ARGS)
+chat: $(VENV)/.stamp-local ## bin/llm-gateway chat $(ARGS)
+	@bin/llm-gateway chat $(ARGS)
 
 bench: $(VENV)/.stamp ## run every bench/*.py
 	@shopt -s nullglob; scripts=(bench/*.py); \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -150,6 +151,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited across exec; Python keeps it ignored
+
+
 class MotoServer:
     """moto in server mode, in its own process, on loopback.
 
@@ -174,6 +179,9 @@ class MotoServer:
             + ([str(self.data_dir)] if self.data_dir else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Ctrl-C in a terminal signals the whole process group: moto must not die before the
+            # API and the poller that still use it. The owner stops it (stop(): SIGTERM) last.
+            preexec_fn=_ignore_sigint,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -13,8 +13,11 @@ One process tree, loopback only:
 * the SQS poller feeding the worker handler like the Lambda event source mapping;
 * the FastAPI app under uvicorn on 127.0.0.1:3000 (``PORT`` overrides).
 
-Ctrl-C (or SIGTERM) stops all of it. A port already in use is reported before
-anything starts, and the command exits non-zero.
+Ctrl-C (or SIGTERM) stops all of it, in order: the API first (streams in flight end with
+a ``server_shutting_down`` error event), then the poller, then the upstream and moto; exit
+status 0, no traceback. A port already in use is reported before anything starts, and the
+command exits non-zero. While it runs, ``.local-stack/stack.json`` (local/state.py) tells
+``bin/llm-gateway-admin`` and ``bin/llm-gateway chat`` where it is.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from local.resources import MotoServer, boto_session, provision
+from local.state import remove_state, write_state
 
 HOST = "127.0.0.1"
 DEV_TENANT = "local-dev"
@@ -105,10 +109,13 @@ llm-gateway is running (local stack: moto + {upstream})
     -H "Authorization: Bearer {config.api_key}" -H "Content-Type: application/json" \\
     -d '{{"model": "default", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
-  python -c 'from openai import OpenAI
-  c = OpenAI(base_url="{base}/v1", api_key="{config.api_key}")
-  print(c.chat.completions.create(model="default",
-        messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
+  .venv/bin/python -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="{config.api_key}"); \\
+r = c.chat.completions.create(model="default", messages=[{{"role": "user", "content": "Hello"}}]); \\
+print(r.choices[0].message.content)'
+
+  chat      bin/llm-gateway chat                 (or: bin/llm-gateway chat -m "Hello")
+  admin     bin/llm-gateway-admin keys create --tenant acme
+            (finds this stack through .local-stack/stack.json; or: make admin ARGS="keys list")
 
 Ctrl-C stops everything.
 """
@@ -171,6 +178,19 @@ def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
         poller = start_poller(session, moto.endpoint, resources)
         if poller is not None:
             stack.callback(poller.stop)
+        aws = {k: v for k, v in env.items() if k.startswith("AWS_")}
+        write_state(
+            {
+                "pid": os.getpid(),
+                "api_url": f"http://{HOST}:{config.port}/v1",
+                "api_key": config.api_key,
+                "table_name": resources.table_name,
+                "kms_key_id": resources.kms_key_id,
+                "jobs_queue_url": resources.jobs_queue_url,
+                "aws": aws,
+            }
+        )
+        stack.callback(remove_state)
         yield env
 
 
@@ -203,13 +223,20 @@ def main() -> int:
     check_ports(config)
     import uvicorn
 
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            from sse import end_all_streams
+
+            end_all_streams()  # before uvicorn waits for the connections to close
+            await super().shutdown(sockets)
+
     with local_stack(config) as env:
         from app import app
 
         # log_config=None: uvicorn leaves logging alone, and its own loggers (startup errors, ASGI
         # tracebacks) then write through the app's Powertools JSON logger like every other line.
         # Its access log stays off: the app's middleware writes one JSON access line per request.
-        server = uvicorn.Server(
+        server = Server(
             uvicorn.Config(
                 app,
                 host=HOST,

@@ -11,12 +11,30 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from llm_gateway.chat.streaming import ChatStream
-from llm_gateway.errors import GatewayError, internal_error, to_http
+from llm_gateway.errors import GatewayError, ShuttingDown, internal_error, to_http
 from llm_gateway.observability import RequestMetrics, logger
 from llm_gateway.reports import TurnReport
 
 SSE_DONE = b"data: [DONE]\n\n"
 DEPLOYMENT_HEADER = "x-llm-gateway-deployment"  # which deployment of the alias answered
+
+
+# The streams being sent right now, so a server that is stopping can end them (end_all_streams).
+_live: set[ChatStreamResponse] = set()
+
+
+def end_all_streams() -> int:
+    """The server is stopping: end every stream in flight with an error event; how many there were.
+
+    Call it from the event loop (uvicorn's shutdown) before waiting for connections to close:
+    each stream's blocked upstream read is woken (``abort``) and its client gets a final
+    ``server_shutting_down`` error event instead of a cut connection. Nothing is stored for them.
+    """
+    live = list(_live)
+    for response in live:
+        response.shutting_down = True
+        response.stream.abort()
+    return len(live)
 
 
 def sse_event(payload: dict[str, Any]) -> bytes:
@@ -38,6 +56,7 @@ class ChatStreamResponse(StreamingResponse):
         self.stream = stream
         self.report = report
         self.metrics = metrics
+        self.shutting_down = False
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         if stream.conversation_id:
             headers["x-conversation-id"] = stream.conversation_id
@@ -50,16 +69,19 @@ class ChatStreamResponse(StreamingResponse):
         while True:
             try:
                 chunk = await anyio.to_thread.run_sync(self.stream.next_chunk, abandon_on_cancel=True)
-            except GatewayError as exc:
+            except Exception as exc:
+                error = exc
+                if self.shutting_down:
+                    error = ShuttingDown("The gateway is shutting down; the reply was not completed or stored.")
+                if not isinstance(error, GatewayError):
+                    logger.exception("stream failed", extra={"error_type": type(error).__name__})
+                    yield sse_event(internal_error().body)
+                    return
                 logger.warning(
                     "stream failed after the first byte",
-                    extra={"error_code": exc.code, "outcome": self.stream.stats.outcome},
+                    extra={"error_code": error.code, "outcome": self.stream.stats.outcome},
                 )
-                yield sse_event(to_http(exc).body)
-                return
-            except Exception as exc:
-                logger.exception("stream failed", extra={"error_type": type(exc).__name__})
-                yield sse_event(internal_error().body)
+                yield sse_event(to_http(error).body)
                 return
             if chunk is None:
                 yield SSE_DONE
@@ -67,9 +89,11 @@ class ChatStreamResponse(StreamingResponse):
             yield sse_event(chunk)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        _live.add(self)
         try:
             await super().__call__(scope, receive, send)
         finally:
+            _live.discard(self)
             with anyio.CancelScope(shield=True):
                 self.stream.abort()  # no-op unless the stream is still running (client gone)
                 await anyio.to_thread.run_sync(self.stream.close)

@@ -29,6 +29,7 @@ class Stack:
     proc: subprocess.Popen
     ports: tuple[int, ...]
     log: Path  # everything the stack printed: its JSON log lines
+    state: Path | None = None  # the stack's state file (local/state.py), LOCAL_STACK_STATE
 
     def log_lines(self) -> list[dict]:
         lines = []
@@ -102,7 +103,9 @@ def stack(tmp_path_factory):
     api_port, moto_port, upstream_port = free_port(), free_port(), free_port()
     env = stack_env(api_port, moto_port, upstream_port)
     # Output goes to a file, not a pipe nobody reads (a full pipe would stall the stack).
-    log = tmp_path_factory.mktemp("stack") / "stack.log"
+    folder = tmp_path_factory.mktemp("stack")
+    log = folder / "stack.log"
+    env["LOCAL_STACK_STATE"] = str(folder / "stack.json")  # not the checkout's .local-stack/
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "local.stack"], cwd=ROOT, env=env, text=True, stdout=out, stderr=subprocess.STDOUT
@@ -117,6 +120,7 @@ def stack(tmp_path_factory):
             proc,
             (api_port, moto_port, upstream_port),
             log,
+            folder / "stack.json",
         )
     finally:
         proc.send_signal(signal.SIGINT)

@@ -11,7 +11,9 @@
 ``limits set`` replaces the whole set: a limit not given is unlimited.
 
 The table comes from ``TABLE_NAME`` (or ``--table``); AWS credentials and region from
-the usual AWS environment. ``encrypt-key`` reads the plaintext from standard input
+the usual AWS environment (``bin/llm-gateway-admin`` fills them in for a running ``make dev``).
+AWS failures (no such table, endpoint unreachable, no credentials) are one line on stderr and
+exit status 1, never a traceback. ``encrypt-key`` reads the plaintext from standard input
 (or a hidden prompt), never from the command line, and prints only the ciphertext.
 """
 
@@ -170,9 +172,44 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def describe_failure(exc: Exception, table: str) -> str:
+    """One line for an AWS or gateway failure of an admin command."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError
+
+    from llm_gateway.errors import GatewayError
+
+    if isinstance(exc, GatewayError):
+        return exc.message
+    if isinstance(exc, EndpointConnectionError):
+        return (
+            f"cannot reach {exc.kwargs.get('endpoint_url')}: is the stack running? "
+            "(`make dev` for the local one, or set AWS_ENDPOINT_URL / TABLE_NAME)"
+        )
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials: configure them (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...), or start `make dev`"
+    if isinstance(exc, NoRegionError):
+        return "no AWS region: set AWS_REGION"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ResourceNotFoundException":
+            return f"table '{table}' does not exist: set TABLE_NAME (or --table), or start `make dev`"
+        return f"{error.get('Code', 'AWS error')}: {error.get('Message', str(exc))}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from llm_gateway.errors import GatewayError
+
     args = parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (BotoCoreError, ClientError, GatewayError) as exc:
+        from llm_gateway.settings import get_settings
+
+        print(f"error: {describe_failure(exc, args.table or get_settings().table_name)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -132,6 +132,12 @@ class JobResultTooLarge(GatewayError):
     default_code = "result_too_large"
 
 
+class ShuttingDown(GatewayError):
+    """The server is stopping: a stream in flight is ended rather than cut."""
+
+    default_code = "server_shutting_down"
+
+
 # exception class -> (HTTP status, OpenAI error type). Subclasses resolve through the MRO.
 ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     InvalidRequest: (400, "invalid_request_error"),
@@ -151,6 +157,7 @@ ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     UpstreamError: (502, "upstream_error"),
     UpstreamUnavailable: (503, "service_unavailable"),
     QueueUnavailable: (503, "service_unavailable"),
+    ShuttingDown: (503, "service_unavailable"),
     UpstreamTimeout: (504, "timeout_error"),
     GatewayError: (500, "server_error"),
 }
