@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import GatewayError, PayloadTooLarge, to_http
-from llm_gateway.observability import RequestMetrics, logger
+from llm_gateway.observability import RequestMetrics, logger, request_log_keys
 
 
 def request_id_from(headers: dict[str, str]) -> str:
@@ -56,7 +56,7 @@ class GatewayMiddleware:
         request_id = request_id_from(headers)
         metrics = RequestMetrics(scope["path"] if scope["path"] in ("/health",) else "api")
         scope.setdefault("state", {}).update(request_id=request_id, metrics=metrics, headers=headers, started=started)
-        logger.set_correlation_id(request_id)
+        request_log_keys(correlation_id=request_id)  # this request's lines only (a context variable)
         status = {"code": 500}
 
         async def send_wrapper(message: Message) -> None:

@@ -7,7 +7,7 @@ The event source mapping delivers batches from the FIFO jobs queue with
 from functools import lru_cache
 
 from llm_gateway.jobs.worker import JobWorker, build_worker
-from llm_gateway.observability import logger
+from llm_gateway.observability import per_invocation_logging
 from llm_gateway.runtime import build_services
 from llm_gateway.settings import get_settings
 
@@ -17,21 +17,8 @@ def default_worker() -> JobWorker:
     return build_worker(build_services(get_settings()))
 
 
-# The keys inject_lambda_context adds. They belong to this invocation only: dropping them when it
-# ends keeps them off other log lines where the API and worker share a process (the local stack).
-LAMBDA_CONTEXT_KEYS = [
-    "cold_start",
-    "function_name",
-    "function_memory_size",
-    "function_arn",
-    "function_request_id",
-    "xray_trace_id",
-]
-
-
-@logger.inject_lambda_context(clear_state=True)
+# The Lambda context keys and correlation id are this invocation's only: where the API and the
+# worker share a process (the local stack) they never reach API lines.
+@per_invocation_logging
 def handler(event: dict, context) -> dict:
-    try:
-        return default_worker().handle(event, context)
-    finally:
-        logger.remove_keys(LAMBDA_CONTEXT_KEYS)
+    return default_worker().handle(event, context)

@@ -147,3 +147,44 @@ def test_ctrl_c_with_streams_in_flight_stops_cleanly(tmp_path):
     assert any(events[-1] != "[DONE]" for events in seen), "the streams should have been in flight"
     assert not (tmp_path / "stack.json").exists()
     time.sleep(0.1)
+
+
+def test_sixteen_concurrent_requests_log_their_own_correlation_ids(fresh_upstream):
+    stack = fresh_upstream
+    # Slow streams, so all 16 are in flight at once while each logs its lines.
+    stack.script(*[{"delay_between_chunks": 0.1}] * 16)
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    body = {"model": "default", "stream": True, "messages": [{"role": "user", "content": "one two three four"}]}
+    ids: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(16)
+
+    def one() -> None:
+        barrier.wait(10)
+        with httpx.stream("POST", stack.base_url + "/chat/completions", json=body, headers=headers, timeout=60) as r:
+            assert r.status_code == 200
+            assert [line for line in r.iter_lines() if line][-1] == "data: [DONE]"
+            with lock:
+                ids.append(r.headers["x-request-id"])
+
+    threads = [threading.Thread(target=one) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(set(ids)) == 16
+
+    def ours(message: str) -> list[dict]:
+        return [
+            line for line in stack.log_lines() if line.get("message") == message and line.get("correlation_id") in ids
+        ]
+
+    deadline = time.monotonic() + 10
+    while len(ours("request")) < 16:  # access lines are written just after the response ends
+        assert time.monotonic() < deadline, f"{len(ours('request'))} of 16 access lines"
+        time.sleep(0.05)
+    for message in ("request", "stream"):
+        lines = ours(message)
+        # one line per request, each with its own request's id (a process-wide id repeats instead)
+        assert sorted(line["correlation_id"] for line in lines) == sorted(ids), message
+        assert not any("function_name" in line for line in lines)

@@ -3,6 +3,12 @@
 * Logs are JSON with the request id as correlation id. They carry ids, counts,
   statuses and timings — never prompts, replies or keys (``LOG_PROMPTS`` is the only
   switch that would, and it is off by default).
+* Per-request and per-invocation keys (the correlation id, the worker's Lambda context)
+  live in a context variable the formatter reads (Powertools' thread-safe keys), never in
+  the logger's process-wide keys: one process serving many requests at once (uvicorn, the
+  local stack's API beside its worker, a container) logs each line with its own request's
+  keys. Each ASGI request runs in its own task (its own context, copied into the threads it
+  starts); a worker invocation runs in a context of its own (:func:`per_invocation_logging`).
 * Metrics are EMF, one :class:`EphemeralMetrics` per request (no state shared between
   concurrent requests), flushed when the request ends. Dimensions are bounded: the
   service, the model alias only once it has been resolved against configuration, and
@@ -13,13 +19,46 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from llm_gateway.reports import StreamReport, TurnReport
 from llm_gateway.settings import get_settings
 
 logger = Logger(service=get_settings().powertools_service_name)
+
+
+def request_log_keys(**keys: Any) -> None:
+    """Keys on every log line of the current request (its task and the threads it starts) only."""
+    logger.thread_safe_append_keys(**keys)
+
+
+_cold_start = [True]
+
+
+def per_invocation_logging(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """``inject_lambda_context`` for handlers that share a process with other work: the Lambda
+    context keys (``function_name``, ``function_request_id``, ``cold_start``, ...) and the
+    correlation id (the invocation's request id) are on this invocation's lines only."""
+
+    @functools.wraps(handler)
+    def wrapper(event: Any, context: Any) -> Any:
+        return contextvars.copy_context().run(_invoke, handler, event, context)
+
+    return wrapper
+
+
+def _invoke(handler: Callable[[Any, Any], Any], event: Any, context: Any) -> Any:
+    cold_start, _cold_start[0] = _cold_start[0], False
+    keys = build_lambda_context_model(context).__dict__
+    request_log_keys(cold_start=cold_start, correlation_id=context.aws_request_id, **keys)
+    return handler(event, context)
 
 
 class RequestMetrics:
