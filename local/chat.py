@@ -16,7 +16,8 @@ Every failure is one line (``error: 429 rate_limit_exceeded: …``), never a tra
 
 This is a client of the public HTTP API (it uses only the ``openai`` SDK), so it lives with the
 developer tools in ``local/``, not in the Lambda layer. A conversation is created with
-``POST /v1/conversations`` and continued with Chat Completions' ``conversation_id`` extension.
+``POST /v1/conversations`` and continued with Chat Completions' ``conversation_id`` extension;
+``/history`` lists its items (``GET /v1/conversations/{id}/items``).
 """
 
 from __future__ import annotations
@@ -61,22 +62,15 @@ def describe(exc: Exception, base_url: str) -> str:
 
 
 def history(client: Any, conversation_id: str) -> list[tuple[str, str]]:
-    """(role, text) of the conversation's messages, oldest first.
-
-    The one place that knows how the gateway lists a conversation's messages (today
-    ``GET /v1/conversations/{id}`` with ``messages``; OpenAI's ``GET …/items`` when it lands).
-    """
-    import httpx
-
-    path = f"/conversations/{conversation_id}"
-    body = client.get(path, cast_to=httpx.Response, options={"params": {"limit": 1000}}).json()
-    messages = body.get("messages") or {}
+    """(role, text) of the conversation's messages, oldest first (OpenAI's conversation items,
+    ``GET /v1/conversations/{id}/items``, every page); tool calls and outputs are shown by type."""
     out = []
-    for message in messages.get("data", []) if isinstance(messages, dict) else messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
-        out.append((message.get("role", "?"), content or ""))
+    for item in client.conversations.items.list(conversation_id, order="asc", limit=100):
+        if item.type != "message":
+            out.append((item.type, getattr(item, "name", None) or getattr(item, "output", None) or ""))
+            continue
+        text = "\n".join(getattr(part, "text", None) or getattr(part, "refusal", None) or "" for part in item.content)
+        out.append((item.role, text))
     return out
 
 
