@@ -98,6 +98,7 @@ def check_ports(config: StackConfig) -> None:
 
 def banner(config: StackConfig, upstream: str) -> str:
     base = f"http://{HOST}:{config.port}"
+    admin_key = os.environ.get("GATEWAY_ADMIN_KEY") or "sk-local-admin"
     return f"""
 llm-gateway is running (local stack: moto + {upstream})
 
@@ -116,6 +117,7 @@ print(r.choices[0].message.content)'
   chat      bin/llm-gateway chat                 (or: bin/llm-gateway chat -m "Hello")
   admin     bin/llm-gateway-admin keys create --tenant acme
             (finds this stack through .local-stack/stack.json; or: make admin ARGS="keys list")
+            admin API key {admin_key} for {base}/v1/admin/...
 
 Ctrl-C stops everything.
 """
