@@ -138,3 +138,13 @@ def fake_prompt_tokens(body: dict) -> int:
     from local.fake_upstream import count_prompt_tokens
 
     return count_prompt_tokens(body["messages"])
+
+
+def test_alias_caps_on_n_and_max_tokens_are_400s_naming_the_field(aws, fake):
+    gw, _ = quota_gateway(aws, fake)
+    too_many = gw.post("/v1/chat/completions", chat("hi", n=9))
+    assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "n"
+    huge = gw.post("/v1/chat/completions", chat("hi", max_tokens=10_000_000))
+    assert huge.status_code == 400 and huge.json()["error"]["param"] == "max_tokens"
+    assert fake.chat_calls == 0
+    assert gw.post("/v1/chat/completions", chat("hi", n=8, max_tokens=100_000)).status_code == 200

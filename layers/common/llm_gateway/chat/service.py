@@ -91,10 +91,22 @@ class ChatService:
         if size > limit:
             raise PayloadTooLarge(f"The system prompt is {size} bytes; the limit is {limit} bytes.", param=param)
 
+    @staticmethod
+    def check_caps(alias: ModelAlias, request: ChatCompletionRequest) -> None:
+        """The alias's request caps: ``n`` and the output allowance."""
+        if request.n is not None and request.n > alias.max_n:
+            raise InvalidRequest(f"'n' may be at most {alias.max_n} for the model '{alias.name}'.", param="n")
+        cap = alias.max_output_tokens or alias.context_window
+        for name in ("max_tokens", "max_completion_tokens"):
+            value = getattr(request, name)
+            if value is not None and value > cap:
+                raise InvalidRequest(f"'{name}' may be at most {cap} for the model '{alias.name}'.", param=name)
+
     def validate(self, request: ChatCompletionRequest) -> ModelAlias:
         """Everything checkable without the store: a bad request never leases or writes."""
         alias = self.routing.resolve(request.model)
         self.check_sizes(request)
+        self.check_caps(alias, request)
         if request.conversation_id is not None:
             if request.n not in (None, 1):
                 raise InvalidRequest("'n' must be 1 when 'conversation_id' is given.", param="n")

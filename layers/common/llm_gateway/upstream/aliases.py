@@ -101,6 +101,9 @@ class ModelAlias(BaseModel):
     deployments: list[Deployment] = Field(min_length=1)
     history_max_tokens: int = Field(8_000, gt=0)
     history_max_messages: int = Field(200, gt=0, le=1_000)
+    # request caps: over one, a 400 naming the field (nothing reaches the provider)
+    max_n: int = Field(8, ge=1, le=128)
+    max_output_tokens: int | None = Field(None, gt=0)  # default: the context window
 
     @property
     def context_window(self) -> int:
