@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from llm_gateway.errors import ProviderKeyUnavailable
-from llm_gateway.providers.base import Timeout, UpstreamReply, Usage
-from llm_gateway.upstream.retry import UpstreamStreamError
+from llm_gateway.providers.base import Timeout, UpstreamReply, UpstreamStreamError, Usage
 
 
 class FakeKeys:

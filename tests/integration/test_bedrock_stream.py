@@ -19,9 +19,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from llm_gateway.providers.base import UpstreamHTTPError, UpstreamStreamError
 from llm_gateway.providers.bedrock import BedrockProvider, from_converse
 from llm_gateway.upstream.aliases import Deployment
-from llm_gateway.upstream.retry import UpstreamHTTPError, UpstreamStreamError, should_retry
+from llm_gateway.upstream.retry import should_retry
 from tests.loopback import LoopbackServer, read_body, reply, serving
 from tests.unit.providers_common import fixture
 

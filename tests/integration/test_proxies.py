@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from llm_gateway.providers import build_provider
+from llm_gateway.providers.base import UpstreamConnectionError
 from llm_gateway.upstream.aliases import Deployment
 from tests.fakes import FakeKeys
 from tests.loopback import LoopbackServer, read_body, reply, serving
@@ -81,7 +82,7 @@ BODY = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
 def test_https_proxy_from_the_environment_is_used(servers, env):
     proxy, _ = servers
     env.setenv("HTTPS_PROXY", proxy.url)
-    with pytest.raises(requests.ConnectionError):  # our recording proxy refuses the tunnel
+    with pytest.raises(UpstreamConnectionError):  # our recording proxy refuses the tunnel
         provider("https://api.upstream.example/v1").complete(BODY, (2, 5))
     assert proxy.seen == [("CONNECT", "api.upstream.example:443")]
 

@@ -10,8 +10,9 @@ import requests
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
 from llm_gateway.providers import OpenAIProvider
+from llm_gateway.providers.base import UpstreamHTTPError, UpstreamStreamError
 from llm_gateway.upstream.aliases import Deployment, ModelAlias
-from llm_gateway.upstream.retry import CallStats, RetryBudget, RetryPolicy, UpstreamHTTPError, UpstreamStreamError
+from llm_gateway.upstream.retry import CallStats, RetryBudget, RetryPolicy
 from llm_gateway.upstream.router import Router
 from local.fake_upstream import FakeUpstream
 from tests.fakes import FakeKeys

@@ -9,33 +9,55 @@ import pytest
 from llm_gateway import errors
 from llm_gateway.errors import ERROR_TABLE, GatewayError, internal_error, to_http
 
+# class -> (status, type, code, permanent): every GatewayError subclass of the module, checked below.
 EXPECTED = {
-    errors.InvalidRequest: (400, "invalid_request_error", "invalid_request"),
-    errors.ContextLengthExceeded: (400, "invalid_request_error", "context_length_exceeded"),
-    errors.UpstreamRejected: (400, "invalid_request_error", "upstream_invalid_request"),
-    errors.AuthenticationFailed: (401, "authentication_error", "invalid_api_key"),
-    errors.NotFound: (404, "invalid_request_error", "not_found"),
-    errors.ConversationBusy: (409, "conflict_error", "conversation_busy"),
-    errors.PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),
-    errors.IdempotencyConflict: (422, "invalid_request_error", "idempotency_key_reused"),
-    errors.RateLimited: (429, "rate_limit_error", "rate_limit_exceeded"),
-    errors.ProviderKeyUnavailable: (500, "server_error", "provider_key_unavailable"),
-    errors.ConfigurationError: (500, "server_error", "configuration_error"),
-    errors.UpstreamError: (502, "upstream_error", "upstream_error"),
-    errors.UpstreamUnavailable: (503, "service_unavailable", "upstream_unavailable"),
-    errors.UpstreamTimeout: (504, "timeout_error", "upstream_timeout"),
+    errors.InvalidRequest: (400, "invalid_request_error", "invalid_request", True),
+    errors.ContextLengthExceeded: (400, "invalid_request_error", "context_length_exceeded", True),
+    errors.UpstreamRejected: (400, "invalid_request_error", "upstream_invalid_request", True),
+    errors.AuthenticationFailed: (401, "authentication_error", "invalid_api_key", True),
+    errors.PermissionDenied: (403, "permission_error", "permission_denied", True),
+    errors.ModelNotAllowed: (403, "permission_error", "model_not_allowed", True),
+    errors.NotFound: (404, "invalid_request_error", "not_found", True),
+    errors.MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed", True),
+    errors.ConversationBusy: (409, "conflict_error", "conversation_busy", False),
+    errors.PayloadTooLarge: (413, "invalid_request_error", "request_too_large", True),
+    errors.IdempotencyConflict: (422, "invalid_request_error", "idempotency_key_reused", True),
+    errors.RateLimited: (429, "rate_limit_error", "rate_limit_exceeded", False),
+    errors.QuotaExhausted: (429, "insufficient_quota", "insufficient_quota", True),
+    errors.ProviderKeyUnavailable: (500, "server_error", "provider_key_unavailable", False),
+    errors.ConfigurationError: (500, "server_error", "configuration_error", False),
+    errors.JobResultTooLarge: (500, "server_error", "result_too_large", True),
+    errors.UpstreamError: (502, "upstream_error", "upstream_error", False),
+    errors.ReplyTooLargeToStore: (502, "upstream_error", "reply_too_large_to_store", False),
+    errors.UpstreamUnavailable: (503, "service_unavailable", "upstream_unavailable", False),
+    errors.QueueUnavailable: (503, "service_unavailable", "queue_unavailable", False),
+    errors.UpstreamTimeout: (504, "timeout_error", "upstream_timeout", False),
 }
+
+
+def test_the_expectations_cover_every_error_class_in_the_module():
+    defined = {cls for _, cls in inspect.getmembers(errors, inspect.isclass) if issubclass(cls, GatewayError)}
+    assert defined - {GatewayError} == set(EXPECTED)
 
 
 @pytest.mark.parametrize("cls", list(EXPECTED), ids=lambda c: c.__name__)
 def test_each_error_maps_to_its_status_type_and_code(cls):
-    status, type_, code = EXPECTED[cls]
-    http = to_http(cls("Something went wrong.", param="messages"))
+    status, type_, code, permanent = EXPECTED[cls]
+    exc = cls("Something went wrong.", param="messages")
+    http = to_http(exc)
     assert http.status == status
     assert http.body == {
         "error": {"message": "Something went wrong.", "type": type_, "param": "messages", "code": code}
     }
-    assert http.headers == {}
+    assert exc.permanent is permanent and exc.retryable is not permanent
+    assert http.headers == ({"x-should-retry": "false"} if permanent else {})
+
+
+def test_one_raise_may_say_its_error_is_permanent():
+    """A spend-limit 429 cannot succeed on retry: the job worker fails it at once, SDKs do not retry."""
+    exc = errors.RateLimited("Upstream quota exhausted.", code="insufficient_quota", retry_after=5, permanent=True)
+    assert exc.permanent and not errors.RateLimited("slow down").permanent
+    assert to_http(exc).headers == {"x-should-retry": "false", "Retry-After": "5"}
 
 
 def test_every_error_class_in_the_module_has_a_specific_entry():

@@ -11,7 +11,8 @@ import responses
 
 from llm_gateway.errors import InvalidRequest
 from llm_gateway.providers.anthropic import AnthropicProvider, from_anthropic, to_anthropic
-from llm_gateway.upstream.retry import UpstreamHTTPError, UpstreamStreamError, should_retry
+from llm_gateway.providers.base import UpstreamHTTPError, UpstreamStreamError
+from llm_gateway.upstream.retry import should_retry
 from tests.fakes import FakeKeys
 from tests.unit.providers_common import deployment, fixture, without_volatile
 

@@ -10,8 +10,9 @@ import responses
 
 from llm_gateway.deadline import Deadline
 from llm_gateway.providers.azure import AzureOpenAIProvider
+from llm_gateway.providers.base import UpstreamHTTPError
 from llm_gateway.upstream.aliases import ModelAlias
-from llm_gateway.upstream.retry import CallStats, RetryBudget, RetryPolicy, UpstreamHTTPError, should_retry
+from llm_gateway.upstream.retry import CallStats, RetryBudget, RetryPolicy, should_retry
 from llm_gateway.upstream.router import Router
 from tests.fakes import FakeKeys
 from tests.unit.providers_common import deployment, fixture

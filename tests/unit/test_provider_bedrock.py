@@ -19,8 +19,9 @@ import pytest
 from botocore.stub import Stubber
 
 from llm_gateway.errors import InvalidRequest
+from llm_gateway.providers.base import UpstreamHTTPError
 from llm_gateway.providers.bedrock import BedrockProvider, StreamTranslator, from_converse, to_converse
-from llm_gateway.upstream.retry import UpstreamHTTPError, should_retry
+from llm_gateway.upstream.retry import should_retry
 from tests.unit.providers_common import deployment, fixture, without_volatile
 
 DOC = fixture("bedrock_converse.json")

@@ -12,16 +12,15 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from llm_gateway.deadline import Deadline
-from llm_gateway.upstream.retry import (
-    MIN_ATTEMPT_SECONDS,
-    CallStats,
+from llm_gateway.providers.base import (
     DeadlineExceeded,
-    RetryBudget,
-    RetryPolicy,
+    UpstreamConnectionError,
     UpstreamHTTPError,
+    UpstreamTimeout,
     parse_retry_after,
-    should_retry,
 )
+from llm_gateway.providers.http import post
+from llm_gateway.upstream.retry import MIN_ATTEMPT_SECONDS, CallStats, RetryBudget, RetryPolicy, should_retry
 
 
 @pytest.mark.parametrize(
@@ -57,15 +56,34 @@ def test_a_spend_limit_429_is_not_retried(code):
 @pytest.mark.parametrize(
     ("exc", "retried"),
     [
-        (requests.ConnectionError("refused"), True),
-        (requests.ConnectTimeout("slow"), True),
-        (requests.ReadTimeout("slow"), True),
+        (UpstreamConnectionError("refused"), True),
+        (UpstreamTimeout("slow"), True),
         (ValueError("bug"), False),
         (KeyError("x"), False),
+        (requests.ConnectionError("a transport exception the provider did not map"), False),
     ],
 )
 def test_should_retry_transport_errors_only(exc, retried):
     assert should_retry(exc) is retried
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (requests.ConnectionError("refused"), UpstreamConnectionError),
+        (requests.ConnectTimeout("slow"), UpstreamTimeout),  # both a ConnectionError and a Timeout
+        (requests.ReadTimeout("slow"), UpstreamTimeout),
+    ],
+)
+def test_http_providers_map_requests_errors_to_the_provider_protocols(raised, expected):
+    class Session:
+        def post(self, url, **kwargs):
+            raise raised
+
+    with pytest.raises(expected) as info:
+        post(Session(), "https://upstream.example/v1/chat/completions?key=sk-secret")  # type: ignore[arg-type]
+    assert type(info.value) is expected and "sk-secret" not in str(info.value)
+    assert should_retry(info.value)
 
 
 def headers(**values: str) -> CaseInsensitiveDict:
@@ -121,7 +139,7 @@ def policy(**kw) -> tuple[RetryPolicy, list[float]]:
 def test_retries_until_success_counting_attempts_and_retries():
     p, sleeps = policy(max_attempts=3, backoff_base=0.1)
     stats = CallStats()
-    attempt = Script(UpstreamHTTPError(503, "x"), requests.ConnectionError("y"))
+    attempt = Script(UpstreamHTTPError(503, "x"), UpstreamConnectionError("y"))
     assert p.run(attempt, Deadline.after(10), stats) == "ok"
     assert (attempt.calls, stats.attempts, stats.retries, len(sleeps)) == (3, 3, 2, 2)
     assert stats.errors == {"server_error": 1, "connection": 1}
@@ -199,3 +217,55 @@ def test_the_budget_refills_with_requests_and_time_up_to_its_capacity():
     assert [budget.try_spend() for _ in range(4)] == [True, True, True, False]
     now[0] += 1_000.0
     assert sum(budget.try_spend() for _ in range(50)) == 10  # never more than the capacity
+
+
+def test_a_retry_after_beyond_the_cap_fails_fast_and_is_passed_on():
+    """A job has ~110 s: without the cap one invocation slept out an upstream's Retry-After: 100."""
+    from llm_gateway.errors import RateLimited, UpstreamUnavailable
+    from llm_gateway.upstream.router import upstream_failure
+
+    p, sleeps = policy(max_attempts=5, max_retry_after=60.0)
+    for status, expected in ((429, RateLimited), (500, UpstreamUnavailable)):
+        stats = CallStats()
+        attempt = Script(UpstreamHTTPError(status, "x", retry_after=100.0))
+        with pytest.raises(UpstreamHTTPError) as info:
+            p.run(attempt, Deadline.after(200), stats)
+        assert attempt.calls == 1 and sleeps == [] and stats.stopped_by == "retry_after"
+        failure = upstream_failure(info.value, stats)
+        assert type(failure) is expected and failure.retry_after == 100.0
+    # at the cap it is waited out
+    p.run(Script(UpstreamHTTPError(429, "x", retry_after=60.0)), Deadline.after(200), CallStats())
+    assert sleeps == [60.0]
+
+
+def test_the_defaults_of_settings_and_policy_are_the_one_constants_block():
+    from llm_gateway.settings import Settings
+    from llm_gateway.upstream import constants
+
+    s, p, b = Settings(), RetryPolicy(), RetryBudget()
+    assert (s.max_attempts, p.max_attempts) == (constants.MAX_ATTEMPTS,) * 2
+    assert (s.backoff_base_seconds, p.backoff_base) == (constants.BACKOFF_BASE_SECONDS,) * 2
+    assert (s.backoff_max_seconds, p.backoff_max) == (constants.BACKOFF_MAX_SECONDS,) * 2
+    assert (s.max_retry_after_seconds, p.max_retry_after) == (constants.MAX_RETRY_AFTER_SECONDS,) * 2
+    assert (s.retry_budget_ratio, b.ratio) == (constants.RETRY_BUDGET_RATIO,) * 2
+    assert (s.retry_budget_min_per_second, b.min_per_second) == (constants.RETRY_BUDGET_MIN_PER_SECOND,) * 2
+
+
+def test_each_retry_logs_one_line_with_attempt_wait_and_error_class_never_a_body():
+    class Log:
+        def __init__(self) -> None:
+            self.lines: list[tuple[str, dict]] = []
+
+        def info(self, message: str, *, extra: dict) -> None:
+            self.lines.append((message, extra))
+
+    log = Log()
+    p, sleeps = policy(max_attempts=3, log=log)
+    secret = "the prompt text quoted back by the upstream"
+    attempt = Script(UpstreamHTTPError(503, secret, retry_after=0.5), UpstreamConnectionError(secret))
+    assert p.run(attempt, Deadline.after(10), CallStats()) == "ok"
+    assert [m for m, _ in log.lines] == ["upstream retry", "upstream retry"]
+    assert log.lines[0][1] == {"attempt": 1, "wait_seconds": 0.5, "error_class": "server_error"}
+    assert log.lines[1][1]["attempt"] == 2 and log.lines[1][1]["error_class"] == "connection"
+    assert log.lines[1][1]["wait_seconds"] == round(sleeps[1], 3)
+    assert secret not in repr(log.lines)

@@ -6,8 +6,9 @@ import pytest
 
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import InvalidRequest, UpstreamRejected, UpstreamUnavailable
+from llm_gateway.providers.base import UpstreamHTTPError
 from llm_gateway.upstream.aliases import Deployment, ModelAlias
-from llm_gateway.upstream.retry import CallStats, RetryBudget, RetryPolicy, UpstreamHTTPError
+from llm_gateway.upstream.retry import CallStats, RetryBudget, RetryPolicy
 from llm_gateway.upstream.router import Cooldowns, Router
 from tests.fakes import ScriptedProvider
 
@@ -150,7 +151,7 @@ def test_an_upstream_error_event_mid_stream_does_not_echo_the_prompt_to_the_clie
     """Like a failed non-stream call, the error that ends a stream passes the upstream's reason
     on but not an exact quote of the request's own message texts."""
     from llm_gateway.errors import UpstreamError
-    from llm_gateway.upstream.retry import UpstreamStreamError
+    from llm_gateway.providers.base import UpstreamStreamError
 
     prompt = "canary prompt text that must not come back"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import requests
 
 from llm_gateway.chat.streaming import ReplyBuilder
+from llm_gateway.providers.base import UpstreamConnectionError, UpstreamHTTPError, UpstreamStreamError, UpstreamTimeout
 from llm_gateway.providers.sse import SSEChunkStream, sse_data
-from llm_gateway.upstream.retry import UpstreamHTTPError, UpstreamStreamError
+from llm_gateway.upstream.retry import should_retry
 
 EVENTS = b': keep-alive comment\n\ndata: {"a": 1}\n\nevent: ignored\r\ndata: {"b":\r\ndata: 2}\r\n\r\ndata:[DONE]\n\n'
 
@@ -87,14 +87,15 @@ def test_clean_end_after_finish_reason_without_done_is_accepted():
     [
         ((b"data: {nope\n\n",), UpstreamHTTPError),
         ((b'data: {"error": {"message": "overloaded"}}\n\n',), UpstreamHTTPError),
-        ((), requests.ConnectionError),
-        ((b"data: [DONE]\n\n",), requests.ConnectionError),
+        ((), UpstreamConnectionError),
+        ((b"data: [DONE]\n\n",), UpstreamConnectionError),
     ],
 )
 def test_failures_before_the_first_chunk_are_retryable_attempt_failures(parts, error):
     stream, _ = stream_of(*parts)
-    with pytest.raises(error):
+    with pytest.raises(error) as info:
         next(stream)
+    assert should_retry(info.value)
 
 
 def test_reply_builder_joins_text_and_tool_call_deltas():
@@ -177,7 +178,7 @@ def test_anthropic_stream_ends_at_message_stop_and_closes_the_response():
 def test_anthropic_silence_before_the_first_chunk_is_a_retryable_read_timeout():
     stream, resp = anthropic_stream_of()
     resp.raw = Stalled([START])
-    with pytest.raises(requests.ReadTimeout):
+    with pytest.raises(UpstreamTimeout):
         next(stream)
     assert resp.closed
 

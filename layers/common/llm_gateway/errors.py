@@ -11,9 +11,16 @@ from dataclasses import dataclass
 
 
 class GatewayError(Exception):
-    """Base of every error the gateway reports to a client."""
+    """Base of every error the gateway reports to a client.
+
+    ``permanent``: sending the same request again cannot succeed (a bad request, an unknown id,
+    a spend limit). The class says it; one raise may say otherwise (``permanent=``). The job worker
+    fails a job at once on a permanent error and leaves it for redelivery otherwise; the HTTP
+    answer carries ``x-should-retry: false`` so SDKs do not retry it either.
+    """
 
     default_code: str | None = None
+    permanent: bool = False
 
     def __init__(
         self,
@@ -23,6 +30,7 @@ class GatewayError(Exception):
         param: str | None = None,
         retry_after: float | None = None,
         headers: dict[str, str] | None = None,
+        permanent: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -30,10 +38,17 @@ class GatewayError(Exception):
         self.param = param
         self.retry_after = retry_after
         self.headers = dict(headers or {})  # extra response headers (x-ratelimit-*, x-should-retry)
+        if permanent is not None:
+            self.permanent = permanent
+
+    @property
+    def retryable(self) -> bool:
+        return not self.permanent
 
 
 class InvalidRequest(GatewayError):
     default_code = "invalid_request"
+    permanent = True
 
 
 class ContextLengthExceeded(InvalidRequest):
@@ -42,16 +57,19 @@ class ContextLengthExceeded(InvalidRequest):
 
 class AuthenticationFailed(GatewayError):
     default_code = "invalid_api_key"
+    permanent = True
 
 
 class NotFound(GatewayError):
     default_code = "not_found"
+    permanent = True
 
 
 class MethodNotAllowed(GatewayError):
     """The route exists but not with this HTTP method."""
 
     default_code = "method_not_allowed"
+    permanent = True
 
 
 class ConversationBusy(GatewayError):
@@ -60,14 +78,17 @@ class ConversationBusy(GatewayError):
 
 class PayloadTooLarge(GatewayError):
     default_code = "request_too_large"
+    permanent = True
 
 
 class IdempotencyConflict(GatewayError):
     default_code = "idempotency_key_reused"
+    permanent = True
 
 
 class PermissionDenied(GatewayError):
     default_code = "permission_denied"
+    permanent = True
 
 
 class ModelNotAllowed(PermissionDenied):
@@ -84,6 +105,7 @@ class QuotaExhausted(RateLimited):
     """A spend or token budget is used up: no retry before the window ends can succeed."""
 
     default_code = "insufficient_quota"
+    permanent = True
 
     def __init__(self, message: str, **kwargs) -> None:
         super().__init__(message, **kwargs)
@@ -96,10 +118,18 @@ class UpstreamError(GatewayError):
     default_code = "upstream_error"
 
 
+class ReplyTooLargeToStore(GatewayError):
+    """A store cannot hold a reply this large (an item's 400 KB); nothing was stored. A 502 like the
+    upstream's own failures: the request was fine, the reply it produced cannot be kept."""
+
+    default_code = "reply_too_large_to_store"
+
+
 class UpstreamRejected(GatewayError):
     """The upstream refused the request as invalid (its 400/404/422)."""
 
     default_code = "upstream_invalid_request"
+    permanent = True
 
 
 class UpstreamUnavailable(GatewayError):
@@ -130,6 +160,7 @@ class JobResultTooLarge(GatewayError):
     """A job's completion is larger than a job item can hold; retrying cannot change that."""
 
     default_code = "result_too_large"
+    permanent = True
 
 
 class ShuttingDown(GatewayError):
@@ -155,6 +186,7 @@ ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     ConfigurationError: (500, "server_error"),
     JobResultTooLarge: (500, "server_error"),
     UpstreamError: (502, "upstream_error"),
+    ReplyTooLargeToStore: (502, "upstream_error"),
     UpstreamUnavailable: (503, "service_unavailable"),
     QueueUnavailable: (503, "service_unavailable"),
     ShuttingDown: (503, "service_unavailable"),
@@ -182,9 +214,16 @@ def to_http(exc: GatewayError) -> HttpError:
     else:  # pragma: no cover - GatewayError is in the table
         status, type_ = 500, "server_error"
     headers = dict(exc.headers)
+    if exc.permanent:
+        headers.setdefault("x-should-retry", "false")
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return HttpError(status, error_body(exc.message, type_, exc.code, exc.param), headers)
+
+
+def error_object(exc: GatewayError) -> dict:
+    """The ``error`` object of ``exc``'s body, as a job record stores it."""
+    return to_http(exc).body["error"]
 
 
 def internal_error() -> HttpError:

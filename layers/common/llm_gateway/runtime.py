@@ -14,6 +14,7 @@ from llm_gateway.conversations.store import DynamoConversationStore
 from llm_gateway.errors import ConfigurationError
 from llm_gateway.jobs.service import JobService
 from llm_gateway.jobs.store import JobStore
+from llm_gateway.observability import logger
 from llm_gateway.providers import build_provider
 from llm_gateway.quotas.admin import AdminService
 from llm_gateway.quotas.counters import DynamoCounterStore
@@ -91,6 +92,8 @@ def build_services(
         max_attempts=settings.max_attempts,
         backoff_base=settings.backoff_base_seconds,
         backoff_max=settings.backoff_max_seconds,
+        max_retry_after=settings.max_retry_after_seconds,
+        log=logger,
         budget=RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_second),
     )
     router = Router(

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llm_gateway.upstream import constants as retry
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
@@ -54,11 +56,12 @@ class Settings(BaseSettings):
     deadline_margin_seconds: float = Field(0.5, ge=0)
     connect_timeout_seconds: float = Field(3.05, gt=0)
     read_timeout_seconds: float = Field(60.0, gt=0)
-    max_attempts: int = Field(3, ge=1, le=10)
-    backoff_base_seconds: float = Field(0.5, gt=0)
-    backoff_max_seconds: float = Field(8.0, gt=0)
-    retry_budget_ratio: float = Field(0.2, ge=0, le=1)
-    retry_budget_min_per_second: float = Field(2.0, ge=0)
+    max_attempts: int = Field(retry.MAX_ATTEMPTS, ge=1, le=10)
+    backoff_base_seconds: float = Field(retry.BACKOFF_BASE_SECONDS, gt=0)
+    backoff_max_seconds: float = Field(retry.BACKOFF_MAX_SECONDS, gt=0)
+    max_retry_after_seconds: float = Field(retry.MAX_RETRY_AFTER_SECONDS, ge=0)
+    retry_budget_ratio: float = Field(retry.RETRY_BUDGET_RATIO, ge=0, le=1)
+    retry_budget_min_per_second: float = Field(retry.RETRY_BUDGET_MIN_PER_SECOND, ge=0)
     lease_grace_seconds: float = Field(5.0, ge=0)
     # A deployment that fails (retryably) this many times in a row is skipped for cooldown_seconds,
     # per container, while the alias has another deployment to try.

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from llm_gateway.wire import message_text as message_text
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -105,23 +107,6 @@ class CreateItems(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[Any] = Field(description="Up to 20 input items (messages, function calls and outputs).")
-
-
-def message_text(message: dict[str, Any]) -> str:
-    """Concatenate every piece of text a wire-format message carries."""
-    content = message.get("content")
-    parts: list[str] = []
-    if isinstance(content, str):
-        parts.append(content)
-    elif isinstance(content, list):
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
-        parts.append(str(function.get("name", "")))
-        parts.append(str(function.get("arguments", "")))
-    return "\n".join(parts)
 
 
 # Names pydantic gives the member of a union it tried ("float", "list[str]", "function-after[…]"):

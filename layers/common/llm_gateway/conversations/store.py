@@ -33,7 +33,7 @@ from llm_gateway.aws.dynamo import n as _n
 from llm_gateway.aws.dynamo import num as _num
 from llm_gateway.aws.dynamo import s as _s
 from llm_gateway.aws.dynamo import text as _str
-from llm_gateway.errors import ConversationBusy, InvalidRequest, NotFound, UpstreamError
+from llm_gateway.errors import ConversationBusy, InvalidRequest, NotFound, ReplyTooLargeToStore
 
 META = "META"
 MSG_PREFIX = "M#"
@@ -596,7 +596,7 @@ class DynamoConversationStore:
         if size > MAX_MESSAGE_ITEM_BYTES:
             # Requests are bounded before any upstream call (MAX_MESSAGE_BYTES); only a reply can be
             # this large. Say so plainly instead of letting DynamoDB refuse the transaction (a 500).
-            raise UpstreamError(
+            raise ReplyTooLargeToStore(
                 f"The upstream's reply ({size} bytes) is too large to store in a conversation; "
                 "nothing was stored. Ask for a shorter reply (max_tokens) or send it without conversation_id.",
                 code="reply_too_large_to_store",

@@ -29,7 +29,7 @@ from llm_gateway.aws.dynamo import (
 from llm_gateway.aws.dynamo import ID_RE as JOB_ID_RE
 from llm_gateway.chat.models import ChatCompletionRequest
 from llm_gateway.conversations.store import now_ms
-from llm_gateway.errors import JobResultTooLarge, to_http
+from llm_gateway.errors import JobResultTooLarge, error_object
 from llm_gateway.jobs.messages import JobMessage
 
 JOB_SK = "JOB"
@@ -278,7 +278,7 @@ class JobStore:
         encoded = canonical_json(result)
         if len(encoded.encode()) > MAX_RESULT_BYTES:
             return self.fail(
-                job, to_http(JobResultTooLarge("The completion is too large to store as a job result.")).body["error"]
+                job, error_object(JobResultTooLarge("The completion is too large to store as a job result."))
             )
         return self._update(
             job,

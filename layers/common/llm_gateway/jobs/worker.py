@@ -39,29 +39,15 @@ from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_
 from llm_gateway.chat.models import ChatCompletionRequest
 from llm_gateway.chat.service import ChatService
 from llm_gateway.deadline import Deadline
-from llm_gateway.errors import (
-    AuthenticationFailed,
-    ConversationBusy,
-    GatewayError,
-    IdempotencyConflict,
-    InvalidRequest,
-    NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    UpstreamRejected,
-    error_body,
-    to_http,
-)
+from llm_gateway.errors import ConversationBusy, GatewayError, InvalidRequest, error_object
 from llm_gateway.jobs.batch import GroupedFifoProcessor
 from llm_gateway.jobs.messages import InvalidJobMessage, JobMessage, parse_job_message
 from llm_gateway.jobs.store import TERMINAL, Job, JobStore
 from llm_gateway.observability import RequestMetrics, logger
 from llm_gateway.reports import TurnReport
 from llm_gateway.settings import Settings
-from llm_gateway.upstream.retry import SPEND_LIMIT_CODES
 
 IDEMPOTENCY_PK = "IDEMPOTENCY#jobs"  # partition of the Powertools idempotency records
-PERMANENT = (InvalidRequest, UpstreamRejected, NotFound, PayloadTooLarge, AuthenticationFailed, IdempotencyConflict)
 
 
 class RetryLater(Exception):
@@ -95,17 +81,11 @@ class JobMetrics:
             self._metrics.flush()
 
 
-def is_permanent(exc: BaseException) -> bool:
-    if isinstance(exc, PERMANENT):
-        return True
-    return isinstance(exc, RateLimited) and exc.code in SPEND_LIMIT_CODES
-
-
 def error_of(exc: BaseException) -> dict[str, Any]:
     """The OpenAI-shaped error for a job record. Unexpected exceptions say nothing of themselves."""
     if isinstance(exc, GatewayError):
-        return to_http(exc).body["error"]
-    return error_body("The job failed with an internal error.", "server_error", "internal_error")["error"]
+        return error_object(exc)
+    return error_object(GatewayError("The job failed with an internal error.", code="internal_error"))
 
 
 def persistence_layer(settings: Settings, client: Any) -> DynamoDBPersistenceLayer:
@@ -189,9 +169,7 @@ class JobWorker:
         if job is not None and job.status not in TERMINAL:
             self.jobs.fail(
                 job,
-                error_body(
-                    f"The job message is invalid: {exc.reason}.", "invalid_request_error", "invalid_job_message"
-                )["error"],
+                error_object(InvalidRequest(f"The job message is invalid: {exc.reason}.", code="invalid_job_message")),
             )
             metrics.count("JobsFailed")
             logger.error(
@@ -249,7 +227,7 @@ class JobWorker:
     def _failed(self, job: Job, exc: Exception, receive_count: int, metrics: JobMetrics, log: dict) -> dict:
         error = error_of(exc)
         log = {**log, "error_type": type(exc).__name__, "code": error.get("code"), "attempts": job.attempts}
-        if is_permanent(exc):
+        if isinstance(exc, GatewayError) and exc.permanent:
             self.jobs.fail(job, error)
             metrics.count("JobsFailed")
             logger.warning("job failed permanently", extra=log)

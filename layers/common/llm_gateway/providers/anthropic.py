@@ -23,14 +23,14 @@ https://docs.anthropic.com/en/docs/build-with-claude/streaming, https://docs.ant
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from llm_gateway.errors import InvalidRequest
-from llm_gateway.providers.base import Timeout, UpstreamReply, Usage
+from llm_gateway.providers.base import Timeout, UpstreamHTTPError, UpstreamReply, Usage, parse_retry_after
+from llm_gateway.providers.http import post
 from llm_gateway.providers.json_mode import JsonChunks, json_reply, json_tool
-from llm_gateway.providers.openai import scrub
 from llm_gateway.providers.sse import SSEChunkStream, StreamFailure
 from llm_gateway.providers.translate import (
     ChunkMaker,
@@ -46,9 +46,11 @@ from llm_gateway.providers.translate import (
     tool_call,
     usage_from,
 )
+from llm_gateway.redaction import scrub
 from llm_gateway.security.provider_keys import KeyProvider
-from llm_gateway.upstream.aliases import Deployment
-from llm_gateway.upstream.retry import UpstreamHTTPError, parse_retry_after
+
+if TYPE_CHECKING:  # annotations only: providers do not import the upstream layer
+    from llm_gateway.upstream.aliases import Deployment
 
 PROVIDER = "anthropic"
 FINISH_REASONS = {
@@ -309,11 +311,13 @@ class AnthropicProvider:
         ref = self.deployment.key_ref
         assert ref is not None  # routing requires a key ref for anthropic
         key = self.keys.get(ref)
-        resp = self.session.post(self.url, json=payload, headers=self._headers(key), timeout=timeout, stream=stream)
+        resp = post(self.session, self.url, json=payload, headers=self._headers(key), timeout=timeout, stream=stream)
         if resp.status_code == 401:
             resp.close()
             key = self.keys.refresh(ref)  # rotated key: decrypt again, once
-            resp = self.session.post(self.url, json=payload, headers=self._headers(key), timeout=timeout, stream=stream)
+            resp = post(
+                self.session, self.url, json=payload, headers=self._headers(key), timeout=timeout, stream=stream
+            )
         if resp.status_code >= 400:
             try:
                 payload_ = resp.json()

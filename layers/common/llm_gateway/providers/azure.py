@@ -13,13 +13,16 @@ Wire format: https://learn.microsoft.com/en-us/azure/ai-services/openai/referenc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import requests
 
 from llm_gateway.providers.openai import OpenAIProvider
 from llm_gateway.security.provider_keys import KeyProvider
-from llm_gateway.upstream.aliases import Deployment
+
+if TYPE_CHECKING:  # annotations only: providers do not import the upstream layer
+    from llm_gateway.upstream.aliases import Deployment
 
 
 class AzureOpenAIProvider(OpenAIProvider):

@@ -1,17 +1,79 @@
-"""The provider protocol: one upstream attempt, OpenAI-shaped in and out.
+"""The provider protocol: one upstream attempt, OpenAI-shaped in and out, and its error vocabulary.
 
-A provider makes exactly one attempt per call and raises
-:class:`~llm_gateway.upstream.retry.UpstreamHTTPError` or a ``requests`` exception on failure;
-the router owns retries, fallback and the deadline, so no layer multiplies attempts.
+A provider makes exactly one attempt per call and raises one of the :class:`UpstreamFailure`
+classes below on failure — never a transport library's exception: HTTP providers map
+``requests``' errors, Bedrock maps botocore's (the vocabulary of openai-python's
+``_exceptions.py``). The router owns retries, fallback and the deadline, so no layer multiplies
+attempts, and it imports no transport library.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 Timeout = tuple[float, float]  # (connect, read) seconds
+
+
+class UpstreamFailure(Exception):
+    """Base of what a provider raises for a failed attempt. Internal: the router maps it to a
+    GatewayError for the client."""
+
+
+class UpstreamHTTPError(UpstreamFailure):
+    """A non-2xx answer (or a 2xx whose body is not what the protocol promises, as 502)."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, retry_after: float | None = None):
+        super().__init__(f"upstream answered {status}")
+        self.status = status
+        self.message = message
+        self.code = code
+        self.retry_after = retry_after
+
+
+class UpstreamConnectionError(UpstreamFailure):
+    """The upstream could not be reached, or the connection broke before the reply began."""
+
+
+class UpstreamTimeout(UpstreamConnectionError):
+    """Connecting, or waiting for the reply (or its next bytes, before the first chunk), took
+    longer than the attempt's timeout."""
+
+
+class UpstreamStreamError(UpstreamFailure):
+    """A stream failed after it had begun: ``reason`` is cut / malformed / stall / error."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or f"upstream stream failed: {reason}")
+        self.reason = reason
+
+
+class DeadlineExceeded(UpstreamFailure):
+    """No time was left for a (further) attempt."""
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from ``retry-after-ms`` (preferred) or ``Retry-After`` (seconds or HTTP date);
+    ``headers`` must look names up case-insensitively (as ``requests``' headers do)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -39,14 +101,15 @@ class Provider(Protocol):
     name: str  # the deployment's name
 
     def complete(self, body: dict[str, Any], timeout: Timeout) -> UpstreamReply:
-        """One attempt; raises UpstreamHTTPError or a requests exception on failure."""
+        """One attempt; raises an :class:`UpstreamFailure` on failure."""
         ...
 
     def stream(self, body: dict[str, Any], timeout: Timeout) -> Iterator[dict[str, Any]]:
         """One streamed attempt, as a generator of OpenAI ``chat.completion.chunk`` dicts.
 
         The connection opens at the first ``next()``; an HTTP error raises
-        UpstreamHTTPError there, before any chunk. The read timeout applies between
+        UpstreamHTTPError there, before any chunk (a stall or a cut before the first chunk is
+        UpstreamTimeout / UpstreamConnectionError, retried like any failed attempt). The read timeout applies between
         chunks. A failure after the first chunk (cut, malformed chunk, stall) raises
         UpstreamStreamError. The generator ends normally only when the upstream said
         the reply is complete; closing it closes the upstream connection. A provider's

@@ -11,7 +11,7 @@ Errors map to statuses the router understands: ``ThrottlingException`` → 429 a
 ``ModelNotReadyException`` / ``ServiceUnavailableException`` → 503 (retried);
 ``ModelTimeoutException`` → 408 (retried); ``ValidationException`` → 400 (not retried);
 ``ServiceQuotaExceededException`` → a 429 that is not retried; connection errors and
-timeouts become the ``requests`` exceptions the provider protocol promises.
+timeouts become the provider protocol's ``UpstreamConnectionError`` / ``UpstreamTimeout``.
 
 Wire format: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html,
 https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseStream.html
@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from llm_gateway.errors import InvalidRequest
-from llm_gateway.providers.base import Timeout, UpstreamReply, Usage
+from llm_gateway.providers.base import (
+    Timeout,
+    UpstreamConnectionError,
+    UpstreamHTTPError,
+    UpstreamReply,
+    UpstreamStreamError,
+    UpstreamTimeout,
+    Usage,
+)
 from llm_gateway.providers.json_mode import JsonChunks, json_reply, json_tool
-from llm_gateway.providers.openai import scrub
 from llm_gateway.providers.translate import (
     ChunkMaker,
     assistant_message,
@@ -43,8 +48,10 @@ from llm_gateway.providers.translate import (
     tool_call,
     usage_from,
 )
-from llm_gateway.upstream.aliases import Deployment
-from llm_gateway.upstream.retry import UpstreamHTTPError, UpstreamStreamError
+from llm_gateway.redaction import scrub
+
+if TYPE_CHECKING:  # annotations only: providers do not import the upstream layer
+    from llm_gateway.upstream.aliases import Deployment
 
 PROVIDER = "bedrock"
 FINISH_REASONS = {
@@ -240,8 +247,8 @@ def upstream_error(exc: Exception) -> Exception:
         )
         return UpstreamHTTPError(status, scrub(str(error.get("Message") or code), None), code=code)
     if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
-        return requests.Timeout(f"Bedrock did not answer in time ({type(exc).__name__}).")
-    return requests.ConnectionError(f"Could not reach Bedrock ({type(exc).__name__}).")
+        return UpstreamTimeout(f"Bedrock did not answer in time ({type(exc).__name__}).")
+    return UpstreamConnectionError(f"Could not reach Bedrock ({type(exc).__name__}).")
 
 
 def _botocore_errors() -> tuple[type[Exception], ...]:
@@ -328,7 +335,7 @@ class BedrockProvider:
             if started:
                 reason = (
                     "stall"
-                    if isinstance(failure, requests.Timeout)
+                    if isinstance(failure, UpstreamTimeout)
                     else ("error" if isinstance(failure, UpstreamHTTPError) else "cut")
                 )
                 raise UpstreamStreamError(reason, "The upstream stream failed.") from exc

@@ -1,4 +1,5 @@
-"""Per-deployment proxies for the HTTP providers (their event-stream reader is :mod:`.sse`).
+"""The HTTP providers' transport: ``requests`` errors mapped to the provider protocol's, and
+per-deployment proxies (their event-stream reader is :mod:`.sse`).
 
 Proxies: ``requests`` honours ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` from the
 environment by itself (``Session.trust_env``, on by default). A deployment's own
@@ -13,6 +14,19 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+
+from llm_gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
+
+
+def post(session: requests.Session, url: str, **kwargs: Any) -> requests.Response:
+    """``session.post`` with ``requests``' connection errors and timeouts as the provider protocol's
+    (the message names only the exception class: ``requests``' own texts may quote the URL)."""
+    try:
+        return session.post(url, **kwargs)
+    except requests.Timeout as exc:  # ConnectTimeout is both: a timeout first
+        raise UpstreamTimeout(f"The upstream did not answer in time ({type(exc).__name__}).") from exc
+    except requests.ConnectionError as exc:
+        raise UpstreamConnectionError(f"Could not reach the upstream ({type(exc).__name__}).") from exc
 
 
 class ProxiedSession(requests.Session):

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
-from llm_gateway.providers.base import Timeout, UpstreamReply, Usage
+from llm_gateway.providers.base import Timeout, UpstreamHTTPError, UpstreamReply, Usage, parse_retry_after
+from llm_gateway.providers.http import post
 from llm_gateway.providers.sse import SSEChunkStream
+from llm_gateway.redaction import scrub
 from llm_gateway.security.provider_keys import KeyProvider
-from llm_gateway.upstream.aliases import Deployment
-from llm_gateway.upstream.retry import UpstreamHTTPError, parse_retry_after
 
-_SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-*]{3,}|Bearer\s+\S+)")
-
-
-def scrub(message: str, secret: str | None) -> str:
-    """An upstream's error text, without our key or anything shaped like one."""
-    if secret:
-        message = message.replace(secret, "[redacted]")
-    return _SECRETISH.sub("[redacted]", message)[:500]
+if TYPE_CHECKING:  # annotations only: providers do not import the upstream layer
+    from llm_gateway.upstream.aliases import Deployment
 
 
 def http_error(resp: requests.Response, secret: str | None) -> UpstreamHTTPError:
@@ -63,15 +56,15 @@ class OpenAIProvider:
     def _post(self, body: dict[str, Any], timeout: Timeout, *, stream: bool) -> tuple[requests.Response, str | None]:
         accept = "text/event-stream" if stream else "application/json"
         key = self._key()
-        resp = self.session.post(
-            self.url, json=body, headers=self._headers(key, accept), timeout=timeout, stream=stream
+        resp = post(
+            self.session, self.url, json=body, headers=self._headers(key, accept), timeout=timeout, stream=stream
         )
         if resp.status_code == 401 and key is not None:
             # The key may have been rotated: decrypt it again, once, and retry at once.
             resp.close()
             key = self._key(refresh=True)
-            resp = self.session.post(
-                self.url, json=body, headers=self._headers(key, accept), timeout=timeout, stream=stream
+            resp = post(
+                self.session, self.url, json=body, headers=self._headers(key, accept), timeout=timeout, stream=stream
             )
         if resp.status_code >= 400:
             try:

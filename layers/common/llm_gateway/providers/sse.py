@@ -14,10 +14,10 @@ Chat Completions chunks, ``[DONE]``), ``anthropic.AnthropicEvents`` for the Mess
 Failure semantics (the Provider protocol's stream contract):
 
 * before the first chunk is yielded, a failure is an ordinary failed attempt the router may
-  retry: ``requests.ReadTimeout`` (stall), ``requests.ConnectionError`` (cut), or
+  retry: ``UpstreamTimeout`` (stall), ``UpstreamConnectionError`` (cut), or
   ``UpstreamHTTPError(502)`` (malformed / error event / empty stream) — unless the decoder
   names a more precise error for it (:attr:`StreamFailure.before_start`);
-* after it, :class:`~llm_gateway.upstream.retry.UpstreamStreamError` with reason ``stall`` (the read
+* after it, :class:`~llm_gateway.providers.base.UpstreamStreamError` with reason ``stall`` (the read
   timeout passed between two reads), ``cut`` (the connection ended before the reply was
   complete), ``malformed`` (an event that does not parse) or ``error`` (the upstream sent an
   error event);
@@ -36,7 +36,8 @@ from typing import Any, Protocol
 import requests
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
-from llm_gateway.upstream.retry import UpstreamHTTPError, UpstreamStreamError
+from llm_gateway.providers.base import UpstreamConnectionError, UpstreamHTTPError, UpstreamStreamError, UpstreamTimeout
+from llm_gateway.redaction import scrub
 
 READ_SIZE = 65_536
 DRAIN_SECONDS = 0.5  # after the end of the reply: read the body's end so the connection can be reused
@@ -133,8 +134,6 @@ class OpenAIChunks:
             raise StreamFailure("malformed", "The upstream sent a chunk that is not a JSON object.")
         error = chunk.get("error")
         if error:
-            from llm_gateway.providers.openai import scrub
-
             message = error.get("message") if isinstance(error, dict) else error
             raise StreamFailure("error", scrub(str(message or "The upstream reported an error."), self.secret))
         if not isinstance(chunk.get("choices"), list):
@@ -236,7 +235,7 @@ class SSEChunkStream:
         self._resp = resp
         if self._aborted.is_set():
             self._close_response()
-            raise requests.ConnectionError("stream aborted before it began")
+            raise UpstreamConnectionError("stream aborted before it began")
         decoder = self._decoder(secret)
         try:
             try:
@@ -263,9 +262,9 @@ class SSEChunkStream:
         if failure.before_start is not None:
             return failure.before_start
         if failure.reason == "stall":
-            return requests.ReadTimeout(failure.message)
+            return UpstreamTimeout(failure.message)
         if failure.reason == "cut":
-            return requests.ConnectionError(failure.message)
+            return UpstreamConnectionError(failure.message)
         return UpstreamHTTPError(502, failure.message)
 
     @staticmethod

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from llm_gateway.aws.dynamo import batch_get
-from llm_gateway.errors import NotFound, UpstreamError
+from llm_gateway.errors import NotFound, ReplyTooLargeToStore
 
 RESPONSE_SK = "RESPONSE"
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -137,7 +137,7 @@ class DynamoResponseStore:
             item["ttl"] = {"N": str(int(time.time()) + self.ttl_days * 86400)}
         size = len(item["messages"]["B"]) + len(item["body"]["B"]) + 40 * len(record.ancestors)
         if size > MAX_ITEM_BYTES:
-            raise UpstreamError(
+            raise ReplyTooLargeToStore(
                 f"The response ({size} bytes compressed) is too large to store; nothing was stored. "
                 "Ask for a shorter reply (max_output_tokens) or send it with store=false.",
                 code="response_too_large_to_store",

@@ -21,20 +21,37 @@ Finagle's RetryBudget).
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from llm_gateway.deadline import Deadline
 
+# The transport vocabulary lives with the provider protocol (providers/base.py); re-exported here.
+from llm_gateway.providers.base import DeadlineExceeded as DeadlineExceeded
+from llm_gateway.providers.base import UpstreamConnectionError as UpstreamConnectionError
+from llm_gateway.providers.base import UpstreamHTTPError as UpstreamHTTPError
+from llm_gateway.providers.base import UpstreamStreamError as UpstreamStreamError
+from llm_gateway.providers.base import UpstreamTimeout as UpstreamTimeout
+from llm_gateway.providers.base import parse_retry_after as parse_retry_after
+from llm_gateway.upstream.constants import (
+    BACKOFF_BASE_SECONDS,
+    BACKOFF_MAX_SECONDS,
+    MAX_ATTEMPTS,
+    MAX_RETRY_AFTER_SECONDS,
+    MIN_ATTEMPT_SECONDS,
+    RETRY_BUDGET_MIN_PER_SECOND,
+    RETRY_BUDGET_RATIO,
+)
+
 T = TypeVar("T")
+_log = logging.getLogger("llm-gateway")  # the Powertools logger's name: the composition root passes that logger
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 SPEND_LIMIT_CODES = frozenset(
@@ -53,30 +70,6 @@ SPEND_LIMIT_CODES = frozenset(
         "spend_limit_reached",
     }
 )
-MIN_ATTEMPT_SECONDS = 0.25  # never start an attempt with less time than this left
-
-
-class UpstreamHTTPError(Exception):
-    """A non-2xx answer from an upstream. Internal: mapped to a GatewayError by the caller."""
-
-    def __init__(self, status: int, message: str, *, code: str | None = None, retry_after: float | None = None):
-        super().__init__(f"upstream answered {status}")
-        self.status = status
-        self.message = message
-        self.code = code
-        self.retry_after = retry_after
-
-
-class UpstreamStreamError(Exception):
-    """A stream failed after it had begun: ``reason`` is cut / malformed / stall / error."""
-
-    def __init__(self, reason: str, message: str = "") -> None:
-        super().__init__(message or f"upstream stream failed: {reason}")
-        self.reason = reason
-
-
-class DeadlineExceeded(Exception):
-    """No time was left for a (further) attempt."""
 
 
 def should_retry(exc: BaseException) -> bool:
@@ -84,33 +77,19 @@ def should_retry(exc: BaseException) -> bool:
         if exc.status == 429 and exc.code in SPEND_LIMIT_CODES:
             return False
         return exc.status in RETRYABLE_STATUSES or exc.status >= 500
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout))
-
-
-def parse_retry_after(headers: dict[str, str] | requests.structures.CaseInsensitiveDict) -> float | None:
-    """Seconds from ``retry-after-ms`` (preferred) or ``Retry-After`` (seconds or HTTP date)."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
+    return isinstance(exc, UpstreamConnectionError)  # UpstreamTimeout included
 
 
 class RetryBudget:
     """Container-wide token bucket bounding retries to a fraction of requests."""
 
-    def __init__(self, ratio: float = 0.2, min_per_second: float = 2.0, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        ratio: float = RETRY_BUDGET_RATIO,
+        min_per_second: float = RETRY_BUDGET_MIN_PER_SECOND,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.ratio = ratio
         self.min_per_second = min_per_second
         self.capacity = max(10.0, min_per_second * 10)
@@ -144,7 +123,7 @@ class CallStats:
 
     attempts: int = 0
     retries: int = 0
-    stopped_by: str | None = None  # "attempts" | "deadline" | "budget"
+    stopped_by: str | None = None  # "attempts" | "deadline" | "budget" | "retry_after"
     errors: dict[str, int] = field(default_factory=dict)
     upstream_seconds: float = 0.0
     fallbacks: int = 0  # attempts that went to another deployment after a failure
@@ -164,9 +143,9 @@ def error_class(exc: BaseException) -> str:
         if exc.status >= 500:
             return "server_error"
         return "client_error"
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, UpstreamTimeout):
         return "timeout"
-    if isinstance(exc, requests.ConnectionError):
+    if isinstance(exc, UpstreamConnectionError):
         return "connection"
     return "other"
 
@@ -175,14 +154,18 @@ class RetryPolicy:
     def __init__(
         self,
         *,
-        max_attempts: int = 3,
-        backoff_base: float = 0.5,
-        backoff_max: float = 8.0,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+        backoff_max: float = BACKOFF_MAX_SECONDS,
+        max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
         budget: RetryBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        log: logging.Logger | logging.LoggerAdapter | Any = None,
     ) -> None:
         self.max_attempts = max_attempts
+        self.max_retry_after = max_retry_after
+        self.log = log if log is not None else _log
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.budget = budget or RetryBudget()
@@ -225,6 +208,10 @@ class RetryPolicy:
             if state.attempt_number >= self.max_attempts:
                 stats.stopped_by = "attempts"
                 return True
+            if state.upcoming_sleep > self.max_retry_after:
+                # The upstream asks for a longer wait than we sit out: fail now, its Retry-After passed on.
+                stats.stopped_by = "retry_after"
+                return True
             if state.upcoming_sleep + MIN_ATTEMPT_SECONDS > deadline.remaining():
                 stats.stopped_by = "deadline"
                 return True
@@ -245,6 +232,16 @@ class RetryPolicy:
 
         def before_sleep(state: RetryCallState) -> None:
             stats.retries += 1
+            exc = state.outcome.exception() if state.outcome else None
+            # One line per retry: which attempt failed, how long we wait, the error's class. Never a body.
+            self.log.info(
+                "upstream retry",
+                extra={
+                    "attempt": state.attempt_number,
+                    "wait_seconds": round(state.upcoming_sleep, 3),
+                    "error_class": error_class(exc) if exc else "other",
+                },
+            )
 
         retrying = Retrying(
             stop=stop,

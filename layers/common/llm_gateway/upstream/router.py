@@ -25,9 +25,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import requests
-
-from llm_gateway.chat.models import message_text
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import (
     GatewayError,
@@ -37,16 +34,19 @@ from llm_gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from llm_gateway.providers.base import Provider, Timeout, UpstreamReply
-from llm_gateway.upstream.aliases import Deployment, ModelAlias
-from llm_gateway.upstream.retry import (
-    CallStats,
+from llm_gateway.providers.base import (
     DeadlineExceeded,
-    RetryPolicy,
+    Provider,
+    Timeout,
+    UpstreamConnectionError,
     UpstreamHTTPError,
+    UpstreamReply,
     UpstreamStreamError,
-    should_retry,
 )
+from llm_gateway.providers.base import UpstreamTimeout as TransportTimeout
+from llm_gateway.redaction import without_echoes
+from llm_gateway.upstream.aliases import Deployment, ModelAlias
+from llm_gateway.upstream.retry import CallStats, RetryPolicy, should_retry
 
 T = TypeVar("T")
 
@@ -57,16 +57,6 @@ class RoutedReply:
     deployment: Deployment
 
 
-def without_echoes(message: str, body: dict[str, Any]) -> str:
-    """An upstream's error text without exact quotes of the request's own message texts: the
-    upstream's reason is passed on to the client, the prompt is not (error bodies carry none)."""
-    for item in body.get("messages") or ():
-        text = message_text(item) if isinstance(item, dict) else ""
-        if len(text) >= 8 and text in message:
-            message = message.replace(text, "[redacted]")
-    return message
-
-
 def upstream_failure(exc: BaseException, stats: CallStats) -> GatewayError:
     """The client-facing error for an upstream failure that outlasted the retries."""
     if isinstance(exc, DeadlineExceeded):
@@ -74,7 +64,9 @@ def upstream_failure(exc: BaseException, stats: CallStats) -> GatewayError:
     if isinstance(exc, UpstreamHTTPError):
         if exc.status == 429:
             if not should_retry(exc):
-                return RateLimited(f"Upstream quota exhausted: {exc.message}", code=exc.code or "insufficient_quota")
+                return RateLimited(
+                    f"Upstream quota exhausted: {exc.message}", code=exc.code or "insufficient_quota", permanent=True
+                )
             return RateLimited(
                 "The upstream provider is rate limiting requests; retry later.",
                 retry_after=exc.retry_after if exc.retry_after is not None else 1.0,
@@ -83,7 +75,7 @@ def upstream_failure(exc: BaseException, stats: CallStats) -> GatewayError:
             return UpstreamError(
                 "The upstream provider rejected the gateway's credentials.", code="upstream_auth_failed"
             )
-        if exc.status in (503, 529) or stats.stopped_by in ("deadline", "budget"):
+        if exc.status in (503, 529) or stats.stopped_by in ("deadline", "budget", "retry_after"):
             return UpstreamUnavailable(
                 "The upstream provider is unavailable; retry later.", retry_after=exc.retry_after
             )
@@ -92,9 +84,9 @@ def upstream_failure(exc: BaseException, stats: CallStats) -> GatewayError:
         if exc.status >= 500 or exc.status == 409:
             return UpstreamError(f"The upstream provider failed with HTTP {exc.status}.")
         return UpstreamRejected(f"Upstream rejected the request: {exc.message}", code=exc.code)
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, TransportTimeout):
         return UpstreamTimeout("The upstream provider did not answer in time.")
-    if isinstance(exc, requests.ConnectionError):
+    if isinstance(exc, UpstreamConnectionError):
         return UpstreamUnavailable("Could not connect to the upstream provider.")
     raise exc
 
