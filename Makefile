@@ -32,7 +32,7 @@ rc=0; $(PY) -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 if [ $$rc -eq 5 ]; then echo "pytest: no tests collected in $(1)"; rc=0; fi; exit $$rc
 endef
 
-.PHONY: help venv lint fmt test test-unit test-integration test-e2e pytest sam-validate \
+.PHONY: help venv lint typecheck import-lint fmt test test-unit test-integration test-e2e pytest sam-validate \
         cfn-lint-expanded checkov bedrock-arns sam-build dev dev-reset admin chat bench clean distclean lock lock-check audit
 
 help: ## list targets
@@ -83,8 +83,15 @@ audit: $(TOOLS_VENV)/.stamp ## pip-audit every lock; says plainly when no vulner
 	$(TOOLS_VENV)/bin/python tools/audit.py
 
 # ---- checks -------------------------------------------------------------------------------------
-lint: $(VENV)/.stamp ## ruff check
+lint: $(VENV)/.stamp ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.stamp ## mypy over the package and the functions (config: pyproject.toml)
+	$(VENV)/bin/mypy
+
+import-lint: $(VENV)/.stamp ## import-linter: the package's layer contracts (pyproject.toml)
+	$(PYPATH) $(VENV)/bin/lint-imports
 
 fmt: $(VENV)/.stamp ## ruff format + autofix (rewrites files)
 	$(VENV)/bin/ruff format .
@@ -125,8 +132,10 @@ sam-build: $(SAM_VENV)/.stamp $(VENV)/.stamp ## sam build (python3.11, no contai
 	@if command -v python3.11 >/dev/null; then $(SAM) build; \
 	else echo "python3.11 not on PATH; using $(VENV)/bin"; PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build; fi
 
-test: venv ## everything CI checks: lint, locks, audit, pytest, sam validate, expanded cfn-lint + checkov, sam build
+test: venv ## everything CI checks: lint + format, mypy, import contracts, locks, audit, pytest, sam validate, cfn-lint + checkov, sam build
 	@$(MAKE) lint
+	@$(MAKE) typecheck
+	@$(MAKE) import-lint
 	@$(MAKE) lock-check
 	@$(MAKE) audit
 	@$(MAKE) pytest

@@ -56,3 +56,16 @@ def new_aws(moto_server):
 def aws(moto_server):
     """A fresh table, KMS key and queues, provisioned from template.yaml, for one test."""
     return new_aws(moto_server)
+
+
+_BOUNDARIES = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test carries the marker of its folder (tests/unit -> unit, ...), so `-m unit` selects by
+    boundary; --strict-markers (pyproject.toml) rejects any marker not declared there."""
+    for item in items:
+        parts = item.path.parts
+        for boundary in _BOUNDARIES:
+            if boundary in parts[parts.index("tests") + 1 : parts.index("tests") + 2]:
+                item.add_marker(boundary)

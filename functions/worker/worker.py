@@ -5,6 +5,9 @@ The event source mapping delivers batches from the FIFO jobs queue with
 """
 
 from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 from llm_gateway.jobs.worker import JobWorker, build_worker
 from llm_gateway.observability import per_invocation_logging
@@ -20,5 +23,5 @@ def default_worker() -> JobWorker:
 # The Lambda context keys and correlation id are this invocation's only: where the API and the
 # worker share a process (the local stack) they never reach API lines.
 @per_invocation_logging
-def handler(event: dict, context) -> dict:
+def handler(event: dict, context: Any) -> PartialItemFailureResponse:
     return default_worker().handle(event, context)

@@ -239,8 +239,8 @@ def test_a_retry_after_beyond_the_cap_fails_fast_and_is_passed_on():
 
 
 def test_the_defaults_of_settings_and_policy_are_the_one_constants_block():
+    from llm_gateway import constants
     from llm_gateway.settings import Settings
-    from llm_gateway.upstream import constants
 
     s, p, b = Settings(), RetryPolicy(), RetryBudget()
     assert (s.max_attempts, p.max_attempts) == (constants.MAX_ATTEMPTS,) * 2

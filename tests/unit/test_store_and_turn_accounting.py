@@ -209,9 +209,9 @@ def test_a_stream_past_its_deadline_ends_with_a_timeout_and_stores_nothing():
 def test_a_replayed_turn_reads_every_message_even_when_dynamodb_leaves_keys_unprocessed(stubbed, monkeypatch):
     """BatchGetItem may return part of the keys as UnprocessedKeys (throttling): they are asked again,
     so a replayed job rebuilds its reply from the right message, never from a partial read."""
-    import llm_gateway.conversations.store as store_module
+    import llm_gateway.aws.dynamo as dynamo
 
-    monkeypatch.setattr(store_module.time, "sleep", lambda s: None)
+    monkeypatch.setattr(dynamo.time, "sleep", lambda s: None)
     store, stubber = stubbed
     pk = {"S": "T#tenant-a#C#conv_1"}
     stubber.add_response(

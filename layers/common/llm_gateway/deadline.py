@@ -10,6 +10,11 @@ import time
 from dataclasses import dataclass
 
 
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds (the timestamps stored items carry)."""
+    return int(time.time() * 1000)
+
+
 @dataclass(frozen=True)
 class Deadline:
     expires_at: float  # time.monotonic() seconds

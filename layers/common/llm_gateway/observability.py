@@ -74,7 +74,7 @@ class RequestMetrics:
         """Name the route dimension (a bounded name chosen by code, never by the client)."""
         self._route = name
 
-    def add(self, name: str, value: float, unit: str = MetricUnit.Count) -> None:
+    def add(self, name: str, value: float, unit: str | MetricUnit = MetricUnit.Count) -> None:
         self._metrics.add_metric(name=name, unit=unit, value=value)
 
     def model(self, alias: str) -> None:

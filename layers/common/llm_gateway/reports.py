@@ -9,7 +9,22 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from llm_gateway.upstream.retry import CallStats
+
+@dataclass
+class CallStats:
+    """What one request's upstream calls cost, for metrics and the response."""
+
+    attempts: int = 0
+    retries: int = 0
+    stopped_by: str | None = None  # "attempts" | "deadline" | "budget" | "retry_after"
+    errors: dict[str, int] = field(default_factory=dict)
+    upstream_seconds: float = 0.0
+    fallbacks: int = 0  # attempts that went to another deployment after a failure
+    cooled_down: int = 0  # deployments skipped because they were cooling down
+
+    def error(self, error_class: str) -> None:
+        self.errors[error_class] = self.errors.get(error_class, 0) + 1
+
 
 # Bounded: each becomes a metric name (StreamOutcome_<outcome>).
 STREAM_OUTCOMES = ("complete", "upstream_error", "client_disconnect", "commit_failed", "internal_error")

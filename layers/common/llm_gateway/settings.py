@@ -12,7 +12,7 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from llm_gateway.upstream import constants as retry
+from llm_gateway import constants as retry
 
 
 class Settings(BaseSettings):

@@ -28,7 +28,6 @@ def client(service: str) -> Any:
                     read_timeout=10,
                     tcp_keepalive=True,
                 )
-                _clients[service] = boto3.session.Session().client(
-                    service, region_name=get_settings().aws_region, config=config
-                )
+                session: Any = boto3.session.Session()  # any service by name: the stubs' overloads want literals
+                _clients[service] = session.client(service, region_name=get_settings().aws_region, config=config)
     return _clients[service]

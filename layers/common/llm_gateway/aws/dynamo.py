@@ -45,12 +45,14 @@ class UnprocessedItems(RuntimeError):
 
 def attr(value: Any) -> dict[str, Any]:
     """One Python value as a DynamoDB attribute value (floats go through ``Decimal``)."""
-    return _serializer.serialize(_decimals(value))
+    encoded: dict[str, Any] = dict(_serializer.serialize(_decimals(value)))
+    return encoded
 
 
 def plain(value: Mapping[str, Any]) -> Any:
     """One DynamoDB attribute value as Python (integral numbers as ``int``, others as ``float``)."""
-    return _numbers(_deserializer.deserialize(dict(value)))
+    encoded: Any = dict(value)
+    return _numbers(_deserializer.deserialize(encoded))
 
 
 def s(value: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ is kept as given and passed through to the upstream unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -115,7 +116,7 @@ _UNION_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
 _LOCATION_ROOTS = frozenset({"body", "query", "path", "header"})
 
 
-def validation_reason(errors: list[dict[str, Any]], prefix: str = "") -> tuple[str, str | None]:
+def validation_reason(errors: Sequence[Mapping[str, Any]], prefix: str = "") -> tuple[str, str | None]:
     """A readable message naming the offending field, and that field as an OpenAI ``param``.
 
     Built from pydantic's error list; never echoes the offending value (it may be a prompt).

@@ -18,7 +18,6 @@ new message items with ``attribute_not_exists``.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from llm_gateway.aws.dynamo import n as _n
 from llm_gateway.aws.dynamo import num as _num
 from llm_gateway.aws.dynamo import s as _s
 from llm_gateway.aws.dynamo import text as _str
+from llm_gateway.deadline import now_ms as now_ms
 from llm_gateway.errors import ConversationBusy, InvalidRequest, NotFound, ReplyTooLargeToStore
 
 META = "META"
@@ -41,10 +41,6 @@ MSG_LAST = MSG_PREFIX + "9" * 10
 TURN_PREFIX = "TURN#"
 # DynamoDB's item limit is 400 KB; keep room for the key and the other attributes.
 MAX_MESSAGE_ITEM_BYTES = 380_000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def new_conversation_id() -> str:

@@ -239,7 +239,7 @@ class JobStore:
         except ClientError as err:
             if error_code(err) != CONDITIONAL_CHECK_FAILED:
                 raise
-            old = (
+            old: Any = (
                 err.response.get("Item")
                 or self.client.get_item(
                     TableName=self.table, Key=self._key(message.tenant_id, message.job_id), ConsistentRead=True
@@ -340,7 +340,7 @@ class JobStore:
         except ClientError as err:
             if error_code(err) != CONDITIONAL_CHECK_FAILED:
                 raise
-            old = err.response.get("Item")
+            old: Any = err.response.get("Item")
             if not old:  # older botocore without the item: read it
                 old = self.client.get_item(TableName=self.table, Key=self._ik_key(tenant, key), ConsistentRead=True)[
                     "Item"

@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -119,7 +120,7 @@ class JobWorker:
         )(self._run)
 
     # ---- the batch ----------------------------------------------------------------
-    def handle(self, event: dict, context: Any) -> dict:
+    def handle(self, event: dict, context: Any) -> PartialItemFailureResponse:
         self.idempotency.register_lambda_context(context)
         remaining = context.get_remaining_time_in_millis() / 1000 - self.settings.deadline_margin_seconds
         deadline = Deadline.after(max(0.0, min(remaining, self.settings.job_deadline_seconds)))

@@ -262,8 +262,8 @@ class AnthropicEvents:
         if not isinstance(event, dict):
             raise StreamFailure("malformed", "The upstream sent a malformed event.")
         if event.get("type") == "error":
-            error = event.get("error") if isinstance(event.get("error"), dict) else {}
-            failure = error_from_body(ERROR_STATUSES.get(error.get("type"), 502), event, None, self.secret)
+            error: dict[str, Any] = event["error"] if isinstance(event.get("error"), dict) else {}
+            failure = error_from_body(ERROR_STATUSES.get(str(error.get("type")), 502), event, None, self.secret)
             raise StreamFailure("error", f"The upstream stream failed: {failure.message}", before_start=failure)
         return self.translator.feed(event)
 
@@ -281,7 +281,7 @@ def error_from_body(status: int, payload: Any, headers: Any, secret: str | None)
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
         message = str(error.get("message") or message)
-        details = error.get("details") if isinstance(error.get("details"), dict) else {}
+        details: dict[str, Any] = error["details"] if isinstance(error.get("details"), dict) else {}
         code = details.get("error_code") or error.get("type")
     return UpstreamHTTPError(
         status,

@@ -242,9 +242,8 @@ def upstream_error(exc: Exception) -> Exception:
         error = exc.response.get("Error") or {}
         code = str(error.get("Code") or "")
         code = code[:1].upper() + code[1:]  # in-stream exceptions are named like union members: throttlingException
-        status = ERROR_STATUSES.get(code) or int(
-            (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 502
-        )
+        metadata: Any = exc.response.get("ResponseMetadata") or {}
+        status = ERROR_STATUSES.get(code) or int(metadata.get("HTTPStatusCode") or 502)
         return UpstreamHTTPError(status, scrub(str(error.get("Message") or code), None), code=code)
     if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
         return UpstreamTimeout(f"Bedrock did not answer in time ({type(exc).__name__}).")

@@ -30,7 +30,7 @@ import contextlib
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Protocol
 
 import requests
@@ -85,7 +85,10 @@ class StreamFailure(Exception):
 class EventDecoder(Protocol):
     """One wire format's events -> OpenAI ``chat.completion.chunk`` dicts (raises StreamFailure)."""
 
-    done: bool  # the upstream said the reply is complete: read no further
+    @property
+    def done(self) -> bool:
+        """The upstream said the reply is complete: read no further."""
+        ...
 
     def feed(self, data: str) -> list[dict[str, Any]]:
         """The chunks one event's ``data`` stands for."""
@@ -230,7 +233,7 @@ class SSEChunkStream:
                 return
             yield data
 
-    def _chunks(self) -> Iterator[dict[str, Any]]:
+    def _chunks(self) -> Generator[dict[str, Any], None, None]:
         resp, secret = self._open()
         self._resp = resp
         if self._aborted.is_set():

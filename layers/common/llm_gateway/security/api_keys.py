@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llm_gateway.aws.dynamo import TENANT_RE, attr, plain, s
-from llm_gateway.conversations.store import now_ms
+from llm_gateway.deadline import now_ms
 from llm_gateway.errors import AuthenticationFailed, NotFound
 
 KEY_PREFIX = "sk-gw-"

@@ -129,11 +129,11 @@ class ModelAlias(BaseModel):
         weighted = [d for d in self.deployments if d.weight is not None]
         if not weighted:
             return list(self.deployments)
-        rng = rng or random
+        choices = (rng or random).choices
         head: list[Deployment] = []
         pool = list(weighted)
         while pool:
-            pick = rng.choices(pool, weights=[d.weight or 0.0 for d in pool])[0]
+            pick = choices(pool, weights=[d.weight or 0.0 for d in pool])[0]
             head.append(pick)
             pool.remove(pick)
         return head + [d for d in self.deployments if d.weight is None]
@@ -287,9 +287,12 @@ def fetch_ssm_parameter(name: str, client: Any = None) -> str:
 
         client = aws_client("ssm")
     try:
-        return SSMProvider(boto3_client=client).get(name, decrypt=True)
+        value = SSMProvider(boto3_client=client).get(name, decrypt=True)
     except Exception as exc:  # GetParameterError wraps every boto error
         raise ConfigurationError(f"SSM parameter '{name}' could not be read: {type(exc).__name__}") from exc
+    if not isinstance(value, str):
+        raise ConfigurationError(f"SSM parameter '{name}' is not a string.")
+    return value
 
 
 def load_routing(settings: Settings, *, ssm_client: Any = None) -> Routing:

@@ -26,11 +26,19 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
+from llm_gateway.constants import (
+    BACKOFF_BASE_SECONDS,
+    BACKOFF_MAX_SECONDS,
+    MAX_ATTEMPTS,
+    MAX_RETRY_AFTER_SECONDS,
+    MIN_ATTEMPT_SECONDS,
+    RETRY_BUDGET_MIN_PER_SECOND,
+    RETRY_BUDGET_RATIO,
+)
 from llm_gateway.deadline import Deadline
 
 # The transport vocabulary lives with the provider protocol (providers/base.py); re-exported here.
@@ -40,15 +48,7 @@ from llm_gateway.providers.base import UpstreamHTTPError as UpstreamHTTPError
 from llm_gateway.providers.base import UpstreamStreamError as UpstreamStreamError
 from llm_gateway.providers.base import UpstreamTimeout as UpstreamTimeout
 from llm_gateway.providers.base import parse_retry_after as parse_retry_after
-from llm_gateway.upstream.constants import (
-    BACKOFF_BASE_SECONDS,
-    BACKOFF_MAX_SECONDS,
-    MAX_ATTEMPTS,
-    MAX_RETRY_AFTER_SECONDS,
-    MIN_ATTEMPT_SECONDS,
-    RETRY_BUDGET_MIN_PER_SECOND,
-    RETRY_BUDGET_RATIO,
-)
+from llm_gateway.reports import CallStats as CallStats
 
 T = TypeVar("T")
 _log = logging.getLogger("llm-gateway")  # the Powertools logger's name: the composition root passes that logger
@@ -115,22 +115,6 @@ class RetryBudget:
                 self._balance -= 1.0
                 return True
             return False
-
-
-@dataclass
-class CallStats:
-    """What one request's upstream calls cost, for metrics and the response."""
-
-    attempts: int = 0
-    retries: int = 0
-    stopped_by: str | None = None  # "attempts" | "deadline" | "budget" | "retry_after"
-    errors: dict[str, int] = field(default_factory=dict)
-    upstream_seconds: float = 0.0
-    fallbacks: int = 0  # attempts that went to another deployment after a failure
-    cooled_down: int = 0  # deployments skipped because they were cooling down
-
-    def error(self, error_class: str) -> None:
-        self.errors[error_class] = self.errors.get(error_class, 0) + 1
 
 
 def error_class(exc: BaseException) -> str:

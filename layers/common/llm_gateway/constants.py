@@ -1,4 +1,4 @@
-"""The retry policy's numbers, in one block: ``Settings`` defaults and ``RetryPolicy``'s refer here
+"""The upstream retry policy's numbers, in one block: ``Settings`` defaults and ``RetryPolicy``'s refer here
 (the role of openai-python's ``_constants.py``). Imports nothing."""
 
 MAX_ATTEMPTS = 3  # attempts per request, over every deployment of the alias
