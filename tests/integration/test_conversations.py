@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from llm_gateway.conversations.store import conversation_pk
 from tests.integration.conftest import OTHER_KEY, chat, conversation_messages
 
@@ -35,7 +37,11 @@ def test_create_returns_the_conversation(gateway):
 
 
 def test_list_is_tenant_scoped_and_paginates_with_a_cursor(gateway):
-    mine = {gateway.post("/v1/conversations", {}).json()["id"] for _ in range(5)}
+    created_order = []
+    for _ in range(5):
+        created_order.append(gateway.post("/v1/conversations", {}).json()["id"])
+        time.sleep(0.002)  # distinct creation milliseconds (the list's sort key), not a timed assertion
+    mine = set(created_order)
     theirs = gateway.post("/v1/conversations", {}, key=OTHER_KEY).json()["id"]
 
     seen: list[str] = []
@@ -49,8 +55,9 @@ def test_list_is_tenant_scoped_and_paginates_with_a_cursor(gateway):
             break
         cursor = page["last_id"]
     assert sorted(seen) == sorted(mine)  # each exactly once, none of the other tenant's
-    created = [c["created_at"] for c in gateway.get("/v1/conversations", params={"limit": 100}).json()["data"]]
-    assert created == sorted(created, reverse=True)  # newest first
+    # newest first, by creation order (created_at has whole seconds: all five may share one)
+    listed = [c["id"] for c in gateway.get("/v1/conversations", params={"limit": 100}).json()["data"]]
+    assert listed == created_order[::-1]
     assert [c["id"] for c in gateway.get("/v1/conversations", key=OTHER_KEY).json()["data"]] == [theirs]
     r = gateway.get("/v1/conversations", params={"after": "!!not-a-conversation"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "after"

@@ -152,16 +152,25 @@ def test_a_commit_is_one_idempotent_transaction_per_lease(stubbed):
     ClientRequestToken the retry fails the lease/version conditions the first one just changed, and a
     stored turn is reported as a 409 (the client retries it: a duplicate turn). With the lease's id as
     token DynamoDB answers the retry as the same transaction."""
-    from llm_gateway.conversations.store import Conversation, Lease, NewMessage, TurnUsage
+    from llm_gateway.conversations.store import NewMessage, TurnUsage
 
     store, stubber = stubbed
-    lease = Lease(Conversation("conv_1", "tenant-a", 0, 0), "0123456789abcdef0123456789abcdef", 0)
+    head = {
+        "PK": {"S": "T#tenant-a#C#conv_1"},
+        "SK": {"S": "META"},
+        "conversation_id": {"S": "conv_1"},
+        "tenant": {"S": "tenant-a"},
+        "version": {"N": "0"},
+        "message_count": {"N": "0"},
+    }
+    stubber.add_response("update_item", {"Attributes": head})
+    lease = store.acquire_lease("tenant-a", "conv_1", 30)  # the store mints the lease id (the token)
+    assert 1 <= len(lease.lease_id) <= 36  # ClientRequestToken's limit: a longer id fails every commit
     stubber.add_response(
         "transact_write_items", {}, expected_params={"TransactItems": ANY, "ClientRequestToken": lease.lease_id}
     )
     store.commit_turn(lease, [NewMessage({"role": "user", "content": "hi"}, 5)], usage=TurnUsage())
     stubber.assert_no_pending_responses()
-    assert len(lease.lease_id) <= 36  # DynamoDB's limit for the token
 
 
 def test_a_stream_past_its_deadline_ends_with_a_timeout_and_stores_nothing():

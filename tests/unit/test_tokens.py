@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 from llm_gateway.chat.tokens import MAX_RUN, TOKENS_PER_MESSAGE, count_message, count_text
 
@@ -33,12 +32,28 @@ def test_ordinary_text_is_counted_exactly():
 
 def test_long_unbroken_runs_are_counted_in_linear_time_and_never_under():
     """A 256 KB message without whitespace (CJK prose, base64) took minutes with a plain encode."""
+    import llm_gateway.chat.tokens as tokens
+    from llm_gateway.chat.tokens import _get_encoding
+
     rng = random.Random(5)
     cjk = "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(87_000))  # ~256 KB of UTF-8
-    started = time.perf_counter()
-    n = count_text(cjk)
-    assert time.perf_counter() - started < 10  # generous: a plain encode of this takes minutes
-    from llm_gateway.chat.tokens import _get_encoding
+    # Linear: BPE on one unbroken run is quadratic in its length, so the encoder must only ever see
+    # pieces of at most MAX_RUN characters of such a run (measured by what it is given, not by a clock).
+    pieces: list[int] = []
+    encoding = _get_encoding()
+
+    class Recording:
+        def encode(self, text: str) -> list[int]:
+            pieces.append(len(text))
+            return encoding.encode(text)
+
+    original = tokens._get_encoding
+    tokens._get_encoding = lambda: Recording()  # type: ignore[assignment]
+    try:
+        n = count_text(cjk)
+    finally:
+        tokens._get_encoding = original
+    assert max(pieces) <= MAX_RUN and sum(pieces) == len(cjk)
 
     sample = cjk[: 2 * MAX_RUN * 10]
     assert count_text(sample) >= len(_get_encoding().encode(sample))  # slicing may only over-count
