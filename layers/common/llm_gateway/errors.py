@@ -8,6 +8,7 @@ written by us and never carry prompts or key material.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class GatewayError(Exception):
@@ -107,7 +108,7 @@ class QuotaExhausted(RateLimited):
     default_code = "insufficient_quota"
     permanent = True
 
-    def __init__(self, message: str, **kwargs) -> None:
+    def __init__(self, message: str, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.headers["x-should-retry"] = "false"
 
