@@ -31,6 +31,7 @@ EXPECTED = {
     errors.ReplyTooLargeToStore: (502, "upstream_error", "reply_too_large_to_store", False),
     errors.UpstreamUnavailable: (503, "service_unavailable", "upstream_unavailable", False),
     errors.QueueUnavailable: (503, "service_unavailable", "queue_unavailable", False),
+    errors.ShuttingDown: (503, "service_unavailable", "server_shutting_down", False),
     errors.UpstreamTimeout: (504, "timeout_error", "upstream_timeout", False),
 }
 
