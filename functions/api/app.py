@@ -2,7 +2,9 @@
 
 In AWS it runs under the Lambda Web Adapter (``run.sh``); locally under uvicorn. Routes
 (``routes/``, one router per resource) translate HTTP into service calls and back; every
-error leaves through ``llm_gateway.errors.to_http`` in OpenAI's shape (``http_errors.py``).
+error leaves through ``llm_gateway.errors.to_http`` in OpenAI's shape (``http_errors.py``);
+``openapi.py`` makes ``/openapi.json`` the contract. ``/docs`` serves Swagger UI from the
+``fastapi-offline`` package: no CDN, so it works offline and in a private VPC.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
+import openapi
 from deps import ServicesProvider
 from http_errors import install_error_handlers
 from llm_gateway import __version__
@@ -21,7 +26,10 @@ from llm_gateway.observability import logger
 from llm_gateway.runtime import Services, build_services
 from llm_gateway.settings import Settings, get_settings
 from middleware import GatewayMiddleware
-from routes import ROUTERS
+from routes import include_routers
+
+# Response headers a browser app may read (CORS).
+EXPOSED_HEADERS = ["x-request-id", "x-conversation-id", "x-llm-gateway-deployment", "Retry-After"]
 
 
 @lru_cache(maxsize=1)
@@ -54,18 +62,28 @@ def create_app(services: Services | Callable[[], Services] | None = None, settin
             raise
         yield
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="llm-gateway",
         version=__version__,
         summary="OpenAI-compatible LLM gateway with server-side conversations.",
         root_path=settings.api_root_path,
         lifespan=lifespan,
+        redoc_url=None,
+        swagger_ui_parameters={"validatorUrl": None},  # no call to swagger.io's validator
     )
     app.state.services = provider
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+        )
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)  # outermost
     install_error_handlers(app)
-    for router in ROUTERS:
-        app.include_router(router)
+    include_routers(app)
+    openapi.install(app)
     return app
 
 

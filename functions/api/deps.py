@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from llm_gateway.errors import PermissionDenied
 from llm_gateway.runtime import Services
@@ -26,8 +27,15 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_caller(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> Caller:
-    return services.auth.authenticate(authorization)
+# Documents the bearer scheme in /openapi.json; auto_error=False so a missing or malformed header is
+# the gateway's own OpenAI-shaped 401 (authenticate reads the header itself), not FastAPI's 403.
+bearer = HTTPBearer(auto_error=False, description="A gateway API key: `Authorization: Bearer <key>`.")
+
+
+def get_caller(
+    request: Request, services: ServicesDep, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Caller:
+    return services.auth.authenticate(request.headers.get("authorization"))
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -27,6 +27,14 @@ def test_models_list(client):
     assert "default" in [m.id for m in client.models.list()]
 
 
+def test_models_retrieve(client):
+    model = client.models.retrieve("default")
+    assert (model.id, model.object, model.owned_by) == ("default", "model", "llm-gateway")
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("no-such-model")
+    assert err.value.code == "model_not_found"
+
+
 def test_conversation_over_three_turns(client, stack, fresh_upstream):
     conv = client.conversations.create().to_dict()
     assert conv["object"] == "conversation" and conv["id"].startswith("conv_")

@@ -27,7 +27,8 @@ def test_openapi_and_docs_describe_every_contract_route(gateway):
         "/v1/admin/keys/{key_id}": {"delete"},
         "/v1/admin/tenants/{tenant}/limits": {"get", "put"},
         "/v1/admin/usage": {"get"},
-        "/health": {"get"},
+        "/v1/models/{model}": {"get"},
+        "/health": {"get", "head"},
     } == {path: set(methods) for path, methods in paths.items()}
     docs = gateway.client.get("/docs")
     assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]

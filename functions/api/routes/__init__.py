@@ -1,7 +1,8 @@
 """The API's routers, one module per resource; ``app.py`` includes them in this order."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
+import openapi
 from routes import admin, chat, conversations, health, jobs, models, responses, usage
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -14,3 +15,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     usage.router,
     admin.router,
 )
+
+
+def include_routers(app: FastAPI) -> None:
+    """Every router, each operation documenting the errors any route can send (its own add more)."""
+    for router in ROUTERS:
+        app.include_router(router, responses=openapi.errors(public=router is health.router))

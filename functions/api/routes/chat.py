@@ -4,8 +4,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+import openapi
 from deps import CallerDep, ServicesDep
-from llm_gateway.chat.models import ChatCompletionRequest
+from llm_gateway.chat.models import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from llm_gateway.reports import StreamReport, TurnReport
 from middleware import deadline_for
 from sse import DEPLOYMENT_HEADER, ChatStreamResponse
@@ -13,7 +14,18 @@ from sse import DEPLOYMENT_HEADER, ChatStreamResponse
 router = APIRouter(tags=["chat"])
 
 
-@router.post("/v1/chat/completions", response_model=None)
+COMPLETION: openapi.Responses = {
+    200: {
+        "model": ChatCompletion,
+        "description": "The completion; with `stream: true`, server-sent `chat.completion.chunk` events.",
+        "content": openapi.event_stream(ChatCompletionChunk),
+    }
+}
+
+
+@router.post(
+    "/v1/chat/completions", response_model=None, responses={**COMPLETION, **openapi.errors(*openapi.TURN_ERRORS)}
+)
 def chat_completions(
     body: ChatCompletionRequest, request: Request, response: Response, who: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:

@@ -1,12 +1,27 @@
 """Liveness: no auth, no AWS call."""
 
-from fastapi import APIRouter
+from typing import Literal
 
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
+
+import openapi
 from llm_gateway import __version__
 
 router = APIRouter(tags=["meta"])
 
 
-@router.get("/health")
-def health() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+@router.get("/health", responses=openapi.errors(public=True))
+def health() -> Health:
+    return Health(status="ok", version=__version__)
+
+
+@router.head("/health", response_class=Response, responses=openapi.errors(public=True))
+def health_head() -> Response:
+    """Liveness without a body (load balancers, uptime checks)."""
+    return Response(status_code=200)

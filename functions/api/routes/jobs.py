@@ -5,12 +5,28 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse
 
+import openapi
 from deps import CallerDep, ServicesDep
+from llm_gateway.chat.models import ChatCompletionRequest
+from llm_gateway.errors import ConfigurationError, ConversationBusy, IdempotencyConflict, NotFound, QueueUnavailable
+from llm_gateway.jobs.shapes import JobBatchRequest, JobList, JobObject
 
 router = APIRouter(tags=["jobs"])
 
 
-@router.post("/v1/jobs", status_code=202)
+SUBMIT_ERRORS = (NotFound, ConversationBusy, IdempotencyConflict, ConfigurationError, QueueUnavailable)
+
+
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    response_model=None,
+    responses={
+        **openapi.body(JobObject | JobList, "Accepted: the job, or the batch's jobs in order", 202),
+        **openapi.errors(*SUBMIT_ERRORS),
+    },
+    openapi_extra=openapi.request_body(ChatCompletionRequest, JobBatchRequest),
+)
 def create_jobs(
     request: Request,
     who: CallerDep,
@@ -28,6 +44,6 @@ def create_jobs(
     return JSONResponse(content, status_code=202, headers=headers)
 
 
-@router.get("/v1/jobs/{job_id}")
+@router.get("/v1/jobs/{job_id}", response_model=None, responses={**openapi.body(JobObject), **openapi.errors(NotFound)})
 def get_job(job_id: str, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
     return services.jobs.get(who.tenant, job_id)

@@ -1,18 +1,22 @@
-"""Model aliases, in OpenAI's list format."""
+"""Model aliases as OpenAI's Models API."""
 
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
+import openapi
 from deps import CallerDep, ServicesDep
+from llm_gateway.errors import NotFound
+from llm_gateway.upstream.catalog import Model, ModelList
 
 router = APIRouter(tags=["models"])
 
 
-@router.get("/v1/models")
-def list_models(_: CallerDep, services: ServicesDep) -> dict[str, Any]:
-    aliases = services.routing.aliases
-    return {
-        "object": "list",
-        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "llm-gateway"} for name in aliases],
-    }
+@router.get("/v1/models", responses=openapi.errors())
+def list_models(_: CallerDep, services: ServicesDep) -> ModelList:
+    return services.models.list()
+
+
+@router.get("/v1/models/{model}", responses=openapi.errors(NotFound))
+def retrieve_model(model: Annotated[str, Path(max_length=256)], _: CallerDep, services: ServicesDep) -> Model:
+    return services.models.retrieve(model)

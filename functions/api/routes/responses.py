@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import APIRouter, Query, Request, Response
 
+import openapi
 from deps import CallerDep, ServicesDep
+from llm_gateway.errors import NotFound
 from llm_gateway.observability import logger
 from llm_gateway.reports import StreamReport, TurnReport
 from llm_gateway.responses.events import ResponseEventStream
@@ -55,7 +57,7 @@ class ResponseStreamResponse(ChatStreamResponse):
                 yield sse_frame(event)
 
 
-@router.post("/v1/responses", response_model=None)
+@router.post("/v1/responses", response_model=None, responses=openapi.errors(*openapi.TURN_ERRORS))
 def create_response(
     body: CreateResponse, request: Request, response: Response, who: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
@@ -81,19 +83,19 @@ def create_response(
         state.metrics.turn(report)
 
 
-@router.get("/v1/responses/{response_id}")
+@router.get("/v1/responses/{response_id}", responses=openapi.errors(NotFound))
 def retrieve_response(response_id: str, request: Request, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
     request.state.metrics.route(ROUTE)
     return services.responses.get(who.tenant, response_id)
 
 
-@router.delete("/v1/responses/{response_id}")
+@router.delete("/v1/responses/{response_id}", responses=openapi.errors(NotFound))
 def delete_response(response_id: str, request: Request, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
     request.state.metrics.route(ROUTE)
     return services.responses.delete(who.tenant, response_id)
 
 
-@router.get("/v1/responses/{response_id}/input_items")
+@router.get("/v1/responses/{response_id}/input_items", responses=openapi.errors(NotFound))
 def list_input_items(
     response_id: str,
     request: Request,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 
 class GatewayError(Exception):
     """Base of every error the gateway reports to a client.
@@ -229,3 +231,16 @@ def error_object(exc: GatewayError) -> dict:
 
 def internal_error() -> HttpError:
     return HttpError(500, error_body("Internal server error.", "server_error", "internal_error"), {})
+
+
+class ErrorObject(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body: what every non-2xx answer of the gateway carries."""
+
+    error: ErrorObject

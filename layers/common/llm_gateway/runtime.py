@@ -26,6 +26,7 @@ from llm_gateway.security.api_keys import ApiKeyStore, Authenticator
 from llm_gateway.security.provider_keys import KeyProvider, KmsKeyProvider
 from llm_gateway.settings import Settings
 from llm_gateway.upstream.aliases import DEFAULT_KEY_REF, Routing, load_routing
+from llm_gateway.upstream.catalog import ModelCatalog
 from llm_gateway.upstream.retry import RetryBudget, RetryPolicy
 from llm_gateway.upstream.router import Cooldowns, Router
 
@@ -43,6 +44,7 @@ class Services:
     responses: ResponseService
     quotas: QuotaService
     admin: AdminService
+    models: ModelCatalog
 
 
 def key_ciphertexts(settings: Settings) -> dict[str, str]:
@@ -137,4 +139,17 @@ def build_services(
     )
     conversation_service = ConversationService(store, chat)
     admin = AdminService(auth.keys, quotas.limits, quotas.counters)
-    return Services(settings, routing, chat, store, auth, keys, jobs, conversation_service, responses, quotas, admin)
+    return Services(
+        settings,
+        routing,
+        chat,
+        store,
+        auth,
+        keys,
+        jobs,
+        conversation_service,
+        responses,
+        quotas,
+        admin,
+        ModelCatalog(routing),
+    )

@@ -7,10 +7,12 @@ and the local stack set (case-insensitive).
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llm_gateway import constants as retry
 
@@ -99,11 +101,24 @@ class Settings(BaseSettings):
     # --- HTTP -----------------------------------------------------------------------
     # The stage prefix API Gateway adds (the Web Adapter strips it from paths); /docs links use it.
     api_root_path: str = ""
+    # Browser origins allowed to call the API (CORS), e.g. CORS_ALLOW_ORIGINS=https://app.example,https://b.example
+    # (comma-separated or a JSON list; "*" allows any origin). Empty: no CORS headers at all.
+    cors_allow_origins: Annotated[list[str], NoDecode] = []
 
     # --- observability -----------------------------------------------------------
     log_prompts: bool = False
     powertools_service_name: str = "llm-gateway"
     powertools_metrics_namespace: str = "LlmGateway"
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [origin.strip().rstrip("/") for origin in text.split(",") if origin.strip()]
+        return value
 
     @field_validator("openai_base_url")
     @classmethod

@@ -17,6 +17,13 @@ from llm_gateway.wire import message_text as message_text
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
+# A JSON number (float or int, never a string or bool) within bounds. The bounds sit on each member
+# of the union so the JSON Schema says `minimum`/`maximum` (a bound on the union itself comes out as
+# pydantic's non-standard `ge`/`le`).
+Temperature = Annotated[StrictFloat, Field(ge=0, le=2)] | Annotated[StrictInt, Field(ge=0, le=2)]
+UnitInterval = Annotated[StrictFloat, Field(ge=0, le=1)] | Annotated[StrictInt, Field(ge=0, le=1)]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -41,7 +48,15 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {"model": "default", "messages": [{"role": "user", "content": "Hello"}]},
+                {"model": "default", "messages": [{"role": "user", "content": "Hello"}], "stream": True},
+            ]
+        },
+    )
 
     model: StrictStr = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -49,8 +64,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     max_tokens: StrictInt | None = Field(None, ge=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
-    temperature: StrictFloat | StrictInt | None = Field(None, ge=0, le=2)
-    top_p: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)
+    temperature: Temperature | None = None
+    top_p: UnitInterval | None = None
     n: StrictInt | None = Field(None, ge=1, le=128)
     stop: StrictStr | list[StrictStr] | None = None
     # --- llm-gateway extension -------------------------------------------------
@@ -89,7 +104,9 @@ class CreateConversation(BaseModel):
     """OpenAI's ``conversations.create`` body (``metadata``, up to 20 ``items``); ``model`` and
     ``system`` are our extensions."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"model": "default", "metadata": {"topic": "demo"}}]}
+    )
 
     metadata: Metadata | None = None
     # validated item by item by conversations.items.parse_items (a 400 names the item and field)
@@ -142,3 +159,55 @@ def validation_reason(errors: Sequence[Mapping[str, Any]], prefix: str = "") -> 
     if kind == "extra_forbidden":
         return f"Unrecognized parameter: '{param}'.", param or None
     return f"Invalid value for '{param}': {first.get('msg', 'invalid')}.", param or None
+
+
+# --------------------------------------------------------------------------- responses
+# OpenAI's Chat Completions response shapes, as documented in /openapi.json. Lenient where OpenAI
+# is (an upstream's extra fields pass through), exact in the fields every SDK reads.
+
+
+class _OpenShape(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class CompletionUsage(_OpenShape):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(_OpenShape):
+    role: Literal["assistant"]
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
+
+
+class ChatCompletionChoice(_OpenShape):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletion(_OpenShape):
+    """OpenAI's ``chat.completion``; ``conversation_id`` is the gateway's extension."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: CompletionUsage | None = None
+    conversation_id: str | None = None
+
+
+class ChatCompletionChunk(_OpenShape):
+    """One ``data:`` event of a streamed completion (the stream ends with ``data: [DONE]``)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: CompletionUsage | None = None
+    conversation_id: str | None = None

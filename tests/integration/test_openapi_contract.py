@@ -1,0 +1,94 @@
+"""/openapi.json is the contract: an OpenAPI fuzzer (schemathesis, in-process over ASGI) sends every
+operation generated requests, with the gateway over moto and a `responses`-mocked upstream, and
+checks that no answer is a 5xx, every status is documented and every body matches its schema."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+import responses
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+from app import create_app
+from deps import get_services
+from llm_gateway.runtime import Services
+from llm_gateway.settings import Settings
+from tests.conftest import new_aws
+from tests.integration.conftest import TENANT_KEY, UPSTREAM, make_gateway
+
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+AUTH = {"Authorization": f"Bearer {TENANT_KEY}"}
+
+
+def upstream_reply(request: Any) -> tuple[int, dict[str, str], str]:
+    """An OpenAI-compatible upstream: a completion, or its SSE stream when asked for one."""
+    body = json.loads(request.body)
+    created, model = 1, body.get("model", "m")
+    if body.get("stream"):
+        chunk = {"id": "chatcmpl-fuzz", "object": "chat.completion.chunk", "created": created, "model": model}
+        events = [
+            {
+                **chunk,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok"}, "finish_reason": None}],
+            },
+            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {**chunk, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}},
+        ]
+        text = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        return 200, {"content-type": "text/event-stream"}, text
+    reply = {
+        "id": "chatcmpl-fuzz",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+    return 200, {"content-type": "application/json"}, json.dumps(reply)
+
+
+# The app under test: its services are a dependency, bound per test to a gateway over moto.
+APP = create_app(lambda: cast(Services, None), Settings())
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def services(moto_server: Any) -> Iterator[None]:
+    """One gateway over moto for every operation (provisioning per operation would dominate)."""
+    aws = new_aws(moto_server)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_passthru("http://127.0.0.1")
+        mock.add_callback(responses.POST, f"{UPSTREAM}/chat/completions", callback=upstream_reply)
+        gateway = make_gateway(aws)
+        gateway.post("/v1/conversations", {"metadata": {"k": "v"}})  # something for the list to show
+        APP.dependency_overrides[get_services] = lambda: gateway.services
+        try:
+            yield
+        finally:
+            APP.dependency_overrides.clear()
+
+
+def test_the_fuzzer_sees_every_operation() -> None:
+    operations = {(op.method.upper(), op.path) for op in (r.ok() for r in schema.get_all_operations())}
+    documented = {(method.upper(), path) for path, ops in APP.openapi()["paths"].items() for method in ops}
+    assert operations == documented
+    assert {("POST", "/v1/chat/completions"), ("GET", "/v1/models/{model}"), ("HEAD", "/health")} <= operations
+
+
+@schema.parametrize()
+@settings(
+    max_examples=6,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_every_operation_answers_as_documented(case: Any) -> None:
+    case.call_and_validate(headers=AUTH, checks=CHECKS)
+    case.call_and_validate(headers={"Authorization": "Bearer sk-not-a-key"}, checks=CHECKS)  # the 401 too
