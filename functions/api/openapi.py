@@ -80,7 +80,7 @@ def body(model: Any, description: str = "OK", status: int = 200) -> Responses:
     return {status: {"model": model, "description": description}}
 
 
-def event_stream(chunk: type[BaseModel]) -> dict[str, Any]:
+def event_stream(chunk: type[BaseModel], *, done: bool = True) -> dict[str, Any]:
     """The ``text/event-stream`` content of a streamed 200, one server-sent event described (the
     Open API 3.1 reading of ``schema`` for event streams): ``data`` is a chunk as JSON, or OpenAI's
     error body when the stream fails after its first chunk, or the final ``[DONE]``."""
@@ -90,7 +90,7 @@ def event_stream(chunk: type[BaseModel]) -> dict[str, Any]:
     event = {
         "type": "object",
         "required": ["data"],
-        "properties": {"data": {"anyOf": [{"const": "[DONE]"}, json_data]}},
+        "properties": {"data": {"anyOf": [{"const": "[DONE]"}, json_data]} if done else json_data},
         "description": f"`data: <{chunk.__name__} JSON>` per chunk, then `data: [DONE]`; a failure after "
         "the first chunk ends the stream with an error event (OpenAI's error body) and no `[DONE]`.",
     }

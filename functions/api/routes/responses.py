@@ -16,6 +16,7 @@ from llm_gateway.observability import logger
 from llm_gateway.reports import StreamReport, TurnReport
 from llm_gateway.responses.events import ResponseEventStream
 from llm_gateway.responses.models import CreateResponse
+from llm_gateway.responses.shapes import ResponseDeleted, ResponseInputItems, ResponseObject, ResponseStreamEvent
 from middleware import deadline_for
 from sse import DEPLOYMENT_HEADER, ChatStreamResponse
 
@@ -57,7 +58,16 @@ class ResponseStreamResponse(ChatStreamResponse):
                 yield sse_frame(event)
 
 
-@router.post("/v1/responses", response_model=None, responses=openapi.errors(*openapi.TURN_ERRORS))
+CREATED: openapi.Responses = {
+    200: {
+        "model": ResponseObject,
+        "description": "The response; with `stream: true`, its typed server-sent events (no `[DONE]`).",
+        "content": openapi.event_stream(ResponseStreamEvent, done=False),
+    }
+}
+
+
+@router.post("/v1/responses", response_model=None, responses={**CREATED, **openapi.errors(*openapi.TURN_ERRORS)})
 def create_response(
     body: CreateResponse, request: Request, response: Response, who: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
@@ -83,19 +93,31 @@ def create_response(
         state.metrics.turn(report)
 
 
-@router.get("/v1/responses/{response_id}", responses=openapi.errors(NotFound))
+@router.get(
+    "/v1/responses/{response_id}",
+    response_model=None,
+    responses={**openapi.body(ResponseObject), **openapi.errors(NotFound)},
+)
 def retrieve_response(response_id: str, request: Request, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
     request.state.metrics.route(ROUTE)
     return services.responses.get(who.tenant, response_id)
 
 
-@router.delete("/v1/responses/{response_id}", responses=openapi.errors(NotFound))
+@router.delete(
+    "/v1/responses/{response_id}",
+    response_model=None,
+    responses={**openapi.body(ResponseDeleted), **openapi.errors(NotFound)},
+)
 def delete_response(response_id: str, request: Request, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
     request.state.metrics.route(ROUTE)
     return services.responses.delete(who.tenant, response_id)
 
 
-@router.get("/v1/responses/{response_id}/input_items", responses=openapi.errors(NotFound))
+@router.get(
+    "/v1/responses/{response_id}/input_items",
+    response_model=None,
+    responses={**openapi.body(ResponseInputItems), **openapi.errors(NotFound)},
+)
 def list_input_items(
     response_id: str,
     request: Request,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
+from llm_gateway.chat.models import Temperature, UnitInterval
 from llm_gateway.errors import InvalidRequest
 
 # OpenAI Responses fields we know but cannot honour (a non-null value is refused by name).
@@ -135,8 +136,8 @@ class CreateResponse(BaseModel):
     input: StrictStr | list[dict[str, Any]]
     instructions: StrictStr | None = None
     max_output_tokens: StrictInt | None = Field(None, ge=1)
-    temperature: StrictFloat | StrictInt | None = Field(None, ge=0, le=2)
-    top_p: StrictFloat | StrictInt | None = Field(None, ge=0, le=1)
+    temperature: Temperature | None = None
+    top_p: UnitInterval | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Literal["none", "auto", "required"] | FunctionChoice | None = None
     parallel_tool_calls: StrictBool | None = None
