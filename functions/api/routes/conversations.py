@@ -5,8 +5,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+import openapi
 from deps import CallerDep, ServicesDep
 from llm_gateway.chat.models import CreateConversation, CreateItems, UpdateConversation
+from llm_gateway.conversations.items import Item
+from llm_gateway.conversations.shapes import ConversationDeleted, ConversationList, ConversationObject, ItemList
+from llm_gateway.errors import ConversationBusy, NotFound
 
 router = APIRouter(tags=["conversations"])
 
@@ -15,7 +19,11 @@ Order = Annotated[str, Query(description="'asc' or 'desc' (default 'desc', as Op
 Include = Annotated[list[str] | None, Query(description="Accepted for compatibility; items carry every field.")]
 
 
-@router.post("/v1/conversations")
+@router.post(
+    "/v1/conversations",
+    response_model=None,
+    responses={**openapi.body(ConversationObject), **openapi.errors(NotFound)},
+)
 def create_conversation(
     who: CallerDep, services: ServicesDep, body: CreateConversation | None = None
 ) -> dict[str, Any]:
@@ -23,7 +31,11 @@ def create_conversation(
     return services.conversation_service.create(who.tenant, body or CreateConversation())
 
 
-@router.get("/v1/conversations")
+@router.get(
+    "/v1/conversations",
+    response_model=None,
+    responses={**openapi.body(ConversationList), **openapi.errors()},
+)
 def list_conversations(
     who: CallerDep,
     services: ServicesDep,
@@ -35,25 +47,41 @@ def list_conversations(
     return services.conversation_service.list_conversations(who.tenant, limit=limit, after=after, order=order)
 
 
-@router.get("/v1/conversations/{conversation_id}")
+@router.get(
+    "/v1/conversations/{conversation_id}",
+    response_model=None,
+    responses={**openapi.body(ConversationObject), **openapi.errors(NotFound)},
+)
 def retrieve_conversation(conversation_id: str, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
     return services.conversation_service.retrieve(who.tenant, conversation_id)
 
 
-@router.post("/v1/conversations/{conversation_id}")
+@router.post(
+    "/v1/conversations/{conversation_id}",
+    response_model=None,
+    responses={**openapi.body(ConversationObject), **openapi.errors(NotFound)},
+)
 def update_conversation(
     conversation_id: str, body: UpdateConversation, who: CallerDep, services: ServicesDep
 ) -> dict[str, Any]:
     return services.conversation_service.update(who.tenant, conversation_id, body)
 
 
-@router.delete("/v1/conversations/{conversation_id}")
+@router.delete(
+    "/v1/conversations/{conversation_id}",
+    response_model=None,
+    responses={**openapi.body(ConversationDeleted), **openapi.errors(NotFound, ConversationBusy)},
+)
 def delete_conversation(conversation_id: str, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """Deletes the conversation and its items (OpenAI keeps the items; this gateway does not)."""
     return services.conversation_service.delete(who.tenant, conversation_id)
 
 
-@router.post("/v1/conversations/{conversation_id}/items")
+@router.post(
+    "/v1/conversations/{conversation_id}/items",
+    response_model=None,
+    responses={**openapi.body(ItemList), **openapi.errors(NotFound, ConversationBusy)},
+)
 def create_items(
     conversation_id: str, body: CreateItems, who: CallerDep, services: ServicesDep, include: Include = None
 ) -> dict[str, Any]:
@@ -61,7 +89,11 @@ def create_items(
     return services.conversation_service.add_items(who.tenant, conversation_id, body.items)
 
 
-@router.get("/v1/conversations/{conversation_id}/items")
+@router.get(
+    "/v1/conversations/{conversation_id}/items",
+    response_model=None,
+    responses={**openapi.body(ItemList), **openapi.errors(NotFound)},
+)
 def list_items(
     conversation_id: str,
     who: CallerDep,
@@ -74,14 +106,22 @@ def list_items(
     return services.conversation_service.list_items(who.tenant, conversation_id, limit=limit, order=order, after=after)
 
 
-@router.get("/v1/conversations/{conversation_id}/items/{item_id}")
+@router.get(
+    "/v1/conversations/{conversation_id}/items/{item_id}",
+    response_model=None,
+    responses={**openapi.body(Item), **openapi.errors(NotFound)},
+)
 def retrieve_item(
     conversation_id: str, item_id: str, who: CallerDep, services: ServicesDep, include: Include = None
 ) -> dict[str, Any]:
     return services.conversation_service.get_item(who.tenant, conversation_id, item_id)
 
 
-@router.delete("/v1/conversations/{conversation_id}/items/{item_id}")
+@router.delete(
+    "/v1/conversations/{conversation_id}/items/{item_id}",
+    response_model=None,
+    responses={**openapi.body(ConversationObject), **openapi.errors(NotFound, ConversationBusy)},
+)
 def delete_item(conversation_id: str, item_id: str, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """Removes the item under the lease; returns the Conversation, as OpenAI does."""
     return services.conversation_service.delete_item(who.tenant, conversation_id, item_id)
