@@ -22,9 +22,12 @@ from llm_gateway.errors import (
     ErrorResponse,
     GatewayError,
     InvalidRequest,
+    ModelNotAllowed,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
     ProviderKeyUnavailable,
+    QuotaExhausted,
     RateLimited,
     UpstreamError,
     UpstreamTimeout,
@@ -43,12 +46,16 @@ AUTHENTICATED_ERRORS: tuple[type[GatewayError], ...] = (*PUBLIC_ERRORS, Authenti
 TURN_ERRORS: tuple[type[GatewayError], ...] = (
     NotFound,
     ConversationBusy,
+    ModelNotAllowed,
     RateLimited,
+    QuotaExhausted,
     ProviderKeyUnavailable,
     UpstreamError,
     UpstreamUnavailable,
     UpstreamTimeout,
 )
+# What an admin route can raise (a non-admin key is a 403).
+ADMIN_ERRORS: tuple[type[GatewayError], ...] = (PermissionDenied, NotFound)
 ERROR_REF = "#/components/schemas/ErrorResponse"
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 

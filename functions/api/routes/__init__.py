@@ -20,4 +20,5 @@ ROUTERS: tuple[APIRouter, ...] = (
 def include_routers(app: FastAPI) -> None:
     """Every router, each operation documenting the errors any route can send (its own add more)."""
     for router in ROUTERS:
-        app.include_router(router, responses=openapi.errors(public=router is health.router))
+        extra = openapi.ADMIN_ERRORS if router is admin.router else ()
+        app.include_router(router, responses=openapi.errors(*extra, public=router is health.router))
