@@ -6,8 +6,8 @@ from fastapi import APIRouter, Path
 
 import openapi
 from deps import CallerDep, ServicesDep
+from llm_gateway.chat.catalog import Model, ModelList
 from llm_gateway.errors import NotFound
-from llm_gateway.upstream.catalog import Model, ModelList
 
 router = APIRouter(tags=["models"])
 

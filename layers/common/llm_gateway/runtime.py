@@ -8,6 +8,7 @@ from typing import Any
 
 import requests
 
+from llm_gateway.chat.catalog import ModelCatalog
 from llm_gateway.chat.conversations import ConversationService
 from llm_gateway.chat.service import ChatService
 from llm_gateway.conversations.store import DynamoConversationStore
@@ -26,7 +27,6 @@ from llm_gateway.security.api_keys import ApiKeyStore, Authenticator
 from llm_gateway.security.provider_keys import KeyProvider, KmsKeyProvider
 from llm_gateway.settings import Settings
 from llm_gateway.upstream.aliases import DEFAULT_KEY_REF, Routing, load_routing
-from llm_gateway.upstream.catalog import ModelCatalog
 from llm_gateway.upstream.retry import RetryBudget, RetryPolicy
 from llm_gateway.upstream.router import Cooldowns, Router
 
