@@ -156,3 +156,26 @@ def test_without_a_cache_every_request_looks_the_key_up(keys):
     for _ in range(3):
         authenticator.authenticate(f"Bearer {plaintext}")
     assert len(lookups) == 3
+
+
+def test_unknown_and_revoked_keys_are_refused_from_memory_for_the_negative_cache_time(keys):
+    plaintext, record = keys.create("tenant-a")
+    clock = Clock()
+    authenticator = Authenticator(keys, cache_seconds=30, clock=clock, negative_cache_seconds=5)
+    lookups = counting(keys)
+    for _ in range(100):  # a flood of one unknown key: one GetItem per interval
+        with pytest.raises(AuthenticationFailed) as info:
+            authenticator.authenticate("Bearer sk-gw-unknown")
+        assert info.value.code == "invalid_api_key"
+    assert len(lookups) == 1
+    clock.now += 5.5
+    with pytest.raises(AuthenticationFailed):
+        authenticator.authenticate("Bearer sk-gw-unknown")
+    assert len(lookups) == 2
+    assert "sk-gw-unknown" not in str(authenticator._cache)  # hashes only
+
+    keys.revoke(record.key_id)  # a revoked key is refused from memory too, and never served
+    for _ in range(3):
+        with pytest.raises(AuthenticationFailed):
+            authenticator.authenticate(f"Bearer {plaintext}")
+    assert len(lookups) == 3

@@ -106,7 +106,11 @@ def build_services(
         cooldowns=cooldowns or Cooldowns(settings.cooldown_failures, settings.cooldown_seconds),
     )
     store = DynamoConversationStore(settings.table_name, client=dynamodb, ttl_days=settings.conversation_ttl_days)
-    auth = Authenticator(ApiKeyStore(settings.table_name, client=store.client), settings.auth_cache_seconds)
+    auth = Authenticator(
+        ApiKeyStore(settings.table_name, client=store.client),
+        settings.auth_cache_seconds,
+        negative_cache_seconds=settings.auth_negative_cache_seconds,
+    )
     quotas = QuotaService(
         DynamoCounterStore(settings.table_name, store.client),
         DynamoLimitsStore(

@@ -97,6 +97,7 @@ class Settings(BaseSettings):
 
     # --- auth --------------------------------------------------------------------
     auth_cache_seconds: float = Field(30.0, ge=0)
+    auth_negative_cache_seconds: float = Field(5.0, ge=0)  # an unknown/revoked key is refused from memory
 
     # --- HTTP -----------------------------------------------------------------------
     # The stage prefix API Gateway adds (the Web Adapter strips it from paths); /docs links use it.

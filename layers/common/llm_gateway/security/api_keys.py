@@ -148,12 +148,23 @@ class Caller:
 
 
 class Authenticator:
-    def __init__(self, keys: ApiKeyStore, cache_seconds: float = 30.0, clock=time.monotonic) -> None:
+    def __init__(
+        self, keys: ApiKeyStore, cache_seconds: float = 30.0, clock=time.monotonic, negative_cache_seconds: float = 0.0
+    ) -> None:
         self.keys = keys
         self.cache_seconds = cache_seconds
+        # An unknown or revoked key is refused from memory for this long: a flood of bad keys costs
+        # one GetItem per key per interval, not one per request.
+        self.negative_cache_seconds = negative_cache_seconds
         self.clock = clock
-        self._cache: dict[str, tuple[float, Caller]] = {}
+        self._cache: dict[str, tuple[float, Caller | None]] = {}
         self._lock = threading.Lock()
+
+    def _remember(self, digest: str, until: float, caller: Caller | None) -> None:
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (until, caller)
 
     def authenticate(self, authorization: str | None) -> Caller:
         if not authorization:
@@ -166,16 +177,18 @@ class Authenticator:
         now = self.clock()
         cached = self._cache.get(digest)
         if cached and cached[0] > now:
+            if cached[1] is None:
+                raise AuthenticationFailed("Incorrect or revoked API key.")
             return cached[1]
         record = self.keys.lookup(key)
         if record is None or record.revoked:
-            with self._lock:
-                self._cache.pop(digest, None)
+            if self.negative_cache_seconds > 0:
+                self._remember(digest, now + self.negative_cache_seconds, None)
+            else:
+                with self._lock:
+                    self._cache.pop(digest, None)
             raise AuthenticationFailed("Incorrect or revoked API key.")
         caller = Caller(record.tenant, record.key_id, record.admin)
         if self.cache_seconds > 0:
-            with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[digest] = (now + self.cache_seconds, caller)
+            self._remember(digest, now + self.cache_seconds, caller)
         return caller
