@@ -264,6 +264,6 @@ def test_gsi1_projects_what_its_queries_read_and_not_the_system_prompt():
         assert "system" not in raw[0] and "version" not in raw[0]  # the prompt is written once
 
         keys = ApiKeyStore("gsi-test", client=client)
-        _, record = keys.create("acme", "ci")
-        assert keys.list("acme") == [record]
+        _, record = keys.create("acme", "ci", admin=True)  # every field of the record survives the index
+        assert keys.list("acme") == [record] and record.admin
         assert keys.revoke(record.key_id).revoked
