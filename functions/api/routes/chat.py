@@ -7,9 +7,8 @@ from fastapi import APIRouter, Request, Response
 import openapi
 from deps import CallerDep, ServicesDep
 from llm_gateway.chat.models import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from llm_gateway.reports import StreamReport, TurnReport
-from middleware import deadline_for
-from sse import DEPLOYMENT_HEADER, ChatStreamResponse
+from routes._turn import run_turn
+from sse import ChatStreamResponse
 
 router = APIRouter(tags=["chat"])
 
@@ -29,23 +28,14 @@ COMPLETION: openapi.Responses = {
 def chat_completions(
     body: ChatCompletionRequest, request: Request, response: Response, who: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
-    state, settings = request.state, services.settings
-    if body.stream:
-        # No 29 s buffered-integration limit for a stream: the stream deadline (and the Lambda's).
-        deadline = deadline_for(state.headers, settings.stream_deadline_seconds, settings.deadline_margin_seconds)
-        report = TurnReport(stream=StreamReport(state.started), key_id=who.key_id)
-        try:
-            stream = services.chat.stream(who.tenant, body, deadline, report)
-        except BaseException:
-            state.metrics.turn(report)  # failed before the first byte: an ordinary JSON error follows
-            raise
-        return ChatStreamResponse(stream, report, state.metrics)
-    deadline = deadline_for(state.headers, settings.request_deadline_seconds, settings.deadline_margin_seconds)
-    report = TurnReport(key_id=who.key_id)
-    try:
-        result = services.chat.complete(who.tenant, body, deadline, report)
-        response.headers[DEPLOYMENT_HEADER] = report.deployment or ""
-        response.headers.update(report.rate_headers)
-        return result
-    finally:
-        state.metrics.turn(report)
+    return run_turn(
+        request,
+        response,
+        who,
+        services,
+        stream=(lambda tenant, deadline, report: services.chat.stream(tenant, body, deadline, report))
+        if body.stream
+        else None,
+        complete=lambda tenant, deadline, report: services.chat.complete(tenant, body, deadline, report),
+        wrap=ChatStreamResponse,
+    )

@@ -13,12 +13,12 @@ import openapi
 from deps import CallerDep, ServicesDep
 from llm_gateway.errors import NotFound
 from llm_gateway.observability import logger
-from llm_gateway.reports import StreamReport, TurnReport
+from llm_gateway.reports import TurnReport
 from llm_gateway.responses.events import ResponseEventStream
 from llm_gateway.responses.models import CreateResponse
 from llm_gateway.responses.shapes import ResponseDeleted, ResponseInputItems, ResponseObject, ResponseStreamEvent
-from middleware import deadline_for
-from sse import DEPLOYMENT_HEADER, ChatStreamResponse
+from routes._turn import run_turn
+from sse import ChatStreamResponse
 
 router = APIRouter(tags=["responses"])
 ROUTE = "responses"  # the metrics/log route of every request here
@@ -71,26 +71,18 @@ CREATED: openapi.Responses = {
 def create_response(
     body: CreateResponse, request: Request, response: Response, who: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
-    state, settings = request.state, services.settings
-    state.metrics.route(ROUTE)
-    if body.stream:
-        deadline = deadline_for(state.headers, settings.stream_deadline_seconds, settings.deadline_margin_seconds)
-        report = TurnReport(stream=StreamReport(state.started), key_id=who.key_id)
-        try:
-            stream = services.responses.stream(who.tenant, body, deadline, report)
-        except BaseException:
-            state.metrics.turn(report)
-            raise
-        return ResponseStreamResponse(stream, report, state.metrics)
-    deadline = deadline_for(state.headers, settings.request_deadline_seconds, settings.deadline_margin_seconds)
-    report = TurnReport(key_id=who.key_id)
-    try:
-        result = services.responses.create(who.tenant, body, deadline, report)
-        response.headers[DEPLOYMENT_HEADER] = report.deployment or ""
-        response.headers.update(report.rate_headers)
-        return result
-    finally:
-        state.metrics.turn(report)
+    request.state.metrics.route(ROUTE)
+    return run_turn(
+        request,
+        response,
+        who,
+        services,
+        stream=(lambda tenant, deadline, report: services.responses.stream(tenant, body, deadline, report))
+        if body.stream
+        else None,
+        complete=lambda tenant, deadline, report: services.responses.create(tenant, body, deadline, report),
+        wrap=ResponseStreamResponse,
+    )
 
 
 @router.get(

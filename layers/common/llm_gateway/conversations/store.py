@@ -326,8 +326,13 @@ class DynamoConversationStore:
                 "PK": _s(conversation_pk(tenant, start.id)),
                 "SK": _s(META),
             }
+        items, has_more = self._query_page(params, limit)
+        return [self._conversation(item) for item in items], has_more
+
+    def _query_page(self, params: dict[str, Any], limit: int) -> tuple[list[dict], bool]:
+        """Up to `limit` items and whether more remain: asks one more than that, so has_more is exact, and
+        follows LastEvaluatedKey only when DynamoDB's 1 MB page limit cut a page short."""
         items: list[dict] = []
-        # one more than asked, so has_more is exact; more pages only when DynamoDB's 1 MB limit cuts one short
         while len(items) <= limit:
             params["Limit"] = limit + 1 - len(items)
             resp = self.client.query(**params)
@@ -335,7 +340,7 @@ class DynamoConversationStore:
             if "LastEvaluatedKey" not in resp:
                 break
             params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        return [self._conversation(item) for item in items[:limit]], len(items) > limit
+        return items[:limit], len(items) > limit
 
     def delete(self, tenant, conversation_id) -> None:
         key = self._key(tenant, conversation_id)
@@ -404,15 +409,8 @@ class DynamoConversationStore:
             "ScanIndexForward": not descending,
             "ConsistentRead": True,
         }
-        items: list[dict] = []
-        while len(items) <= limit:
-            params["Limit"] = limit + 1 - len(items)
-            resp = self.client.query(**params)
-            items += resp.get("Items", [])
-            if "LastEvaluatedKey" not in resp:
-                break
-            params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        return [self._message(item) for item in items[:limit]], len(items) > limit
+        items, has_more = self._query_page(params, limit)
+        return [self._message(item) for item in items], has_more
 
     def message(self, tenant: str, conversation_id: str, seq: int) -> StoredMessage | None:
         key = self._key(tenant, conversation_id)

@@ -1,0 +1,47 @@
+"""The HTTP side of one turn, shared by Chat Completions and Responses: deadline, report, metrics, headers."""
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request, Response
+
+from deps import Caller, Services
+from llm_gateway.deadline import Deadline
+from llm_gateway.reports import StreamReport, TurnReport
+from middleware import deadline_for
+from sse import DEPLOYMENT_HEADER
+
+Run = Callable[[str, Deadline, TurnReport], Any]
+
+
+def run_turn(
+    request: Request,
+    response: Response,
+    who: Caller,
+    services: Services,
+    *,
+    stream: Run | None,
+    complete: Run,
+    wrap: Callable[[Any, TurnReport, Any], Response],
+) -> Any:
+    """Run `stream` (when given) or `complete`; a stream is wrapped in its SSE response by `wrap`."""
+    state, settings = request.state, services.settings
+    if stream is not None:
+        # No 29 s buffered-integration limit for a stream: the stream deadline (and the Lambda's).
+        deadline = deadline_for(state.headers, settings.stream_deadline_seconds, settings.deadline_margin_seconds)
+        report = TurnReport(stream=StreamReport(state.started), key_id=who.key_id)
+        try:
+            events = stream(who.tenant, deadline, report)
+        except BaseException:
+            state.metrics.turn(report)  # failed before the first byte: an ordinary JSON error follows
+            raise
+        return wrap(events, report, state.metrics)
+    deadline = deadline_for(state.headers, settings.request_deadline_seconds, settings.deadline_margin_seconds)
+    report = TurnReport(key_id=who.key_id)
+    try:
+        result = complete(who.tenant, deadline, report)
+        response.headers[DEPLOYMENT_HEADER] = report.deployment or ""
+        response.headers.update(report.rate_headers)
+        return result
+    finally:
+        state.metrics.turn(report)
