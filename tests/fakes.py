@@ -11,10 +11,12 @@ from llm_gateway.providers.base import Timeout, UpstreamReply, UpstreamStreamErr
 
 
 class FakeKeys:
-    """KeyProvider holding plaintext keys in memory; counts what it was asked."""
+    """KeyProvider holding plaintext keys in memory; counts what it was asked. ``rotated`` holds the
+    keys a refresh finds (a key rotated since first use); without one, a refresh finds the same key."""
 
-    def __init__(self, keys: dict[str, str]) -> None:
+    def __init__(self, keys: dict[str, str], rotated: dict[str, str] | None = None) -> None:
         self.keys = dict(keys)
+        self.rotated = dict(rotated or {})
         self.gets = 0
         self.refreshes = 0
 
@@ -27,6 +29,8 @@ class FakeKeys:
 
     def refresh(self, key_ref: str) -> str:
         self.refreshes += 1
+        if key_ref in self.rotated:
+            self.keys[key_ref] = self.rotated.pop(key_ref)
         return self.get(key_ref)
 
 

@@ -78,11 +78,14 @@ def make_gateway(
     budget: RetryBudget | None = None,
     ciphertext: str | None = None,
     upstream_url: str = UPSTREAM,
+    keys: Any = None,
+    kms: Any = None,
     **overrides,
 ) -> Gateway:
     """The app over moto. Retry sleeps are recorded in ``Gateway.sleeps`` (and, when ``sleep`` is
-    given, also really slept through it); ``ciphertext`` replaces the default provider key's."""
-    kms = aws.client("kms")
+    given, also really slept through it); ``ciphertext`` replaces the default provider key's;
+    ``keys`` (a KeyProvider) and ``kms`` (a client) replace the ones the services would build."""
+    kms = kms or aws.client("kms")
     if ciphertext is None:
         ciphertext = encrypt_key(CANARY_KEY, "default", aws.res.kms_key_id, kms)
     settings = Settings(
@@ -108,7 +111,7 @@ def make_gateway(
         sleep=record,
     )
     dynamodb = aws.client("dynamodb")
-    services = build_services(settings, dynamodb=dynamodb, kms=kms, sqs=aws.client("sqs"), policy=policy)
+    services = build_services(settings, dynamodb=dynamodb, kms=kms, sqs=aws.client("sqs"), policy=policy, keys=keys)
     keys = ApiKeyStore(settings.table_name, client=dynamodb)
     for tenant, key in (("tenant-a", TENANT_KEY), ("tenant-b", OTHER_KEY)):
         with contextlib.suppress(ClientError):  # a second gateway over the same table reuses them

@@ -165,10 +165,23 @@ def test_documented_errors_map_to_retry_decisions(case, status, code, retry, ret
 def test_a_401_decrypts_the_key_again_once():
     responses.post(URL, json={"type": "error", "error": {"type": "authentication_error", "message": "bad"}}, status=401)
     responses.post(URL, json=DOC["anthropic_response"])
-    p, keys = provider()
+    keys = FakeKeys({"anthropic-key": "sk-ant-test-123"}, rotated={"anthropic-key": "sk-ant-test-456"})
+    p = AnthropicProvider(claude(), keys, requests.Session())
     p.complete(chat(), TIMEOUT)
     assert keys.refreshes == 1
     assert len(responses.calls) == 2
+    assert responses.calls[1].request.headers["x-api-key"] == "sk-ant-test-456"  # the rotated key
+
+
+@responses.activate
+def test_a_401_with_a_key_that_did_not_change_is_not_sent_again():
+    responses.post(URL, json={"type": "error", "error": {"type": "authentication_error", "message": "bad"}}, status=401)
+    p, keys = provider()
+    with pytest.raises(UpstreamHTTPError) as err:
+        p.complete(chat(), TIMEOUT)
+    assert err.value.status == 401
+    assert keys.refreshes == 1
+    assert len(responses.calls) == 1  # the same key again cannot succeed
 
 
 def stream_chunks(sse: bytes, **body) -> list[dict]:

@@ -1,8 +1,9 @@
 """Powertools Logger and Metrics, the way every entry point uses them.
 
 * Logs are JSON with the request id as correlation id. They carry ids, counts,
-  statuses and timings — never prompts, replies or keys (``LOG_PROMPTS`` is the only
-  switch that would, and it is off by default).
+  statuses and timings — never prompts, replies or keys. ``LOG_PROMPTS`` (off by default) is
+  the one exception: the router then logs each request's prompt at DEBUG, secrets redacted
+  (``redaction.prompt_lines``); replies are never logged.
 * Per-request and per-invocation keys (the correlation id, the worker's Lambda context)
   live in a context variable the formatter reads (Powertools' thread-safe keys), never in
   the logger's process-wide keys: one process serving many requests at once (uvicorn, the

@@ -14,11 +14,25 @@ from llm_gateway.wire import message_text
 _SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-*]{3,}|Bearer\s+\S+)")
 
 
+def redact_secrets(text: str) -> str:
+    """``text`` with anything shaped like an API key or a bearer token replaced (whole length)."""
+    return _SECRETISH.sub("[redacted]", text)
+
+
 def scrub(message: str, secret: str | None) -> str:
     """An upstream's error text, without our key or anything shaped like one."""
     if secret:
         message = message.replace(secret, "[redacted]")
-    return _SECRETISH.sub("[redacted]", message)[:500]
+    return redact_secrets(message)[:500]
+
+
+def prompt_lines(body: dict[str, Any]) -> list[dict[str, str]]:
+    """What ``LOG_PROMPTS`` logs of an upstream request: each message's role and text, secrets redacted."""
+    lines: list[dict[str, str]] = []
+    for item in body.get("messages") or ():
+        if isinstance(item, dict):
+            lines.append({"role": str(item.get("role", "")), "text": redact_secrets(message_text(item))})
+    return lines
 
 
 def without_echoes(message: str, body: dict[str, Any]) -> str:

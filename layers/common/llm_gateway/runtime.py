@@ -74,7 +74,12 @@ def build_services(
 ) -> Services:
     routing = load_routing(settings, ssm_client=ssm)
     if keys is None:
-        kms_keys = KmsKeyProvider(key_ciphertexts(settings), client=kms, deployments=routing.key_contexts())
+        kms_keys = KmsKeyProvider(
+            key_ciphertexts(settings),
+            client=kms,
+            deployments=routing.key_contexts(),
+            refresh_interval=settings.provider_key_refresh_seconds,
+        )
         routing.check_keys(kms_keys.refs())
         keys = kms_keys
     session = session or requests.Session()
@@ -104,6 +109,7 @@ def build_services(
         connect_timeout=settings.connect_timeout_seconds,
         read_timeout=settings.read_timeout_seconds,
         cooldowns=cooldowns or Cooldowns(settings.cooldown_failures, settings.cooldown_seconds),
+        prompt_log=logger if settings.log_prompts else None,
     )
     store = DynamoConversationStore(settings.table_name, client=dynamodb, ttl_days=settings.conversation_ttl_days)
     auth = Authenticator(

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # Provider key ciphertexts as a JSON object {key_ref: base64 ciphertext}; each is encrypted with
     # an encryption context naming the deployment that uses it (keys.encryption_context).
     provider_keys: str | None = None
+    # An upstream 401 decrypts the deployment's key again at most once per this many seconds per key.
+    provider_key_refresh_seconds: float = Field(60.0, ge=0)
 
     # --- conversation history budget (per alias overridable in routing config) ---
     history_max_tokens: int = Field(8_000, gt=0)
@@ -107,6 +109,8 @@ class Settings(BaseSettings):
     cors_allow_origins: Annotated[list[str], NoDecode] = []
 
     # --- observability -----------------------------------------------------------
+    # On: each request's prompt (the messages sent upstream, key-shaped strings redacted) is logged at
+    # DEBUG — so it also needs LOG_LEVEL=DEBUG. Off (the default): no prompt or reply is ever logged.
     log_prompts: bool = False
     powertools_service_name: str = "llm-gateway"
     powertools_metrics_namespace: str = "LlmGateway"

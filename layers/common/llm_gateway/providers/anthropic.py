@@ -313,11 +313,13 @@ class AnthropicProvider:
         key = self.keys.get(ref)
         resp = post(self.session, self.url, json=payload, headers=self._headers(key), timeout=timeout, stream=stream)
         if resp.status_code == 401:
-            resp.close()
-            key = self.keys.refresh(ref)  # rotated key: decrypt again, once
-            resp = post(
-                self.session, self.url, json=payload, headers=self._headers(key), timeout=timeout, stream=stream
-            )
+            fresh = self.keys.refresh(ref)  # rotated key: decrypt again (at most once per interval)
+            if fresh != key:  # the same key again cannot help: no re-attempt
+                resp.close()
+                key = fresh
+                resp = post(
+                    self.session, self.url, json=payload, headers=self._headers(key), timeout=timeout, stream=stream
+                )
         if resp.status_code >= 400:
             try:
                 payload_ = resp.json()

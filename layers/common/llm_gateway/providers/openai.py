@@ -60,12 +60,20 @@ class OpenAIProvider:
             self.session, self.url, json=body, headers=self._headers(key, accept), timeout=timeout, stream=stream
         )
         if resp.status_code == 401 and key is not None:
-            # The key may have been rotated: decrypt it again, once, and retry at once.
-            resp.close()
-            key = self._key(refresh=True)
-            resp = post(
-                self.session, self.url, json=body, headers=self._headers(key, accept), timeout=timeout, stream=stream
-            )
+            # The key may have been rotated: decrypt it again and retry at once — unless the key
+            # provider refreshed it moments ago and hands back the same key (it cannot help).
+            fresh = self._key(refresh=True)
+            if fresh != key:
+                resp.close()
+                key = fresh
+                resp = post(
+                    self.session,
+                    self.url,
+                    json=body,
+                    headers=self._headers(key, accept),
+                    timeout=timeout,
+                    stream=stream,
+                )
         if resp.status_code >= 400:
             try:
                 raise http_error(resp, key)

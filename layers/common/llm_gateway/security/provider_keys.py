@@ -5,7 +5,11 @@ it (``{"llm-gateway:deployment": <deployment name>}``), so a ciphertext copied t
 another deployment (say, one pointing at another base URL) fails to decrypt. A
 deployment names its ciphertext by ``key_ref``; one key ref serves one deployment.
 Plaintext lives only in this process's memory, is cached for the
-life of the container, and is refreshed once when the upstream answers 401.
+life of the container, and is refreshed when the upstream answers 401 — at most once per key per
+``refresh_interval`` (``PROVIDER_KEY_REFRESH_SECONDS``): a burst of 401s (a revoked key, a
+misconfigured deployment) costs one KMS Decrypt, not one per call. Within the interval
+:meth:`KmsKeyProvider.refresh` returns the key it already holds, so a provider that sees the
+same key again knows a re-attempt cannot help and does not make one.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -26,19 +32,35 @@ def encryption_context(deployment: str) -> dict[str, str]:
     return {CONTEXT_KEY: deployment}
 
 
+DEFAULT_REFRESH_INTERVAL = 60.0  # seconds between two KMS refreshes of one key
+
+
 class KeyProvider(Protocol):
     def get(self, key_ref: str) -> str: ...
-    def refresh(self, key_ref: str) -> str: ...
+
+    def refresh(self, key_ref: str) -> str:
+        """The key decrypted again after the upstream refused it, unless it was refreshed within
+        the interval: then the key already held (equal to the refused one: do not re-attempt)."""
+        ...
 
 
 class KmsKeyProvider:
     def __init__(
-        self, ciphertexts: dict[str, str], client: Any = None, deployments: dict[str, str] | None = None
+        self,
+        ciphertexts: dict[str, str],
+        client: Any = None,
+        deployments: dict[str, str] | None = None,
+        *,
+        refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ciphertexts = {ref: c for ref, c in ciphertexts.items() if c}
         self._deployments = dict(deployments or {})  # key ref -> deployment named in the context
         self._client = client
         self._cache: dict[str, str] = {}
+        self._refreshed: dict[str, float] = {}  # key ref -> clock() of its last refresh
+        self._refresh_interval = refresh_interval
+        self._clock = clock
         self._lock = threading.Lock()
 
     @property
@@ -62,8 +84,12 @@ class KmsKeyProvider:
             return self._cache[key_ref]
 
     def refresh(self, key_ref: str) -> str:
-        with self._lock:
+        with self._lock:  # concurrent 401s wait here for the one refresh, then see it as recent
+            last = self._refreshed.get(key_ref)
+            if key_ref in self._cache and last is not None and self._clock() - last < self._refresh_interval:
+                return self._cache[key_ref]
             self._cache[key_ref] = self._decrypt(key_ref)
+            self._refreshed[key_ref] = self._clock()
             return self._cache[key_ref]
 
     def _decrypt(self, key_ref: str) -> str:

@@ -44,7 +44,7 @@ from llm_gateway.providers.base import (
     UpstreamStreamError,
 )
 from llm_gateway.providers.base import UpstreamTimeout as TransportTimeout
-from llm_gateway.redaction import without_echoes
+from llm_gateway.redaction import prompt_lines, without_echoes
 from llm_gateway.upstream.aliases import Deployment, ModelAlias
 from llm_gateway.upstream.retry import CallStats, RetryPolicy, should_retry
 
@@ -231,7 +231,11 @@ class Router:
         read_timeout: float,
         cooldowns: Cooldowns | None = None,
         rng: random.Random | None = None,
+        prompt_log: Any = None,
     ) -> None:
+        """``prompt_log``: a logger when ``LOG_PROMPTS`` is on — each request's prompt (the messages
+        sent upstream, secrets redacted) is logged on it at DEBUG, once per request. None: never."""
+        self.prompt_log = prompt_log
         self.providers = providers
         self.policy = policy
         self.connect_timeout = connect_timeout
@@ -284,6 +288,8 @@ class Router:
         """``call`` on the alias's deployments under the retry policy: each attempt is timed and
         feeds the chain (fallback, cooldowns); a failure that outlasts the retries becomes a GatewayError."""
         chain = self.chain(alias, stats)
+        if self.prompt_log is not None:
+            self.prompt_log.debug("prompt", extra={"model": alias.name, "messages": prompt_lines(body)})
 
         def attempt() -> T:
             deployment = chain.current()
