@@ -138,6 +138,34 @@ class InMemoryResponseStore:
         return Chain(links, parent.ancestors, 1 + len(found))
 
 
+class InMemoryEventLog:
+    """responses.event_log.EventLog in a dict: batches written only if absent, read from a position."""
+
+    def __init__(self) -> None:
+        self.batches: dict[tuple[str, str], dict[int, Any]] = {}
+        self.writes = 0
+        self.reads = 0
+
+    def append(self, tenant: str, response_id: str, batch: Any) -> None:
+        from llm_gateway.responses.event_log import EventLogConflict
+
+        log = self.batches.setdefault((tenant, response_id), {})
+        if batch.first in log:
+            raise EventLogConflict(f"events from {batch.first} exist already")
+        log[batch.first] = batch
+        self.writes += 1
+
+    def read(self, tenant: str, response_id: str, first: int, *, aligned: bool) -> list[Any]:
+        self.reads += 1
+        log = self.batches.get((tenant, response_id), {})
+        out = [log[k] for k in sorted(log) if k >= first]
+        if not aligned and (not out or out[0].first != first):
+            before = [log[k] for k in sorted(log) if k < first]
+            if before and before[-1].end > first:
+                out.insert(0, before[-1])
+        return out
+
+
 class InMemoryCounterStore:
     """quotas.counters.CounterStore in a dict: the same all-or-nothing conditions, under one lock."""
 

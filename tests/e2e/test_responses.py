@@ -184,3 +184,15 @@ def test_logs_carry_no_responses_content(client, stack):
         time.sleep(0.02)
     assert canary not in stack.log.read_text()
     assert [line for line in stack.log_lines() if line.get("route") == "/v1/responses" and line.get("status") == 200]
+
+
+def test_a_stored_response_replays_its_events_with_retrieve_stream_and_starting_after(client, fresh_upstream):
+    streamed = list(client.responses.create(model="default", input="replay me please", stream=True))
+    final = streamed[-1].response
+    replayed = list(client.responses.retrieve(final.id, stream=True))
+    assert [e.sequence_number for e in replayed] == list(range(len(replayed)))
+    assert replayed[-1].type == "response.completed" and replayed[-1].response == client.responses.retrieve(final.id)
+    text = "".join(e.delta for e in replayed if e.type == "response.output_text.delta")
+    assert text == final.output_text
+    later = list(client.responses.retrieve(final.id, stream=True, starting_after=3))
+    assert [e.sequence_number for e in later] == list(range(4, len(replayed)))

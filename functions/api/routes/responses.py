@@ -1,4 +1,4 @@
-"""OpenAI Responses: create (JSON or typed SSE events), retrieve, delete, input items."""
+"""OpenAI Responses: create (JSON or typed SSE events), retrieve (or replay its events), delete, input items."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 import openapi
 from deps import CallerDep, ServicesDep
-from llm_gateway.errors import NotFound
+from llm_gateway.deadline import Deadline
+from llm_gateway.errors import InvalidRequest, NotFound
 from llm_gateway.observability import logger
 from llm_gateway.reports import TurnReport
+from llm_gateway.responses.event_log import EventFollower, StoredEvents
 from llm_gateway.responses.events import ResponseEventStream
 from llm_gateway.responses.models import CreateResponse
 from llm_gateway.responses.shapes import ResponseDeleted, ResponseInputItems, ResponseObject, ResponseStreamEvent
+from middleware import deadline_for
 from routes._turn import run_turn
 from sse import ChatStreamResponse
 
@@ -58,6 +62,27 @@ class ResponseStreamResponse(ChatStreamResponse):
                 yield sse_frame(event)
 
 
+class ReplayStreamResponse(StreamingResponse):
+    """SSE of a stored response's events (``GET …?stream=true``): what is persisted after the
+    client's ``starting_after``, then new batches as they are written, until the terminal one.
+    Reads run in a worker thread; between empty polls the event loop sleeps, so an idle follower
+    holds no thread. Ends at the stream deadline (the client resumes from its last event)."""
+
+    def __init__(self, events: EventFollower | StoredEvents, deadline: Deadline, response_id: str) -> None:
+        self.events = events
+        self.deadline = deadline
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-response-id": response_id}
+        super().__init__(self._events(), media_type="text/event-stream", headers=headers)
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        while not self.events.done and not self.deadline.expired():
+            batch = await anyio.to_thread.run_sync(self.events.poll, abandon_on_cancel=True)
+            for event in batch:
+                yield sse_frame(event)
+            if not batch and not self.events.done:
+                await anyio.sleep(self.events.poll_seconds)
+
+
 CREATED: openapi.Responses = {
     200: {
         "model": ResponseObject,
@@ -85,14 +110,35 @@ def create_response(
     )
 
 
-@router.get(
-    "/v1/responses/{response_id}",
-    response_model=None,
-    responses={**openapi.body(ResponseObject), **openapi.errors(NotFound)},
-)
-def retrieve_response(response_id: str, request: Request, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
+RETRIEVED: openapi.Responses = {
+    200: {
+        "model": ResponseObject,
+        "description": "The response; with `stream=true`, its typed server-sent events after `starting_after` "
+        "(a background response's are followed live until it ends).",
+        "content": openapi.event_stream(ResponseStreamEvent, done=False),
+    }
+}
+
+
+@router.get("/v1/responses/{response_id}", response_model=None, responses={**RETRIEVED, **openapi.errors(NotFound)})
+def retrieve_response(
+    response_id: str,
+    request: Request,
+    who: CallerDep,
+    services: ServicesDep,
+    stream: bool = False,
+    starting_after: Annotated[int | None, Query(ge=0, le=1_000_000_000)] = None,
+    include_obfuscation: bool | None = None,  # we never add obfuscation padding: accepted, ignored
+) -> dict[str, Any] | Response:
     request.state.metrics.route(ROUTE)
-    return services.responses.get(who.tenant, response_id)
+    if not stream:
+        if starting_after is not None:
+            raise InvalidRequest("'starting_after' needs 'stream=true'.", param="starting_after")
+        return services.responses.get(who.tenant, response_id)
+    settings = services.settings
+    events = services.responses.replay(who.tenant, response_id, starting_after)
+    deadline = deadline_for(request.state.headers, settings.stream_deadline_seconds, settings.deadline_margin_seconds)
+    return ReplayStreamResponse(events, deadline, response_id)
 
 
 @router.delete(

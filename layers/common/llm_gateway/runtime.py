@@ -21,6 +21,7 @@ from llm_gateway.quotas.admin import AdminService
 from llm_gateway.quotas.counters import DynamoCounterStore
 from llm_gateway.quotas.limits import DynamoLimitsStore, parse_limits
 from llm_gateway.quotas.service import QuotaService
+from llm_gateway.responses.event_log import DynamoEventLog
 from llm_gateway.responses.service import ResponseService
 from llm_gateway.responses.store import DynamoResponseStore
 from llm_gateway.security.api_keys import ApiKeyStore, Authenticator
@@ -145,7 +146,9 @@ def build_services(
         settings.jobs_queue_url,
     )
     responses = ResponseService(
-        chat, DynamoResponseStore(settings.table_name, store.client, ttl_days=settings.conversation_ttl_days)
+        chat,
+        DynamoResponseStore(settings.table_name, store.client, ttl_days=settings.conversation_ttl_days),
+        DynamoEventLog(settings.table_name, store.client, ttl_days=settings.response_events_ttl_days),
     )
     conversation_service = ConversationService(store, chat)
     admin = AdminService(auth.keys, quotas.limits, quotas.counters)

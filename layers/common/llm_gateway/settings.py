@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     stream_lease_seconds: float = Field(90.0, gt=0)
     stream_lease_renew_seconds: float = Field(15.0, gt=0)
 
+    # --- background responses: persisted stream events (llm_gateway.responses.event_log) ------
+    response_events_batch: int = Field(10, ge=1, le=100)  # events per DynamoDB write
+    response_events_flush_seconds: float = Field(0.5, ge=0)  # a slow stream's events wait at most this
+    response_events_poll_seconds: float = Field(0.2, gt=0)  # how often a follower reads new batches
+    response_events_ttl_days: int = Field(7, ge=0)  # persisted events expire (the response stays); 0 = keep
+
     # --- quotas (llm_gateway.quotas) -------------------------------------------------
     # A request reserves its prompt tokens plus its output allowance: max_tokens capped at this, so
     # a huge max_tokens cannot lock a whole budget; reconciled to the real usage after the call.

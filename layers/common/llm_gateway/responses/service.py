@@ -23,8 +23,10 @@ from llm_gateway.conversations.store import NewMessage
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import ContextLengthExceeded, GatewayError, InvalidRequest
 from llm_gateway.providers.base import Usage
+from llm_gateway.responses.event_log import FINAL_STATUSES, EventFollower, EventLog, StoredEvents
 from llm_gateway.responses.events import EventBuilder, ResponseEventStream
 from llm_gateway.responses.models import CreateResponse
+from llm_gateway.responses.replay import stored_events
 from llm_gateway.responses.store import ResponseStore, StoredResponse, TurnMessage
 from llm_gateway.responses.translate import (
     chat_request,
@@ -55,9 +57,10 @@ class PreparedResponse:
 
 
 class ResponseService:
-    def __init__(self, chat: ChatService, store: ResponseStore) -> None:
+    def __init__(self, chat: ChatService, store: ResponseStore, events: EventLog | None = None) -> None:
         self.chat = chat
         self.store = store
+        self.events = events
 
     # ---- preparing ----------------------------------------------------------------
     def prepare(self, tenant: str, request: CreateResponse, report: TurnReport) -> PreparedResponse:
@@ -197,6 +200,32 @@ class ResponseService:
 
     def _stored(self, tenant: str, response_id: str) -> StoredResponse:
         return self.store.get(tenant, response_id)
+
+    def replay(self, tenant: str, response_id: str, starting_after: int | None) -> EventFollower | StoredEvents:
+        """The events of a stored response after ``starting_after`` (``GET …?stream=true``): a
+        background response's persisted events, followed live until it ends; any other stored
+        response's event sequence (:func:`stored_events`). 404 before anything is streamed."""
+        stored = self._stored(tenant, response_id)
+        after = -1 if starting_after is None else starting_after
+        if not stored.response.get("background") or self.events is None:
+            return StoredEvents([e for e in stored_events(stored.response) if e["sequence_number"] > after])
+
+        def final() -> dict[str, Any] | None:
+            try:
+                response = self._stored(tenant, response_id).response
+            except GatewayError:  # deleted while followed: the stream ends
+                return {"status": "deleted"}
+            return response if response.get("status") in FINAL_STATUSES else None
+
+        settings = self.chat.settings
+        return EventFollower(
+            self.events,
+            tenant,
+            response_id,
+            after,
+            final,
+            poll_seconds=settings.response_events_poll_seconds,
+        )
 
     def delete(self, tenant: str, response_id: str) -> dict[str, Any]:
         self.store.delete(tenant, response_id)
