@@ -39,7 +39,8 @@ def test_a_lease_attempt_during_another_turns_commit_is_409_not_500(stubbed):
 
 def test_a_delete_during_a_commit_is_409(stubbed):
     store, stubber = stubbed
-    stubber.add_client_error("delete_item", service_error_code="TransactionConflictException", http_status_code=400)
+    # a delete's first write marks the head deleted (an update): refused while a turn commits on it
+    stubber.add_client_error("update_item", service_error_code="TransactionConflictException", http_status_code=400)
     with pytest.raises(ConversationBusy):
         store.delete("tenant-a", "conv_1")
 

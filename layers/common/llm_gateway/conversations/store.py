@@ -39,6 +39,7 @@ META = "META"
 MSG_PREFIX = "M#"
 MSG_LAST = MSG_PREFIX + "9" * 10
 TURN_PREFIX = "TURN#"
+DELETED = "deleted_at"  # on a head being deleted (see DynamoConversationStore.delete): the conversation is gone
 # DynamoDB's item limit is 400 KB; keep room for the key and the other attributes.
 MAX_MESSAGE_ITEM_BYTES = 380_000
 
@@ -300,7 +301,7 @@ class DynamoConversationStore:
 
     def get(self, tenant, conversation_id) -> Conversation:
         resp = self.client.get_item(TableName=self.table, Key=self._key(tenant, conversation_id), ConsistentRead=True)
-        if "Item" not in resp:
+        if "Item" not in resp or DELETED in resp["Item"]:  # a head marked deleted is gone (see delete)
             raise self._not_found(conversation_id)
         return self._conversation(resp["Item"])
 
@@ -343,12 +344,28 @@ class DynamoConversationStore:
         return items[:limit], len(items) > limit
 
     def delete(self, tenant, conversation_id) -> None:
+        """Delete a conversation in three idempotent steps, so a failure part-way is finished by a retry:
+
+        1. mark the head deleted (``deleted_at``; off GSI1, lease dropped) unless a live turn holds it —
+           from here every read, turn and write treats the conversation as gone (404);
+        2. delete every other item of the conversation (messages, turn markers);
+        3. delete the head.
+
+        A DELETE of a head already marked (an earlier DELETE failed after step 1) resumes at step 2 and
+        succeeds; once the head is gone the conversation is unknown (404, as OpenAI answers)."""
         key = self._key(tenant, conversation_id)
         try:
-            self.client.delete_item(
+            self.client.update_item(
                 TableName=self.table,
                 Key=key,
-                ConditionExpression="attribute_exists(PK) AND (attribute_not_exists(lease_id) OR lease_expires < :now)",
+                UpdateExpression=(
+                    "SET #deleted = if_not_exists(#deleted, :now) REMOVE GSI1PK, GSI1SK, lease_id, lease_expires"
+                ),
+                ConditionExpression=(
+                    "attribute_exists(PK) AND (attribute_exists(#deleted) OR attribute_not_exists(lease_id)"
+                    " OR lease_expires < :now)"
+                ),
+                ExpressionAttributeNames={"#deleted": DELETED},
                 ExpressionAttributeValues={":now": _n(now_ms())},
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
@@ -360,10 +377,21 @@ class DynamoConversationStore:
             if _code(err) == TRANSACTION_CONFLICT:
                 raise ConversationBusy("A turn is in progress on this conversation; retry later.") from err
             raise
-        # The head is gone, so the conversation is invisible; now remove its other items.
+        # Marked: the conversation is invisible and no turn can start; remove its other items, then the head.
         self._delete_items(key["PK"])
+        try:
+            self.client.delete_item(
+                TableName=self.table,
+                Key=key,
+                ConditionExpression="attribute_exists(#deleted)",
+                ExpressionAttributeNames={"#deleted": DELETED},
+            )
+        except ClientError as err:
+            if _code(err) != "ConditionalCheckFailedException":  # a concurrent DELETE finished first
+                raise
 
     def _delete_items(self, pk: dict) -> None:
+        """Delete every item of the conversation but its head."""
         params: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "PK = :pk",
@@ -372,7 +400,7 @@ class DynamoConversationStore:
         }
         while True:
             resp = self.client.query(**params)
-            keys = [{"PK": item["PK"], "SK": item["SK"]} for item in resp.get("Items", [])]
+            keys = [{"PK": item["PK"], "SK": item["SK"]} for item in resp.get("Items", []) if item["SK"]["S"] != META]
             batch_delete(self.client, self.table, keys, what="deleting a conversation")
             if "LastEvaluatedKey" not in resp:
                 return
@@ -425,7 +453,8 @@ class DynamoConversationStore:
                 TableName=self.table,
                 Key=self._key(tenant, conversation_id),
                 UpdateExpression="SET metadata = :m, updated_at = :now",
-                ConditionExpression="attribute_exists(PK)",
+                ConditionExpression="attribute_exists(PK) AND attribute_not_exists(#deleted)",
+                ExpressionAttributeNames={"#deleted": DELETED},
                 ExpressionAttributeValues={":m": _s(json.dumps(metadata)), ":now": _n(now_ms())},
                 ReturnValues="ALL_NEW",
             )
@@ -530,14 +559,19 @@ class DynamoConversationStore:
                 TableName=self.table,
                 Key=key,
                 UpdateExpression="SET lease_id = :l, lease_expires = :exp",
-                ConditionExpression="attribute_exists(PK) AND (attribute_not_exists(lease_id) OR lease_expires < :now)",
+                ConditionExpression=(
+                    "attribute_exists(PK) AND attribute_not_exists(#deleted)"
+                    " AND (attribute_not_exists(lease_id) OR lease_expires < :now)"
+                ),
+                ExpressionAttributeNames={"#deleted": DELETED},
                 ExpressionAttributeValues={":l": _s(lease_id), ":exp": _n(expires), ":now": _n(now)},
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as err:
             if _code(err) == "ConditionalCheckFailedException":
-                if err.response.get("Item"):
+                old: Any = err.response.get("Item")
+                if old and DELETED not in old:
                     raise ConversationBusy(
                         "Another turn is in progress on this conversation; retry when it completes."
                     ) from err
