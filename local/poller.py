@@ -15,8 +15,10 @@ Lambda does with ``FunctionResponseTypes: [ReportBatchItemFailures]``:
   answers with an unknown / empty ``itemIdentifier``, fails the whole batch (Lambda's rules);
   ``None``, ``{}`` or an empty list mean complete success;
 * nothing else touches a failed message: it becomes visible again when its visibility timeout
-  (the queue's, or ``visibility_timeout`` to override it locally) runs out, its receive count
-  grows, and the queue's redrive policy moves it to the DLQ after ``maxReceiveCount`` receives.
+  runs out — the queue's, ``visibility_timeout`` to override it locally, or whatever the handler
+  set with ``ChangeMessageVisibility`` (the jobs worker's redrive delay; moto honours it as SQS
+  does, and the poller never resets it) — its receive count grows, and the queue's redrive
+  policy moves it to the DLQ after ``maxReceiveCount`` receives.
 
 Not emulated: killing the handler at the function timeout, and Lambda's concurrent pollers (one
 batch at a time here; FIFO ordering holds either way).

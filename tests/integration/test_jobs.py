@@ -166,6 +166,9 @@ def _jobs(aws, **overrides) -> Jobs:
         mock.add_passthru("http://127.0.0.1")
         mock.add_callback(responses.POST, f"{UPSTREAM}/chat/completions", callback=upstream)
         overrides.setdefault("job_busy_wait_seconds", 0.0)
+        # Redeliveries after 1-2 s (ChangeMessageVisibility), not the default 5 s .. 4 min.
+        overrides.setdefault("job_redrive_base_seconds", 1.0)
+        overrides.setdefault("job_redrive_max_seconds", 2.0)
         gw = make_gateway(aws, **overrides)
         gw.upstream = mock
         worker = build_worker(gw.services)
@@ -237,17 +240,13 @@ def test_redelivery_after_idempotency_record_is_gone_still_stores_one_reply(jobs
     message = jobs.receive_one()
     assert jobs.worker.handle(jobs.event_for(message), LambdaContext("w", 30)) == {"batchItemFailures": []}
     ddb = jobs.gw.aws.client("dynamodb")
-    ddb.delete_item(
-        TableName=jobs.gw.aws.res.table_name,  # the idempotency record expired
-        Key={
-            "PK": {"S": "IDEMPOTENCY#jobs"},
-            "SK": ddb.query(
-                TableName=jobs.gw.aws.res.table_name,
-                KeyConditionExpression="PK = :p",
-                ExpressionAttributeValues={":p": {"S": "IDEMPOTENCY#jobs"}},
-            )["Items"][0]["SK"],
-        },
-    )
+    (record,) = ddb.scan(  # the idempotency record expired
+        TableName=jobs.gw.aws.res.table_name,
+        FilterExpression="begins_with(PK, :p)",
+        ExpressionAttributeValues={":p": {"S": "IDEMPOTENCY#jobs#"}},
+    )["Items"]
+    assert record["SK"] == {"S": "JOB"}  # one partition per job, not one for every record
+    ddb.delete_item(TableName=jobs.gw.aws.res.table_name, Key={"PK": record["PK"], "SK": record["SK"]})
     assert jobs.worker.handle(jobs.event_for(message, 2), LambdaContext("w", 30)) == {"batchItemFailures": []}
     assert jobs.upstream.count("guarded") == 1 and len(jobs.replies(conv)) == 1
     assert jobs.job(job["id"])["status"] == "succeeded"
@@ -282,7 +281,7 @@ def test_crash_after_upstream_reply_before_the_write(jobs, monkeypatch):
     store = jobs.gw.services.chat.store
     crash_once(monkeypatch, store, "commit_turn", "worker died after the upstream reply, before the write")
     # A short function timeout: the crashed attempt's in-progress idempotency record expires with it.
-    jobs.poller.function_timeout = 2
+    jobs.poller.function_timeout = 3
     first = jobs.poller.poll_once()
     assert isinstance(first.error, SimulatedCrash) and first.deleted == []
     assert jobs.replies(conv) == []
@@ -297,7 +296,7 @@ def test_crash_after_the_write_before_the_job_update(jobs, monkeypatch):
     job = jobs.submit(chat("late crash", conv)).json()
     store = jobs.worker.jobs
     crash_once(monkeypatch, store, "succeed", "worker died after the reply was stored")
-    jobs.poller.function_timeout = 2
+    jobs.poller.function_timeout = 3
     assert isinstance(jobs.poller.poll_once().error, SimulatedCrash)
     assert len(jobs.replies(conv)) == 1
     jobs.drain(lambda: jobs.job(job["id"])["status"] == "succeeded")

@@ -18,7 +18,7 @@ from moto import mock_aws
 from llm_gateway.chat.streaming import STREAM_OUTCOMES
 from llm_gateway.conversations.store import DynamoConversationStore, conversation_pk
 from llm_gateway.jobs.store import job_pk
-from llm_gateway.jobs.worker import IDEMPOTENCY_PK
+from llm_gateway.jobs.worker import IDEMPOTENCY_PREFIX
 from llm_gateway.responses.store import response_pk
 from llm_gateway.security.api_keys import ApiKeyStore
 from local.resources import _resources, create_table, load_template
@@ -159,12 +159,20 @@ def test_dynamodb_actions_and_leading_keys_per_function(cfn):
     api_key_item = "APIKEY#" + "ab" * 32
     for key in tenant_keys + [api_key_item, "APIKEYS", "T#acme#CONV"]:
         assert covered(key, api_patterns), key
-    for key in tenant_keys + [IDEMPOTENCY_PK]:
+    for key in tenant_keys + [IDEMPOTENCY_PREFIX + "jobs#0123abcd"]:
         assert covered(key, worker_patterns), key
     # The worker can neither read nor rewrite API-key items, nor list them through GSI1.
     assert not covered(api_key_item, worker_patterns) and not covered("APIKEYS", worker_patterns)
     assert not any("index" in json.dumps(s["Resource"]) for s in worker)
     assert not any("dynamodb:BatchWriteItem" in actions(s) for s in worker)
+
+
+def test_worker_may_change_the_visibility_of_jobs_queue_messages_only(cfn):
+    roles = of_type(cfn, "AWS::IAM::Role")
+    worker = [s for s in statements(roles["WorkerFunctionRole"]) if "sqs:ChangeMessageVisibility" in actions(s)]
+    assert [s["Resource"] for s in worker] == [{"Fn::GetAtt": ["JobsQueue", "Arn"]}]
+    api = [s for s in statements(roles["ApiFunctionRole"]) if "sqs:ChangeMessageVisibility" in actions(s)]
+    assert api == []
 
 
 def test_optional_waf_association_targets_the_stage(cfn):

@@ -10,3 +10,12 @@ MAX_RETRY_AFTER_SECONDS = 60.0
 RETRY_BUDGET_RATIO = 0.2  # retries allowed per request, container-wide (token bucket)
 RETRY_BUDGET_MIN_PER_SECOND = 2.0  # and this many per second whatever the traffic
 MIN_ATTEMPT_SECONDS = 0.25  # never start an attempt with less time than this left
+
+# Async jobs retry more patiently than a request someone waits on: more attempts inside one worker
+# invocation (within the job's own deadline, the same backoff, Retry-After and budget as above) ...
+JOB_MAX_ATTEMPTS = 6
+# ... and when those run out, the message is redriven after a short growing delay, not after the
+# queue's visibility timeout: ChangeMessageVisibility to a full-jitter exponential delay on the
+# message's receive count, uniform in [0, min(max, base * 2^(receives-1))] seconds.
+JOB_REDRIVE_BASE_SECONDS = 5.0
+JOB_REDRIVE_MAX_SECONDS = 240.0

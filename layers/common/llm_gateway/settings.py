@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     jobs_max_receive_count: int = Field(4, ge=1, le=1000)
     job_deadline_seconds: float = Field(110.0, gt=0)  # per job, capped by the invocation's time left
     job_busy_wait_seconds: float = Field(10.0, ge=0)  # wait for an HTTP turn's lease before redelivery
+    job_max_attempts: int = Field(retry.JOB_MAX_ATTEMPTS, ge=1, le=20)  # upstream attempts per delivery
+    # A retryable failure redrives the message after this full-jitter delay (ChangeMessageVisibility).
+    job_redrive_base_seconds: float = Field(retry.JOB_REDRIVE_BASE_SECONDS, ge=0)
+    job_redrive_max_seconds: float = Field(retry.JOB_REDRIVE_MAX_SECONDS, ge=0, le=43_200)
     worker_concurrency: int = Field(10, ge=1, le=64)  # message groups processed at once per invocation
     worker_idempotency_ttl_seconds: int = Field(86_400, gt=0)  # Powertools idempotency records
     # A streamed turn holds a short lease and renews it while chunks flow, so a crashed stream

@@ -6,7 +6,8 @@ Per record:
    Invalid → if it names a job that exists, that job is marked ``failed`` and the record is
    acknowledged; otherwise the record fails (redelivered until the redrive policy moves it to
    the DLQ) and the reason is logged. Never dropped silently.
-2. **Idempotency on tenant + job id** (Powertools, DynamoDB persistence on our table, the
+2. **Idempotency on tenant + job id** (Powertools, DynamoDB persistence on our table, one
+   partition per job, the
    Lambda context registered so an attempt that timed out expires and can be retried). A
    duplicate delivery while an attempt runs fails the record (redelivered later); after the job
    completed it is acknowledged without work. Beneath it, two more guards: a finished job is
@@ -15,14 +16,17 @@ Per record:
 3. **Run** the chat turn. Permanent failures (invalid request, upstream 400, unknown
    conversation, spend limit) → job ``failed``, record acknowledged. Retryable failures (upstream
    5xx/429/timeouts, a conversation leased by an HTTP turn after a short wait, anything
-   unexpected) → job back to ``queued`` with ``last_error``, record failed for redelivery; on the
-   receive that reaches ``maxReceiveCount`` the job is marked ``failed`` instead and the record
+   unexpected) → job back to ``queued`` with ``last_error``, record failed for redelivery after
+   the redrive delay (:mod:`llm_gateway.jobs.redelivery`: ChangeMessageVisibility, full jitter on
+   the receive count; before that, up to ``JOB_MAX_ATTEMPTS`` upstream attempts in this
+   delivery); on the receive that reaches ``maxReceiveCount`` the job is marked ``failed`` instead and the record
    still fails, so SQS moves it to the DLQ on its next receive. A poison message thus always
    ends with its job ``failed`` *and* the message in the DLQ.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from typing import Any
@@ -43,12 +47,14 @@ from llm_gateway.deadline import Deadline
 from llm_gateway.errors import ConversationBusy, GatewayError, InvalidRequest, error_object
 from llm_gateway.jobs.batch import GroupedFifoProcessor
 from llm_gateway.jobs.messages import InvalidJobMessage, JobMessage, parse_job_message
+from llm_gateway.jobs.redelivery import Redelivery
 from llm_gateway.jobs.store import TERMINAL, Job, JobStore
 from llm_gateway.observability import RequestMetrics, logger
 from llm_gateway.reports import TurnReport
 from llm_gateway.settings import Settings
 
-IDEMPOTENCY_PK = "IDEMPOTENCY#jobs"  # partition of the Powertools idempotency records
+IDEMPOTENCY_PREFIX = "IDEMPOTENCY#"  # + "jobs#<hash of tenant, job>": one partition per job
+IDEMPOTENCY_SK = "JOB"
 
 
 class RetryLater(Exception):
@@ -89,24 +95,37 @@ def error_of(exc: BaseException) -> dict[str, Any]:
     return error_object(GatewayError("The job failed with an internal error.", code="internal_error"))
 
 
+class PerJobPersistence(DynamoDBPersistenceLayer):
+    """Powertools' DynamoDB persistence on our table, each record in its own partition:
+    ``PK = IDEMPOTENCY#jobs#<hash of [tenant, job]>``, ``SK = JOB`` (Powertools' composite-key mode
+    would put every record under one static partition key: a hot partition for a job flood)."""
+
+    def _get_key(self, idempotency_key: str) -> dict:
+        return {self.key_attr: {"S": IDEMPOTENCY_PREFIX + idempotency_key}, "SK": {"S": IDEMPOTENCY_SK}}
+
+    def _item_to_data_record(self, item: dict[str, Any]) -> Any:
+        record = super()._item_to_data_record(item)
+        record.idempotency_key = record.idempotency_key.removeprefix(IDEMPOTENCY_PREFIX)
+        return record
+
+
 def persistence_layer(settings: Settings, client: Any) -> DynamoDBPersistenceLayer:
-    return DynamoDBPersistenceLayer(
-        table_name=settings.table_name,
-        key_attr="PK",
-        sort_key_attr="SK",
-        static_pk_value=IDEMPOTENCY_PK,
-        expiry_attr="ttl",
-        boto3_client=client,
-    )
+    return PerJobPersistence(table_name=settings.table_name, key_attr="PK", expiry_attr="ttl", boto3_client=client)
 
 
 class JobWorker:
     def __init__(
-        self, chat: ChatService, jobs: JobStore, settings: Settings, persistence: DynamoDBPersistenceLayer
+        self,
+        chat: ChatService,
+        jobs: JobStore,
+        settings: Settings,
+        persistence: DynamoDBPersistenceLayer,
+        redelivery: Redelivery | None = None,
     ) -> None:
         self.chat = chat
         self.jobs = jobs
         self.settings = settings
+        self.redelivery = redelivery
         self.idempotency = IdempotencyConfig(
             event_key_jmespath="[tenant_id, job_id]",  # job ids are unique per tenant only
             raise_on_no_idempotency_key=True,
@@ -130,10 +149,18 @@ class JobWorker:
         def record_handler(record: Any) -> dict:
             return self.process_record(record, deadline, metrics)
 
+        records = event.get("Records") or []
+        if self.redelivery is not None:
+            self.redelivery.on_receipt(records, context.get_remaining_time_in_millis() / 1000)
         try:
-            return process_partial_response(
+            response = process_partial_response(
                 event=event, record_handler=record_handler, processor=processor, context=context
             )
+            if self.redelivery is not None and response.get("batchItemFailures"):
+                failed = [str(f["itemIdentifier"]) for f in response["batchItemFailures"]]
+                delays = self.redelivery.on_failure(records, failed)
+                logger.info("records back to the queue after a delay", extra={"delays": sorted(delays.values())})
+            return response
         finally:
             metrics.flush()
 
@@ -247,7 +274,22 @@ class JobWorker:
         raise RetryLater(error.get("code") or "retry") from exc
 
 
+def patient_chat(chat: ChatService, max_attempts: int) -> ChatService:
+    """The chat service with a router that tries ``max_attempts`` times per turn (the same
+    deployments, cooldowns, backoff, Retry-After cap and retry budget as HTTP requests)."""
+    jobs_router = copy.copy(chat.router)  # the same providers, cooldowns and options
+    jobs_router.policy = chat.router.policy.with_attempts(max_attempts)
+    return ChatService(chat.store, chat.routing, jobs_router, chat.settings, chat.quotas)
+
+
 def build_worker(services: Any) -> JobWorker:
     settings = services.settings
     persistence = persistence_layer(settings, services.conversations.client)
-    return JobWorker(services.chat, services.jobs.store, settings, persistence)
+    redelivery = Redelivery(
+        services.jobs.sqs,
+        settings.job_redrive_base_seconds,
+        settings.job_redrive_max_seconds,
+        queue_urls=(settings.jobs_queue_url,),
+    )
+    chat = patient_chat(services.chat, settings.job_max_attempts)
+    return JobWorker(chat, services.jobs.store, settings, persistence, redelivery)

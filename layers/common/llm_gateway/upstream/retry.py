@@ -21,6 +21,7 @@ Finagle's RetryBudget).
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import threading
@@ -155,6 +156,12 @@ class RetryPolicy:
         self.budget = budget or RetryBudget()
         self.sleep = sleep
         self.rng = rng or random.Random()
+
+    def with_attempts(self, max_attempts: int) -> RetryPolicy:
+        """This policy (backoff, Retry-After cap, the same budget, sleep, log) with another attempt limit."""
+        other = copy.copy(self)
+        other.max_attempts = max_attempts
+        return other
 
     def backoff(self, retry_number: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^(n-1))]."""
