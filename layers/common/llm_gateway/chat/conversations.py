@@ -17,7 +17,7 @@ from llm_gateway.chat.service import ChatService
 from llm_gateway.chat.tokens import count_message
 from llm_gateway.conversations.ids import call_key, ids_for, item_position, parse_item_id
 from llm_gateway.conversations.items import Item, items_to_messages, message_to_items, parse_items
-from llm_gateway.conversations.store import Conversation, ConversationStore, NewMessage, StoredMessage, TurnUsage
+from llm_gateway.conversations.records import Conversation, ConversationStore, NewMessage, StoredMessage, TurnUsage
 from llm_gateway.errors import InvalidRequest, NotFound, PayloadTooLarge
 
 Order = Literal["asc", "desc"]

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from llm_gateway.chat.tokens import count_text, reply_tokens
-from llm_gateway.conversations.store import NewMessage
+from llm_gateway.conversations.records import NewMessage
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import GatewayError, UpstreamTimeout
 from llm_gateway.providers.base import Usage
@@ -229,7 +229,7 @@ class ChatStream:
                 "deployment": self.routed.deployment.name,
                 "finish_reason": self.reply.finish_reason,
             }
-            # as history a reply costs its tokens plus the per-message framing (as ChatService.reply_message)
+            # as history a reply costs its tokens plus the per-message framing (as replies.stored_reply)
             reply = NewMessage(body, reply_tokens(body, usage.completion_tokens), meta=meta)
             try:
                 self.turn.commit(reply, usage, report.cost_usd)

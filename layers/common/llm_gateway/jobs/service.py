@@ -16,7 +16,8 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from llm_gateway.chat.models import ChatCompletionRequest, validation_reason
-from llm_gateway.conversations.store import ConversationStore, now_ms
+from llm_gateway.conversations.records import ConversationStore
+from llm_gateway.deadline import now_ms
 from llm_gateway.errors import (
     ConfigurationError,
     GatewayError,

@@ -28,7 +28,7 @@ from llm_gateway.aws.dynamo import (
 )
 from llm_gateway.aws.dynamo import ID_RE as JOB_ID_RE
 from llm_gateway.chat.models import ChatCompletionRequest
-from llm_gateway.conversations.store import now_ms
+from llm_gateway.deadline import now_ms
 from llm_gateway.errors import JobResultTooLarge, error_object
 from llm_gateway.jobs.messages import JobMessage
 

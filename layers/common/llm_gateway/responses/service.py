@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_gateway.chat.models import ChatCompletionRequest
-from llm_gateway.chat.service import ChatService, TurnReport, drop_orphans
+from llm_gateway.chat.service import ChatService
 from llm_gateway.chat.tokens import count_message, reply_tokens
-from llm_gateway.conversations.store import NewMessage
+from llm_gateway.chat.turn import drop_orphans
+from llm_gateway.conversations.records import NewMessage
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import ContextLengthExceeded, GatewayError, InvalidRequest
 from llm_gateway.providers.base import Usage
+from llm_gateway.reports import TurnReport
 from llm_gateway.responses.event_log import FINAL_STATUSES, EventFollower, EventLog, StoredEvents
 from llm_gateway.responses.events import EventBuilder, ResponseEventStream
 from llm_gateway.responses.models import CreateResponse
