@@ -190,6 +190,7 @@ def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
                 "kms_key_id": resources.kms_key_id,
                 "jobs_queue_url": resources.jobs_queue_url,
                 "aws": aws,
+                "app_env": env,  # what another API process on this stack runs with (local/api.py)
             }
         )
         stack.callback(remove_state)

@@ -105,14 +105,23 @@ class InMemoryResponseStore:
         self.writes = 0
         self.chain_reads: list[int] = []
 
-    def put(self, record: Any) -> None:
+    def put(self, record: Any, *, replacing: tuple[str, ...] = ()) -> bool:
         from llm_gateway.responses.store import StoredResponse
 
         assert isinstance(record, StoredResponse)
         key = (record.tenant, record.id)
-        assert key not in self.items
+        if replacing:
+            if key not in self.items or self.items[key].response.get("status") not in replacing:
+                return False
+        else:
+            assert key not in self.items
         self.items[key] = record
         self.writes += 1
+        return True
+
+    def status(self, tenant: str, response_id: str) -> str | None:
+        record = self.items.get((tenant, response_id))
+        return None if record is None else record.response.get("status")
 
     def get(self, tenant: str, response_id: str) -> Any:
         from llm_gateway.responses.store import not_found

@@ -147,7 +147,7 @@ def test_a_chain_read_costs_the_same_at_depth_300_as_at_depth_10():
         ({"input": "x", "conversation": "conv_1", "previous_response_id": "resp_1"}, "conversation"),
         ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"input": "x", "reasoning": {"effort": "high"}}, "reasoning"),
-        ({"input": "x", "background": True}, "background"),
+        ({"input": "x", "background": True, "store": False}, "background"),
         ({"input": "x", "frobnicate": 1}, "frobnicate"),
         (
             {"input": [{"type": "message", "role": "user", "content": [{"type": "input_file"}]}]},

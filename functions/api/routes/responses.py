@@ -7,13 +7,20 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 import openapi
 from deps import CallerDep, ServicesDep
 from llm_gateway.deadline import Deadline
-from llm_gateway.errors import InvalidRequest, NotFound
+from llm_gateway.errors import (
+    ConfigurationError,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotCancellable,
+    NotFound,
+    QueueUnavailable,
+)
 from llm_gateway.observability import logger
 from llm_gateway.reports import TurnReport
 from llm_gateway.responses.event_log import EventFollower, StoredEvents
@@ -92,11 +99,37 @@ CREATED: openapi.Responses = {
 }
 
 
-@router.post("/v1/responses", response_model=None, responses={**CREATED, **openapi.errors(*openapi.TURN_ERRORS)})
+BACKGROUND_ERRORS = (IdempotencyConflict, ConfigurationError, QueueUnavailable)
+
+
+@router.post(
+    "/v1/responses",
+    response_model=None,
+    responses={**CREATED, **openapi.errors(*openapi.TURN_ERRORS, *BACKGROUND_ERRORS)},
+)
 def create_response(
-    body: CreateResponse, request: Request, response: Response, who: CallerDep, services: ServicesDep
+    body: CreateResponse,
+    request: Request,
+    response: Response,
+    who: CallerDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any] | Response:
+    """With ``background: true`` the response is queued and answered at once (``status: queued``;
+    with ``stream: true``, its events as they are produced); ``Idempotency-Key`` as for /v1/jobs."""
     request.state.metrics.route(ROUTE)
+    if body.background:
+        queued, replayed = services.background.submit(who.tenant, body, idempotency_key)
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        if not body.stream:
+            return queued
+        settings = services.settings
+        events = services.responses.replay(who.tenant, queued["id"], None)
+        deadline = deadline_for(
+            request.state.headers, settings.stream_deadline_seconds, settings.deadline_margin_seconds
+        )
+        return ReplayStreamResponse(events, deadline, queued["id"])
     return run_turn(
         request,
         response,
@@ -139,6 +172,18 @@ def retrieve_response(
     events = services.responses.replay(who.tenant, response_id, starting_after)
     deadline = deadline_for(request.state.headers, settings.stream_deadline_seconds, settings.deadline_margin_seconds)
     return ReplayStreamResponse(events, deadline, response_id)
+
+
+@router.post(
+    "/v1/responses/{response_id}/cancel",
+    response_model=None,
+    responses={**openapi.body(ResponseObject), **openapi.errors(NotFound, NotCancellable)},
+)
+def cancel_response(response_id: str, request: Request, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    """Cancel a background response: a queued one never runs, a running one stops at its next
+    checkpoint; a cancelled one is returned as it is; a finished one is a 409."""
+    request.state.metrics.route(ROUTE)
+    return services.background.cancel(who.tenant, response_id)
 
 
 @router.delete(

@@ -79,6 +79,13 @@ class ConversationBusy(GatewayError):
     default_code = "conversation_busy"
 
 
+class NotCancellable(GatewayError):
+    """Cancelling what has already finished (a completed, failed or incomplete response)."""
+
+    default_code = "already_finished"
+    permanent = True
+
+
 class PayloadTooLarge(GatewayError):
     default_code = "request_too_large"
     permanent = True
@@ -181,6 +188,7 @@ ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     NotFound: (404, "invalid_request_error"),
     MethodNotAllowed: (405, "invalid_request_error"),
     ConversationBusy: (409, "conflict_error"),
+    NotCancellable: (409, "conflict_error"),
     PayloadTooLarge: (413, "invalid_request_error"),
     IdempotencyConflict: (422, "invalid_request_error"),
     QuotaExhausted: (429, "insufficient_quota"),

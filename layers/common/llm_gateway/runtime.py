@@ -13,6 +13,7 @@ from llm_gateway.chat.conversations import ConversationService
 from llm_gateway.chat.service import ChatService
 from llm_gateway.conversations.store import DynamoConversationStore
 from llm_gateway.errors import ConfigurationError
+from llm_gateway.jobs.response_queue import ResponseJobQueue
 from llm_gateway.jobs.service import JobService
 from llm_gateway.jobs.store import JobStore
 from llm_gateway.observability import logger
@@ -21,6 +22,7 @@ from llm_gateway.quotas.admin import AdminService
 from llm_gateway.quotas.counters import DynamoCounterStore
 from llm_gateway.quotas.limits import DynamoLimitsStore, parse_limits
 from llm_gateway.quotas.service import QuotaService
+from llm_gateway.responses.background import BackgroundResponses
 from llm_gateway.responses.event_log import DynamoEventLog
 from llm_gateway.responses.service import ResponseService
 from llm_gateway.responses.store import DynamoResponseStore
@@ -46,6 +48,7 @@ class Services:
     quotas: QuotaService
     admin: AdminService
     models: ModelCatalog
+    background: BackgroundResponses
 
 
 def key_ciphertexts(settings: Settings) -> dict[str, str]:
@@ -145,10 +148,12 @@ def build_services(
         sqs_client,
         settings.jobs_queue_url,
     )
+    events = DynamoEventLog(settings.table_name, store.client, ttl_days=settings.response_events_ttl_days)
     responses = ResponseService(
-        chat,
-        DynamoResponseStore(settings.table_name, store.client, ttl_days=settings.conversation_ttl_days),
-        DynamoEventLog(settings.table_name, store.client, ttl_days=settings.response_events_ttl_days),
+        chat, DynamoResponseStore(settings.table_name, store.client, ttl_days=settings.conversation_ttl_days), events
+    )
+    background = BackgroundResponses(
+        responses, events, ResponseJobQueue(settings, jobs.store, sqs_client, settings.jobs_queue_url)
     )
     conversation_service = ConversationService(store, chat)
     admin = AdminService(auth.keys, quotas.limits, quotas.counters)
@@ -165,4 +170,5 @@ def build_services(
         quotas,
         admin,
         ModelCatalog(routing),
+        background,
     )

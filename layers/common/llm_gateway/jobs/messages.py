@@ -34,6 +34,7 @@ class JobMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: Literal[1] = 1
+    kind: Literal["chat.completion", "response"] | None = None  # None: a chat completion job
     job_id: StrictStr = Field(pattern=JOB_ID_RE.pattern)
     tenant_id: StrictStr = Field(pattern=TENANT_RE.pattern)
     request: dict[str, Any]
@@ -65,6 +66,30 @@ def _schema_validator() -> Any:
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
+
+
+def response_message(body: str) -> JobMessage | None:
+    """The message of a background response (``kind: "response"``), validated against the schema;
+    None for any other message (a chat job, or one the chat parser will refuse)."""
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("kind") != "response":
+        return None
+    error = next(iter(_schema_validator().iter_errors(data)), None)
+    job_id, tenant_id = data.get("job_id"), data.get("tenant_id")
+    ids = {
+        "job_id": job_id if isinstance(job_id, str) and JOB_ID_RE.match(job_id) else None,
+        "tenant_id": tenant_id if isinstance(tenant_id, str) and TENANT_RE.match(tenant_id) else None,
+    }
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise InvalidJobMessage(f"schema violation at {where}: {error.validator}", **ids)
+    try:
+        return JobMessage.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidJobMessage(f"invalid message: {validation_reason(exc.errors())[0]}", **ids) from exc
 
 
 def parse_job_message(body: str) -> tuple[JobMessage, ChatCompletionRequest]:

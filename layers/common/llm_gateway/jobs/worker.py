@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import process_partial_response
@@ -46,7 +47,7 @@ from llm_gateway.chat.service import ChatService
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import ConversationBusy, GatewayError, InvalidRequest, error_object
 from llm_gateway.jobs.batch import GroupedFifoProcessor
-from llm_gateway.jobs.messages import InvalidJobMessage, JobMessage, parse_job_message
+from llm_gateway.jobs.messages import InvalidJobMessage, JobMessage, parse_job_message, response_message
 from llm_gateway.jobs.redelivery import Redelivery
 from llm_gateway.jobs.store import TERMINAL, Job, JobStore
 from llm_gateway.observability import RequestMetrics, logger
@@ -55,6 +56,8 @@ from llm_gateway.settings import Settings
 
 IDEMPOTENCY_PREFIX = "IDEMPOTENCY#"  # + "jobs#<hash of tenant, job>": one partition per job
 IDEMPOTENCY_SK = "JOB"
+# runs a background response once (responses.background.BackgroundResponses.run, wired by build_worker)
+BackgroundRun = Callable[..., str]
 
 
 class RetryLater(Exception):
@@ -114,6 +117,8 @@ def persistence_layer(settings: Settings, client: Any) -> DynamoDBPersistenceLay
 
 
 class JobWorker:
+    background: BackgroundRun | None = None  # background responses (``kind: "response"`` messages)
+
     def __init__(
         self,
         chat: ChatService,
@@ -137,6 +142,12 @@ class JobWorker:
             config=self.idempotency,
             key_prefix="jobs",
         )(self._run)
+        self._run_response_idempotent = idempotent_function(
+            data_keyword_argument="job_ref",
+            persistence_store=persistence,
+            config=self.idempotency,
+            key_prefix="jobs",  # IAM: IDEMPOTENCY#jobs#*; a response id never equals a job id (resp_ / job_)
+        )(self._run_response)
 
     # ---- the batch ----------------------------------------------------------------
     def handle(self, event: dict, context: Any) -> PartialItemFailureResponse:
@@ -170,6 +181,15 @@ class JobWorker:
         receive_count = int(attrs.approximate_receive_count or 1)
         metrics.age(int(attrs.sent_timestamp) if attrs.sent_timestamp else None)
         log = {"message_id": record.message_id, "receive_count": receive_count}
+        if self.background is not None:
+            try:
+                background = response_message(record.body)
+            except InvalidJobMessage as exc:
+                return self._invalid(exc, log, metrics)
+            if background is not None:
+                return self._response_record(
+                    background, receive_count, deadline, metrics, {**log, "job_id": background.job_id}
+                )
         try:
             message, request = parse_job_message(record.body)
         except InvalidJobMessage as exc:
@@ -190,6 +210,47 @@ class JobWorker:
             logger.info("job already in progress elsewhere; leaving the record for redelivery", extra=log)
             metrics.count("JobsRetried")
             raise
+
+    def _response_record(
+        self, message: JobMessage, receive_count: int, deadline: Deadline, metrics: JobMetrics, log: dict
+    ) -> dict:
+        try:
+            return self._run_response_idempotent(
+                job_ref={"tenant_id": message.tenant_id, "job_id": message.job_id},
+                message=message,
+                receive_count=receive_count,
+                deadline=deadline,
+                metrics=metrics,
+            )
+        except IdempotencyAlreadyInProgressError:
+            logger.info("background response already running elsewhere; leaving it for redelivery", extra=log)
+            metrics.count("JobsRetried")
+            raise
+
+    def _run_response(
+        self, job_ref: dict, message: JobMessage, receive_count: int, deadline: Deadline, metrics: JobMetrics
+    ) -> dict:
+        """One delivery of a background response: the run owns its status (on the stored response)."""
+        assert self.background is not None
+        log = {"job_id": message.job_id, "receive_count": receive_count, "kind": "response"}
+        report = TurnReport()
+        last = receive_count >= self.settings.jobs_max_receive_count
+        try:
+            status = self.background(
+                message.tenant_id, message.job_id, message.request, deadline, report, last_attempt=last
+            )
+        except Exception as exc:
+            metrics.turn(report)
+            metrics.count("JobsRetried")
+            if not isinstance(exc, GatewayError):
+                logger.exception("background response attempt failed unexpectedly", extra=log)
+            else:
+                logger.warning("background response attempt failed; leaving it for redelivery", extra=log)
+            raise RetryLater(error_of(exc).get("code") or "retry") from exc
+        metrics.turn(report)
+        metrics.count("JobsFailed" if status == "failed" else "JobsSucceeded")
+        logger.info("background response ran", extra={**log, "status": status})
+        return {"status": status}
 
     def _invalid(self, exc: InvalidJobMessage, log: dict, metrics: JobMetrics) -> dict:
         metrics.count("InvalidMessages")
@@ -292,4 +353,6 @@ def build_worker(services: Any) -> JobWorker:
         queue_urls=(settings.jobs_queue_url,),
     )
     chat = patient_chat(services.chat, settings.job_max_attempts)
-    return JobWorker(chat, services.jobs.store, settings, persistence, redelivery)
+    worker = JobWorker(chat, services.jobs.store, settings, persistence, redelivery)
+    worker.background = services.background.run
+    return worker

@@ -51,12 +51,12 @@ class EventBuilder:
         self.sequence += 1
         return event
 
-    def start(self) -> list[Event]:
+    def start(self, *, created: bool = True) -> list[Event]:
+        """``response.created`` (unless a background response's submission sent it) and
+        ``response.in_progress``."""
         response = self.snapshot(status="in_progress", output=[], usage=None)
-        return [
-            self._event("response.created", response=response),
-            self._event("response.in_progress", response=response),
-        ]
+        opening = [self._event("response.created", response=response)] if created else []
+        return [*opening, self._event("response.in_progress", response=response)]
 
     # ---- chunks -------------------------------------------------------------------
     def chunk(self, chunk: dict[str, Any]) -> list[Event]:
@@ -263,10 +263,11 @@ class ResponseEventStream:
     stream's completion (which commits the stored response) yields the closing events.
     """
 
-    def __init__(self, chat: ChatStream, builder: EventBuilder, response_id: str) -> None:
+    def __init__(self, chat: ChatStream, builder: EventBuilder, response_id: str, *, created: bool = True) -> None:
         self.chat = chat
         self.builder = builder
         self.response_id = response_id
+        self.created = created  # False: a background response's submission sent response.created
         self._started = False
         self._done = False
 
@@ -277,7 +278,7 @@ class ResponseEventStream:
     def next_events(self) -> list[Event] | None:
         if not self._started:
             self._started = True
-            return self.builder.start()
+            return self.builder.start(created=self.created)
         if self._done:
             return None
         try:

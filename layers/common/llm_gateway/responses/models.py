@@ -16,7 +16,6 @@ from llm_gateway.errors import InvalidRequest
 
 # OpenAI Responses fields we know but cannot honour (a non-null value is refused by name).
 UNSUPPORTED_FIELDS = (
-    "background",
     "reasoning",
     "prompt",
     "prompt_cache_key",
@@ -150,6 +149,7 @@ class CreateResponse(BaseModel):
     user: StrictStr | None = Field(None, max_length=256)
     safety_identifier: StrictStr | None = Field(None, max_length=256)
     stream: StrictBool = False
+    background: StrictBool | None = None  # run on the jobs path (responses/background.py)
     stream_options: StreamOptions | None = None
     include: list[StrictStr] | None = None
 
@@ -174,6 +174,11 @@ class CreateResponse(BaseModel):
             raise InvalidRequest(
                 "'conversation' and 'previous_response_id' cannot be used together; pass one of them.",
                 param="conversation",
+            )
+        if self.background and not self.store:
+            raise InvalidRequest(
+                "A background response is stored (it is read back with GET); 'background' needs 'store': true.",
+                param="background",
             )
         if isinstance(self.input, list) and not self.input:
             raise InvalidRequest("'input' must hold at least one item.", param="input")

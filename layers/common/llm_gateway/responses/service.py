@@ -65,9 +65,18 @@ class ResponseService:
         self.events = events
 
     # ---- preparing ----------------------------------------------------------------
-    def prepare(self, tenant: str, request: CreateResponse, report: TurnReport) -> PreparedResponse:
+    def prepare(
+        self,
+        tenant: str,
+        request: CreateResponse,
+        report: TurnReport,
+        *,
+        response_id: str | None = None,
+        created_at: int | None = None,
+    ) -> PreparedResponse:
         """Everything before the upstream call: 4xx here means nothing was read past the
-        parent, nothing was written and nothing was sent upstream."""
+        parent, nothing was written and nothing was sent upstream. (``response_id`` and
+        ``created_at``: those a background response was given when it was submitted.)"""
         request.check_supported()
         items, messages = input_messages(request)
         new = [TurnMessage(m, count_message(m)) for m in messages]
@@ -87,7 +96,16 @@ class ResponseService:
                 history, ancestors = self._chain_history(tenant, request, alias, room, report)
             chat = chat_request(request, system + [m.body for m in history] + messages)
         report.alias = alias.name
-        return PreparedResponse(request, new_id("resp"), int(time.time()), alias, items, new, chat, ancestors)
+        return PreparedResponse(
+            request,
+            response_id or new_id("resp"),
+            int(time.time()) if created_at is None else created_at,
+            alias,
+            items,
+            new,
+            chat,
+            ancestors,
+        )
 
     def _chain_history(
         self, tenant: str, request: CreateResponse, alias: ModelAlias, room: int, report: TurnReport
@@ -165,9 +183,11 @@ class ResponseService:
         reply: dict[str, Any],
         usage: Usage,
         cost_usd: float,
-    ) -> None:
+        *,
+        replacing: tuple[str, ...] = (),
+    ) -> bool:
         reply_message = TurnMessage(reply, reply_tokens(reply, usage.completion_tokens))
-        self.store.put(
+        return self.store.put(
             StoredResponse(
                 tenant=tenant,
                 id=prepared.id,
@@ -177,7 +197,8 @@ class ResponseService:
                 messages=[*prepared.new_messages, reply_message],
                 ancestors=prepared.ancestors,
                 cost_usd=cost_usd,
-            )
+            ),
+            replacing=replacing,
         )
 
     def stream(
@@ -191,7 +212,7 @@ class ResponseService:
             return response_object(request, prepared.id, created_at=prepared.created_at, **fields)
 
         builder = EventBuilder(snapshot)
-        commit = _StreamCommit(self, tenant, prepared, builder)
+        commit = StreamCommit(self, tenant, prepared, builder)
         with conversation_param():
             chat = self.chat.stream(tenant, prepared.chat, deadline, report, turn=commit)
         return ResponseEventStream(chat, builder, prepared.id)
@@ -269,15 +290,28 @@ def conversation_param() -> Iterator[None]:
         raise
 
 
-class _StreamCommit:
-    """The commit of a streamed response (a :class:`StreamTurn`): build the final Response from
-    the streamed items and, with ``store``, write it — before ``response.completed`` is sent."""
+class Superseded(Exception):
+    """A background response's commit found it no longer ``in_progress`` (it was cancelled)."""
 
-    def __init__(self, service: ResponseService, tenant: str, prepared: PreparedResponse, builder: EventBuilder):
+
+class StreamCommit:
+    """The commit of a streamed response (a :class:`StreamTurn`): build the final Response from
+    the streamed items and, with ``store``, write it — before ``response.completed`` is sent.
+    ``replacing``: a background response replaces its stored record while in one of these statuses."""
+
+    def __init__(
+        self,
+        service: ResponseService,
+        tenant: str,
+        prepared: PreparedResponse,
+        builder: EventBuilder,
+        replacing: tuple[str, ...] = (),
+    ):
         self.service = service
         self.tenant = tenant
         self.prepared = prepared
         self.builder = builder
+        self.replacing = replacing
 
     def renew(self) -> None:  # no lease to renew: a chain has no in-flight turn to exclude
         return None
@@ -286,7 +320,9 @@ class _StreamCommit:
         finish_reason = reply.meta.get("finish_reason")
         response = self.builder.finish(response_usage(usage), finish_reason)
         if self.prepared.request.store:
-            self.service._put(self.tenant, self.prepared, response, reply.body, usage, cost_usd)
+            put = self.service._put
+            if not put(self.tenant, self.prepared, response, reply.body, usage, cost_usd, replacing=self.replacing):
+                raise Superseded(self.prepared.id)
 
     def release(self) -> None:
         return None

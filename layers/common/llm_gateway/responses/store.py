@@ -76,8 +76,9 @@ class Chain:
 
 
 class ResponseStore(Protocol):
-    def put(self, record: StoredResponse) -> None: ...
+    def put(self, record: StoredResponse, *, replacing: tuple[str, ...] = ()) -> bool: ...
     def get(self, tenant: str, response_id: str) -> StoredResponse: ...
+    def status(self, tenant: str, response_id: str) -> str | None: ...
     def delete(self, tenant: str, response_id: str) -> None: ...
     def chain(self, tenant: str, response_id: str) -> Chain: ...
 
@@ -119,7 +120,9 @@ class DynamoResponseStore:
             raise not_found(response_id, param)
         return {"PK": {"S": response_pk(tenant, response_id)}, "SK": {"S": RESPONSE_SK}}
 
-    def put(self, record: StoredResponse) -> None:
+    def put(self, record: StoredResponse, *, replacing: tuple[str, ...] = ()) -> bool:
+        """Write a new response; or, with ``replacing``, overwrite the stored one (a background
+        response's transition) only while its status is one of those — False when it is not."""
         item: dict[str, Any] = {
             **self._key(record.tenant, record.id),
             "response_id": {"S": record.id},
@@ -142,7 +145,35 @@ class DynamoResponseStore:
                 "Ask for a shorter reply (max_output_tokens) or send it with store=false.",
                 code="response_too_large_to_store",
             )
-        self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(PK)")
+        if not replacing:
+            self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(PK)")
+            return True
+        names = [f":s{i}" for i in range(len(replacing))]
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=item,
+                ConditionExpression=f"#status IN ({', '.join(names)})",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={n: {"S": v} for n, v in zip(names, replacing, strict=True)},
+            )
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def status(self, tenant: str, response_id: str) -> str | None:
+        """The stored status alone (a background run's cancel checkpoint); None when absent."""
+        resp = self.client.get_item(
+            TableName=self.table,
+            Key=self._key(tenant, response_id),
+            ConsistentRead=True,
+            ProjectionExpression="#status",
+            ExpressionAttributeNames={"#status": "status"},
+        )
+        item = resp.get("Item")
+        return str(item["status"]["S"]) if item and "status" in item else None
 
     def get(self, tenant: str, response_id: str) -> StoredResponse:
         resp = self.client.get_item(TableName=self.table, Key=self._key(tenant, response_id), ConsistentRead=True)

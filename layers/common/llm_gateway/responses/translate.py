@@ -187,7 +187,7 @@ def response_object(
         "created_at": created,
         "completed_at": int(time.time()) if status == "completed" else None,
         "status": status,
-        "background": False,
+        "background": bool(request.background),
         "error": error,
         "incomplete_details": incomplete,
         "instructions": request.instructions,

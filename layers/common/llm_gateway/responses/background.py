@@ -1,0 +1,245 @@
+"""Background responses (``background: true``): answered at once, run on the jobs path.
+
+**Submit** (API): the request is prepared exactly as a foreground one (model, sizes, the
+``previous_response_id`` chain, the conversation's owner), so a bad request is a 4xx with nothing
+written and nothing queued. The Idempotency-Key rules of ``/v1/jobs`` apply (same key and body
+within 24 h: the same response; another body: 422). The response is stored ``queued`` with its
+first events (``response.created``, ``response.queued``: sequence numbers 0 and 1) and one FIFO
+message is sent (group = the conversation, else the response id; deduplication id = the response
+id) through a :class:`BackgroundQueue`.
+
+**Run** (worker, per delivery): ``queued`` → ``in_progress`` (a conditional write: a cancelled
+response never runs), then the turn streams upstream and its events are persisted in batches as
+they are produced (:class:`~llm_gateway.responses.event_log.EventWriter`); the final response
+replaces the stored one only while it is still ``in_progress``. Cancel checkpoints: before the
+upstream call and after every batch written — a cancelled run closes the upstream connection and
+stores nothing as completed. A retryable failure before the first event is raised for redelivery
+(on the last delivery the response is ``failed``); once events exist a failure is final
+(``response.failed``), since the events a client may have read cannot be produced again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from llm_gateway.aws.dynamo import CONDITIONAL_CHECK_FAILED, error_code
+from llm_gateway.chat.service import TurnReport
+from llm_gateway.deadline import Deadline
+from llm_gateway.errors import (
+    ConfigurationError,
+    GatewayError,
+    InvalidRequest,
+    NotCancellable,
+    NotFound,
+)
+from llm_gateway.responses.event_log import EventBatch, EventLog, EventLogConflict, EventWriter
+from llm_gateway.responses.events import EventBuilder, ResponseEventStream
+from llm_gateway.responses.models import CreateResponse
+from llm_gateway.responses.service import ResponseService, StreamCommit, Superseded, conversation_param
+from llm_gateway.responses.store import StoredResponse
+from llm_gateway.responses.translate import response_object
+
+QUEUED, IN_PROGRESS, CANCELLED, FAILED = "queued", "in_progress", "cancelled", "failed"
+RUNNABLE = (QUEUED, IN_PROGRESS)
+FIRST_RUN_EVENT = 2  # the submission wrote events 0 and 1
+RESEND_AFTER_MS = 5_000  # a replayed submission that never finished enqueueing is re-sent after this
+
+
+class BackgroundQueue(Protocol):
+    """The jobs path, as background responses use it (implemented by ``jobs.response_queue``).
+    ``claim``: None when the key is new; else (its response id, enqueued, age in ms)."""
+
+    def claim(self, tenant: str, key: str, body: dict[str, Any], response_id: str) -> tuple[str, bool, int] | None: ...
+    def send(self, tenant: str, response_id: str, body: dict[str, Any], group_id: str) -> None: ...
+    def sent(self, tenant: str, key: str) -> None: ...
+
+
+class BackgroundResponses:
+    def __init__(self, service: ResponseService, events: EventLog, queue: BackgroundQueue | None) -> None:
+        self.service = service
+        self.store = service.store
+        self.events = events
+        self.queue = queue
+        self.settings = service.chat.settings
+
+    # ---- submit (API) ------------------------------------------------------------------
+    def submit(
+        self, tenant: str, request: CreateResponse, idempotency_key: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Store the response ``queued`` and enqueue it: (the Response object, replayed)."""
+        if self.queue is None:
+            raise ConfigurationError("Background responses need the jobs queue (JOBS_QUEUE_URL is empty).")
+        body = request.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        with conversation_param():
+            prepared = self.service.prepare(tenant, request, TurnReport())
+            if request.conversation_id is not None:
+                self.service.chat.store.get(tenant, request.conversation_id)  # another tenant's: 404
+        response_id, replayed = prepared.id, False
+        if idempotency_key is not None:
+            claimed = self.queue.claim(tenant, idempotency_key, body, response_id)
+            if claimed is not None:
+                replayed, (response_id, enqueued, age_ms) = True, claimed
+                stored = self._get(tenant, response_id)
+                if stored is not None:
+                    if not enqueued and age_ms > RESEND_AFTER_MS:
+                        self._send(tenant, response_id, request, body, idempotency_key)
+                    return stored.response, True
+        response = response_object(request, response_id, created_at=prepared.created_at, status=QUEUED, output=[])
+        record = StoredResponse(tenant, response_id, prepared.created_at, response, prepared.input_items, [])
+        if not self._create(record):  # a concurrent replay of the same key created it
+            stored = self._get(tenant, response_id)
+            return (stored.response if stored else response), True
+        opening = [
+            {"type": "response.created", "sequence_number": 0, "response": response},
+            {"type": "response.queued", "sequence_number": 1, "response": response},
+        ]
+        self.events.append(tenant, response_id, EventBatch(0, opening))
+        try:
+            self._send(tenant, response_id, request, body, idempotency_key)
+        except GatewayError as exc:
+            if idempotency_key is None or exc.permanent:  # it must not sit 'queued' forever
+                failed = {**response, "status": FAILED, "error": {"code": "enqueue_failed", "message": "Not queued."}}
+                self.store.put(dataclasses.replace(record, response=failed), replacing=(QUEUED,))
+            raise
+        return response, replayed
+
+    def _create(self, record: StoredResponse) -> bool:
+        try:
+            self.store.put(record)
+        except ClientError as err:  # the conditional put lost to a concurrent submission with the same key
+            if error_code(err) == CONDITIONAL_CHECK_FAILED:
+                return False
+            raise
+        return True
+
+    def _send(
+        self, tenant: str, response_id: str, request: CreateResponse, body: dict[str, Any], key: str | None
+    ) -> None:
+        assert self.queue is not None
+        self.queue.send(tenant, response_id, body, request.conversation_id or response_id)
+        if key is not None:
+            self.queue.sent(tenant, key)
+
+    def _get(self, tenant: str, response_id: str) -> StoredResponse | None:
+        try:
+            return self.store.get(tenant, response_id)
+        except NotFound:
+            return None
+
+    # ---- cancel (API) ------------------------------------------------------------------
+    def cancel(self, tenant: str, response_id: str) -> dict[str, Any]:
+        """``POST /v1/responses/{id}/cancel``: a queued response never runs; a running one stops at
+        its next checkpoint. Cancelling a cancelled response returns it; a finished one is a 409."""
+        for _ in range(3):  # the status moved between the read and the write: answer for the new one
+            stored = self.store.get(tenant, response_id)
+            response = stored.response
+            if not response.get("background"):
+                raise InvalidRequest(
+                    "Only responses created with background=true can be cancelled.", param="response_id"
+                )
+            status = response.get("status")
+            if status == CANCELLED:
+                return response
+            if status not in RUNNABLE:
+                raise NotCancellable(f"The response is already {status}; it can no longer be cancelled.")
+            cancelled = {**response, "status": CANCELLED, "completed_at": None}
+            if self.store.put(dataclasses.replace(stored, response=cancelled), replacing=RUNNABLE):
+                return cancelled
+        raise NotCancellable("The response finished while it was being cancelled.")
+
+    # ---- run (worker) ------------------------------------------------------------------
+    def run(
+        self,
+        tenant: str,
+        response_id: str,
+        body: dict[str, Any],
+        deadline: Deadline,
+        report: TurnReport,
+        *,
+        last_attempt: bool,
+    ) -> str:
+        """Run a queued response once; its status after. Raises for redelivery (see the module)."""
+        stored = self._get(tenant, response_id)
+        if stored is None or stored.response.get("status") not in RUNNABLE:
+            return "deleted" if stored is None else str(stored.response.get("status"))
+        request = CreateResponse.model_validate({**body, "stream": True})  # usage from the upstream itself
+        running = {**stored.response, "status": IN_PROGRESS}
+        if not self.store.put(dataclasses.replace(stored, response=running), replacing=RUNNABLE):
+            return self.store.status(tenant, response_id) or "deleted"
+        stored = dataclasses.replace(stored, response=running)
+
+        def snapshot(**fields: Any) -> dict[str, Any]:
+            return response_object(request, response_id, created_at=stored.created_at, **fields)
+
+        builder = EventBuilder(snapshot)
+        builder.sequence = FIRST_RUN_EVENT
+        settings = self.settings
+        writer = EventWriter(
+            self.events,
+            tenant,
+            response_id,
+            batch_size=settings.response_events_batch,
+            flush_seconds=settings.response_events_flush_seconds,
+        )
+        writer.next = FIRST_RUN_EVENT
+        try:
+            with conversation_param():
+                prepared = self.service.prepare(
+                    tenant, request, report, response_id=response_id, created_at=stored.created_at
+                )
+                if self.store.status(tenant, response_id) != IN_PROGRESS:  # checkpoint: before the upstream call
+                    return CANCELLED
+                commit = StreamCommit(self.service, tenant, prepared, builder, replacing=(IN_PROGRESS,))
+                chat = self.service.chat.stream(tenant, prepared.chat, deadline, report, turn=commit)
+        except Exception as exc:
+            if not last_attempt and not (isinstance(exc, GatewayError) and exc.permanent):
+                raise  # nothing was sent: redelivered (the response stays in_progress meanwhile)
+            return self._fail(stored, builder, writer, exc if isinstance(exc, GatewayError) else None)
+        return self._relay(stored, ResponseEventStream(chat, builder, response_id, created=False), writer)
+
+    def _relay(self, stored: StoredResponse, events: ResponseEventStream, writer: EventWriter) -> str:
+        """Persist the run's events as they come; stop at a cancel checkpoint."""
+        tenant, response_id = stored.tenant, stored.id
+        last: dict[str, Any] | None = None
+        try:
+            while (batch := events.next_events()) is not None:
+                written = writer.writes
+                writer.add(batch)
+                last = batch[-1] if batch else last
+                checkpoint = writer.writes != written and not writer.closed  # after every batch written
+                if checkpoint and self.store.status(tenant, response_id) != IN_PROGRESS:
+                    events.abort()  # closes the upstream connection
+                    writer.close()
+                    return CANCELLED
+        except Superseded:  # cancelled just before the final write: nothing was stored as completed
+            writer.close()
+            return CANCELLED
+        except EventLogConflict:  # an earlier delivery wrote these events: its stream cannot be resumed
+            return self._fail(stored, events.builder, None, None)
+        except Exception:
+            events.abort()
+            return self._fail(stored, events.builder, writer, None)
+        finally:
+            events.close()
+        if last is not None and last["type"] == "response.failed":
+            self.store.put(dataclasses.replace(stored, response=last["response"]), replacing=(IN_PROGRESS,))
+            return FAILED
+        writer.close()
+        final = events.builder.final
+        return str(final["status"]) if final else FAILED
+
+    def _fail(
+        self, stored: StoredResponse, builder: EventBuilder, writer: EventWriter | None, exc: GatewayError | None
+    ) -> str:
+        """End the run ``failed``: the response.failed event (when the log is still ours), then the record."""
+        event = builder.failed(exc)[0]
+        if writer is not None and not writer.closed:
+            with contextlib.suppress(EventLogConflict):
+                writer.add([{**event, "sequence_number": writer.next}])
+        failed = {**event["response"], "completed_at": None}
+        self.store.put(dataclasses.replace(stored, response=failed), replacing=(IN_PROGRESS,))
+        return FAILED
