@@ -175,6 +175,38 @@ class InMemoryEventLog:
         return out
 
 
+class InMemoryBackgroundQueue:
+    """responses.background.BackgroundQueue in memory: Idempotency-Key claims and the sent messages."""
+
+    def __init__(self, fail_sends: int = 0) -> None:
+        self.claims: dict[tuple[str, str], tuple[str, Any, bool]] = {}
+        self.messages: list[dict[str, Any]] = []
+        self.fail_sends = fail_sends
+
+    def claim(self, tenant: str, key: str, body: dict[str, Any], response_id: str) -> Any:
+        from llm_gateway.errors import IdempotencyConflict
+
+        found = self.claims.get((tenant, key))
+        if found is None:
+            self.claims[(tenant, key)] = (response_id, body, False)
+            return None
+        if found[1] != body:
+            raise IdempotencyConflict("This Idempotency-Key was used with a different request body.")
+        return found[0], found[2], 60_000
+
+    def send(self, tenant: str, response_id: str, body: dict[str, Any], group_id: str) -> None:
+        from llm_gateway.errors import QueueUnavailable
+
+        if self.fail_sends:
+            self.fail_sends -= 1
+            raise QueueUnavailable("The jobs queue is unavailable.")
+        self.messages.append({"tenant": tenant, "id": response_id, "body": body, "group": group_id})
+
+    def sent(self, tenant: str, key: str) -> None:
+        response_id, body, _ = self.claims[(tenant, key)]
+        self.claims[(tenant, key)] = (response_id, body, True)
+
+
 class InMemoryCounterStore:
     """quotas.counters.CounterStore in a dict: the same all-or-nothing conditions, under one lock."""
 

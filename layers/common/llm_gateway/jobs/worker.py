@@ -354,5 +354,5 @@ def build_worker(services: Any) -> JobWorker:
     )
     chat = patient_chat(services.chat, settings.job_max_attempts)
     worker = JobWorker(chat, services.jobs.store, settings, persistence, redelivery)
-    worker.background = services.background.run
+    worker.background = services.background.with_chat(chat).run
     return worker

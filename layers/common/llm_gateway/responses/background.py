@@ -3,10 +3,13 @@
 **Submit** (API): the request is prepared exactly as a foreground one (model, sizes, the
 ``previous_response_id`` chain, the conversation's owner), so a bad request is a 4xx with nothing
 written and nothing queued. The Idempotency-Key rules of ``/v1/jobs`` apply (same key and body
-within 24 h: the same response; another body: 422). The response is stored ``queued`` with its
-first events (``response.created``, ``response.queued``: sequence numbers 0 and 1) and one FIFO
-message is sent (group = the conversation, else the response id; deduplication id = the response
+within 24 h: the same response; another body: 422). The response is stored ``queued`` and one
+FIFO message is sent (group = the conversation, else the response id; deduplication id = the response
 id) through a :class:`BackgroundQueue`.
+
+Its first events, ``response.created`` and ``response.queued`` (sequence numbers 0 and 1), are the
+response as submitted: readers derive them from the stored record (``replay.opening_events``), so
+they cost no write.
 
 **Run** (worker, per delivery): ``queued`` → ``in_progress`` (a conditional write: a cancelled
 response never runs), then the turn streams upstream and its events are persisted in batches as
@@ -27,7 +30,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from llm_gateway.aws.dynamo import CONDITIONAL_CHECK_FAILED, error_code
-from llm_gateway.chat.service import TurnReport
+from llm_gateway.chat.service import ChatService, TurnReport
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import (
     ConfigurationError,
@@ -36,7 +39,7 @@ from llm_gateway.errors import (
     NotCancellable,
     NotFound,
 )
-from llm_gateway.responses.event_log import EventBatch, EventLog, EventLogConflict, EventWriter
+from llm_gateway.responses.event_log import EventLog, EventLogConflict, EventWriter
 from llm_gateway.responses.events import EventBuilder, ResponseEventStream
 from llm_gateway.responses.models import CreateResponse
 from llm_gateway.responses.service import ResponseService, StreamCommit, Superseded, conversation_param
@@ -45,7 +48,7 @@ from llm_gateway.responses.translate import response_object
 
 QUEUED, IN_PROGRESS, CANCELLED, FAILED = "queued", "in_progress", "cancelled", "failed"
 RUNNABLE = (QUEUED, IN_PROGRESS)
-FIRST_RUN_EVENT = 2  # the submission wrote events 0 and 1
+FIRST_RUN_EVENT = 2  # events 0 and 1 are derived from the stored response (replay.opening_events)
 RESEND_AFTER_MS = 5_000  # a replayed submission that never finished enqueueing is re-sent after this
 
 
@@ -65,6 +68,11 @@ class BackgroundResponses:
         self.events = events
         self.queue = queue
         self.settings = service.chat.settings
+
+    def with_chat(self, chat: ChatService) -> BackgroundResponses:
+        """The same, running its turns through ``chat`` (the worker's: more patient retries)."""
+        service = ResponseService(chat, self.store, self.service.events)
+        return BackgroundResponses(service, self.events, self.queue)
 
     # ---- submit (API) ------------------------------------------------------------------
     def submit(
@@ -93,11 +101,6 @@ class BackgroundResponses:
         if not self._create(record):  # a concurrent replay of the same key created it
             stored = self._get(tenant, response_id)
             return (stored.response if stored else response), True
-        opening = [
-            {"type": "response.created", "sequence_number": 0, "response": response},
-            {"type": "response.queued", "sequence_number": 1, "response": response},
-        ]
-        self.events.append(tenant, response_id, EventBatch(0, opening))
         try:
             self._send(tenant, response_id, request, body, idempotency_key)
         except GatewayError as exc:
@@ -150,6 +153,16 @@ class BackgroundResponses:
             if self.store.put(dataclasses.replace(stored, response=cancelled), replacing=RUNNABLE):
                 return cancelled
         raise NotCancellable("The response finished while it was being cancelled.")
+
+    def abandon(self, tenant: str, response_id: str, reason: str) -> bool:
+        """The jobs path gave up on it (its message reached the dead-letter queue): ``failed``, unless
+        it already ended, so a GET never shows it queued or in progress for ever; its followers end."""
+        stored = self._get(tenant, response_id)
+        if stored is None or stored.response.get("status") not in RUNNABLE:
+            return False
+        error = {"code": "delivery_failed", "message": reason}
+        failed = {**stored.response, "status": FAILED, "error": error, "completed_at": None}
+        return self.store.put(dataclasses.replace(stored, response=failed), replacing=RUNNABLE)
 
     # ---- run (worker) ------------------------------------------------------------------
     def run(

@@ -10,9 +10,10 @@ Layout: one item per batch of consecutive events, in the response's own partitio
 JSON), with a TTL. Batches are written only if absent, so a producer can never overwrite an
 event a reader may have sent.
 
-* :class:`EventWriter` buffers the producer's events and writes a batch every ``batch_size``
-  events — or sooner when the oldest buffered event has waited ``flush_seconds``, and at the end —
-  so a fast stream costs one write per ``batch_size`` events.
+* :class:`EventWriter` buffers the producer's events and writes a batch whenever the sequence
+  reaches a multiple of ``batch_size`` — or sooner when the oldest buffered event has waited
+  ``flush_seconds``, and at the end — so a fast stream of N events costs ⌈N / batch_size⌉ writes
+  (a slow one at most one more per ``flush_seconds``).
 * :class:`EventFollower` reads the events after a sequence number (one Query from the batch that
   holds it, plus one backward Query to find that batch when the number falls inside it), then
   polls for newer batches until it has sent the terminal batch. A response that ended without one
@@ -178,7 +179,7 @@ class EventWriter:
             if event["type"] in TERMINAL_EVENTS:
                 self.close()
                 return
-            if len(self._buffer) >= self.batch_size:
+            if self.next % self.batch_size == 0:  # batches end at multiples of batch_size
                 self._write(terminal=False)
         if self._buffer and self.clock() - self._since >= self.flush_seconds:
             self._write(terminal=False)
@@ -212,6 +213,7 @@ class EventFollower:
     response_id: str
     after: int
     final: Callable[[], dict[str, Any] | None]
+    opening: list[Event] = field(default_factory=list)  # events 0.. not in the log (replay.opening_events)
     poll_seconds: float = 0.2
     status_every: float = 1.0
     clock: Callable[[], float] = time.monotonic
@@ -229,7 +231,11 @@ class EventFollower:
     def poll(self) -> list[Event]:
         if self.done:
             return []
-        out = self._read()
+        out: list[Event] = []
+        if self.next < len(self.opening):
+            out = [e for e in self.opening if e["sequence_number"] >= self.next]
+            self.next, self._aligned = len(self.opening), True
+        out += self._read()
         if out or self.done:
             self._checked = self.clock()
             return out
@@ -238,9 +244,9 @@ class EventFollower:
         self._checked = self.clock()
         response = self.final()
         if response is not None:  # ended without a terminal batch: send what was written last
-            out = self._read()
+            out += self._read()
             if not self._seen and not out and response.get("object") == "response":  # none kept (expired)
-                out = [e for e in stored_events(response) if e["sequence_number"] > self.after]
+                out = [e for e in stored_events(response) if e["sequence_number"] >= self.next]
             self.done = True
         return out
 

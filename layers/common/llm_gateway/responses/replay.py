@@ -63,6 +63,25 @@ def stored_events(response: dict[str, Any]) -> list[Event]:
     return events
 
 
+def opening_events(response: dict[str, Any]) -> list[Event]:
+    """Events 0 and 1 of a background response — ``response.created`` and ``response.queued``, the
+    response as submitted — derived from its stored record (which differs from the submitted one
+    only in status, output, usage, error, incomplete_details, completed_at), never written."""
+    queued = {
+        **response,
+        "status": "queued",
+        "output": [],
+        "usage": None,
+        "error": None,
+        "incomplete_details": None,
+        "completed_at": None,
+    }
+    return [
+        {"type": "response.created", "sequence_number": 0, "response": queued},
+        {"type": "response.queued", "sequence_number": 1, "response": queued},
+    ]
+
+
 def _opening(item: dict[str, Any]) -> dict[str, Any]:
     """An output item as ``output_item.added`` shows it: in progress, nothing streamed yet."""
     if item.get("type") == "message":

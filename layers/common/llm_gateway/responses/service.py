@@ -28,7 +28,7 @@ from llm_gateway.reports import TurnReport
 from llm_gateway.responses.event_log import FINAL_STATUSES, EventFollower, EventLog, StoredEvents
 from llm_gateway.responses.events import EventBuilder, ResponseEventStream
 from llm_gateway.responses.models import CreateResponse
-from llm_gateway.responses.replay import stored_events
+from llm_gateway.responses.replay import opening_events, stored_events
 from llm_gateway.responses.store import ResponseStore, StoredResponse, TurnMessage
 from llm_gateway.responses.translate import (
     chat_request,
@@ -247,6 +247,7 @@ class ResponseService:
             response_id,
             after,
             final,
+            opening=opening_events(stored.response),
             poll_seconds=settings.response_events_poll_seconds,
         )
 
