@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import lru_cache
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 import openapi
-from deps import ServicesProvider
+from deps import ServicesProvider, encodable_body
 from http_errors import install_error_handlers
 from llm_gateway import __version__
 from llm_gateway.errors import GatewayError
@@ -70,6 +70,7 @@ def create_app(services: Services | Callable[[], Services] | None = None, settin
         lifespan=lifespan,
         redoc_url=None,
         swagger_ui_parameters={"validatorUrl": None},  # no call to swagger.io's validator
+        dependencies=[Depends(encodable_body)],
     )
     app.state.services = provider
     if settings.cors_allow_origins:
@@ -80,7 +81,11 @@ def create_app(services: Services | Callable[[], Services] | None = None, settin
             allow_headers=["*"],
             expose_headers=EXPOSED_HEADERS,
         )
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes)  # outermost
+    app.add_middleware(  # outermost
+        GatewayMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        trust_adapter_headers=settings.adapter_headers_trusted,
+    )
     install_error_handlers(app)
     include_routers(app)
     openapi.install(app)

@@ -12,9 +12,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from llm_gateway.errors import PermissionDenied
+from llm_gateway.errors import InvalidRequest, PermissionDenied
 from llm_gateway.runtime import Services
 from llm_gateway.security.api_keys import Caller
+from llm_gateway.text import first_unencodable, may_hold_surrogates
 
 ServicesProvider = Callable[[], Services]
 
@@ -49,3 +50,24 @@ def get_admin(who: CallerDep) -> Caller:
 
 
 AdminDep = Annotated[Caller, Depends(get_admin)]
+
+
+async def encodable_body(request: Request) -> None:
+    """Every route's dependency: a JSON body holding text that cannot be encoded (a lone UTF-16
+    surrogate, in any field — message content, system prompt, input items, job bodies, metadata)
+    is a 400 naming the field, before the handler runs. The body FastAPI parsed is reused; only a
+    body whose bytes could spell a surrogate is walked."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    raw = await request.body()
+    if not raw or not may_hold_surrogates(raw):
+        return
+    try:
+        body = await request.json()
+    except ValueError:  # not JSON: FastAPI has refused it already, or the route takes no JSON
+        return
+    where = first_unencodable(body)
+    if where is not None:
+        raise InvalidRequest(
+            f"'{where}' holds text that cannot be encoded as UTF-8 (an unpaired UTF-16 surrogate).", param=where
+        )

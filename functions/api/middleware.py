@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -13,15 +14,36 @@ from llm_gateway.deadline import Deadline
 from llm_gateway.errors import GatewayError, PayloadTooLarge, to_http
 from llm_gateway.observability import RequestMetrics, logger, request_log_keys
 
+# A request id we take from a header: what API Gateway, load balancers and tracing tools send
+# (uuids, "Root=1-..." trace ids), bounded; anything else (CRLF, spaces, overlong) is ignored.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:=+/@-]{1,128}")
+ADAPTER_HEADER_PREFIX = "x-amzn-"
+
+
+def valid_request_id(value: object) -> str | None:
+    return value if isinstance(value, str) and REQUEST_ID.fullmatch(value) else None
+
 
 def request_id_from(headers: dict[str, str]) -> str:
+    """API Gateway's request id (from the Web Adapter's request context), else the client's
+    ``x-request-id``, else a fresh one; a malformed or overlong id is ignored, never echoed."""
     context = headers.get("x-amzn-request-context")  # set by the Lambda Web Adapter
     if context:
         try:
-            return str(json.loads(context)["requestId"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    return headers.get("x-request-id") or uuid.uuid4().hex
+            found = valid_request_id(json.loads(context).get("requestId"))
+        except (ValueError, AttributeError, RecursionError):
+            found = None
+        if found:
+            return found
+    return valid_request_id(headers.get("x-request-id")) or uuid.uuid4().hex
+
+
+def trusted_headers(headers: dict[str, str], adapter: bool) -> dict[str, str]:
+    """The request's headers as the app may believe them: ``x-amzn-*`` only when the Lambda Web
+    Adapter set them (``adapter``; it replaces any a client sent), else they are dropped."""
+    if adapter:
+        return headers
+    return {k: v for k, v in headers.items() if not k.startswith(ADAPTER_HEADER_PREFIX)}
 
 
 def deadline_for(headers: dict[str, str], seconds: float, margin: float) -> Deadline:
@@ -43,16 +65,19 @@ class GatewayMiddleware:
     request id, metrics, headers and start time on ``request.state``.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, trust_adapter_headers: bool = False) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.trust_adapter_headers = trust_adapter_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = trusted_headers(
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}, self.trust_adapter_headers
+        )
         request_id = request_id_from(headers)
         metrics = RequestMetrics(scope["path"] if scope["path"] in ("/health",) else "api")
         scope.setdefault("state", {}).update(request_id=request_id, metrics=metrics, headers=headers, started=started)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -193,3 +194,221 @@ def test_missing_invalid_malformed_and_revoked_keys_get_401(watched):
             assert error["type"] == "authentication_error", name
             assert revoked_key not in r.text
     assert_untouched(watched)
+
+
+# --------------------------------------------------------------------------- unencodable text
+LONE = "bad \ud800 text"  # an unpaired UTF-16 surrogate: valid JSON, not encodable as UTF-8
+# (method, path template, body, param): every route that takes text, every text field
+SURROGATE_CASES = {
+    "message content": ("POST", "/v1/chat/completions", chat(LONE), "messages[0].content"),
+    "system prompt": (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "default", "messages": [{"role": "system", "content": LONE}, USER]},
+        "messages[0].content",
+    ),
+    "content part": (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "default", "messages": [{"role": "user", "content": [{"type": "text", "text": LONE}]}]},
+        "messages[0].content[0].text",
+    ),
+    "conversation turn": ("POST", "/v1/chat/completions", chat(LONE, "{conv}"), "messages[0].content"),
+    "stop string": ("POST", "/v1/chat/completions", chat("hi", stop=[LONE]), "stop[0]"),
+    "job body": ("POST", "/v1/jobs", chat(LONE), "messages[0].content"),
+    "job batch": ("POST", "/v1/jobs", {"requests": [chat("ok"), chat(LONE)]}, "requests[1].messages[0].content"),
+    "responses input": ("POST", "/v1/responses", {"model": "default", "input": LONE}, "input"),
+    "responses item": (
+        "POST",
+        "/v1/responses",
+        {"model": "default", "input": [{"type": "message", "role": "user", "content": LONE}]},
+        "input[0].content",
+    ),
+    "responses instructions": (
+        "POST",
+        "/v1/responses",
+        {"model": "default", "input": "hi", "instructions": LONE},
+        "instructions",
+    ),
+    "conversation items": (
+        "POST",
+        "/v1/conversations",
+        {"items": [{"type": "message", "role": "user", "content": LONE}]},
+        "items[0].content",
+    ),
+    "conversation metadata value": ("POST", "/v1/conversations", {"metadata": {"topic": LONE}}, "metadata.topic"),
+    "conversation metadata key": ("POST", "/v1/conversations", {"metadata": {LONE: "v"}}, "metadata"),
+    "added item": (
+        "POST",
+        "/v1/conversations/{conv}/items",
+        {"items": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": LONE}]}]},
+        "items[0].content[0].text",
+    ),
+    "updated metadata": ("POST", "/v1/conversations/{conv}", {"metadata": {"k": LONE}}, "metadata.k"),
+    "low surrogate alone": ("POST", "/v1/chat/completions", chat("x\udc00"), "messages[0].content"),
+}
+
+
+@pytest.mark.parametrize("case", list(SURROGATE_CASES), ids=list(SURROGATE_CASES))
+def test_unpaired_surrogates_in_any_text_field_get_400(watched, case):
+    method, path, body, param = SURROGATE_CASES[case]
+    text = json.dumps(body)  # ensure_ascii: the surrogate travels as the escape "\ud800"
+    text = text.replace("{conv}", watched.conv)
+    r = watched.client.request(
+        method,
+        path.format(conv=watched.conv),
+        content=text.encode(),
+        headers={**watched.headers(), "Content-Type": "application/json"},
+    )
+    error = assert_openai_error(r, 400, param=param)
+    assert error["type"] == "invalid_request_error"
+    assert_untouched(watched)
+
+
+def test_raw_surrogate_bytes_and_invalid_utf8_get_400(watched):
+    """Surrogate bytes (CESU-8, which json.loads lets through) and bytes that are no UTF-8 at all."""
+    for raw in (b"\xed\xa0\x80", b"\xff\xfe"):
+        body = b'{"model": "default", "messages": [{"role": "user", "content": "a' + raw + b'"}]}'
+        r = watched.client.post(
+            "/v1/chat/completions", content=body, headers={**watched.headers(), "Content-Type": "application/json"}
+        )
+        assert_openai_error(r, 400)
+    assert_untouched(watched)
+
+
+def test_paired_surrogates_are_text_not_an_error(watched):
+    """An emoji escaped as a surrogate pair (json.dumps' default) is ordinary text."""
+    r = watched.client.post(
+        "/v1/chat/completions",
+        content=json.dumps(chat("smile \U0001f600")).encode(),
+        headers={**watched.headers(), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    assert "\U0001f600" in watched.upstream_calls()[0]["messages"][0]["content"]
+
+
+# --------------------------------------------------------------------------- message counts
+MANY = 30_000
+
+
+@pytest.mark.parametrize(
+    "path,body,param",
+    [
+        (
+            "/v1/chat/completions",
+            {"model": "default", "messages": [{"role": "user", "content": "x"}] * MANY},
+            "messages",
+        ),
+        ("/v1/responses", {"model": "default", "input": [{"role": "user", "content": "x"}] * MANY}, "input"),
+        ("/v1/jobs", {"model": "default", "messages": [{"role": "user", "content": "x"}] * MANY}, "messages"),
+    ],
+    ids=["chat", "responses", "job"],
+)
+def test_stateless_requests_over_the_message_count_get_400_and_no_upstream_call(watched, path, body, param):
+    assert len(json.dumps(body)) < 1_048_576  # under the body limit: the count is what is refused
+    r = watched.post(path, body)
+    error = assert_openai_error(r, 400, param=param)
+    assert "2048" in error["message"]
+    assert_untouched(watched)
+
+
+def test_the_message_count_is_a_setting(gateway):
+    from tests.integration.conftest import regateway
+
+    small = regateway(gateway, max_messages_per_request=3)
+    assert_openai_error(small.post("/v1/chat/completions", {"model": "default", "messages": [USER] * 4}), 400)
+    assert small.upstream_calls() == []
+    assert small.post("/v1/chat/completions", {"model": "default", "messages": [USER] * 3}).status_code == 200
+
+
+# --------------------------------------------------------------------------- trust headers
+HEX_ID = r"[0-9a-f]{32}"
+
+
+def test_a_well_formed_client_request_id_is_echoed(watched):
+    r = watched.client.get("/v1/models", headers={**watched.headers(), "x-request-id": "req-123_abc.4"})
+    assert r.headers["x-request-id"] == "req-123_abc.4"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a" * 129, "two words", "semi;colon", 'quote"d', "caf\u00e9"],
+    ids=["overlong", "space", "semicolon", "quote", "latin-1"],
+)
+def test_a_malformed_client_request_id_is_replaced_by_a_fresh_one(watched, value):
+    r = watched.client.get("/v1/models", headers={**watched.headers(), "x-request-id": value.encode("latin-1")})
+    assert r.status_code == 200
+    assert re.fullmatch(HEX_ID, r.headers["x-request-id"])
+
+
+def test_crlf_in_the_request_id_is_ignored_over_a_real_connection(gateway):
+    """uvicorn in front, no Web Adapter: a bare CR in the header value reaches the app (h11 lets
+    it through in a value) and must not be echoed into the response head."""
+    import socket as sockets
+
+    from tests.integration.conftest import TENANT_KEY, serve
+
+    with serve(gateway.app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        for value in (b"abc\rSet-Cookie: x=1", b"abc\x00def", b"a" * 5000):
+            with sockets.create_connection((host, int(port)), timeout=10) as conn:
+                conn.sendall(
+                    b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    + f"Authorization: Bearer {TENANT_KEY}\r\n".encode()
+                    + b"x-request-id: "
+                    + value
+                    + b"\r\n\r\n"
+                )
+                answer = b""
+                while chunk := conn.recv(65536):
+                    answer += chunk
+            head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            status = head.split("\r\n", 1)[0]
+            assert status.split()[1] in ("200", "400"), head  # the server's own 400 is fine; no abort, no 500
+            assert "Set-Cookie" not in head
+            echoed = [line for line in head.split("\r\n") if line.lower().startswith("x-request-id:")]
+            if status.split()[1] == "200":
+                assert len(echoed) == 1 and re.fullmatch(HEX_ID, echoed[0].split(":", 1)[1].strip()), head
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        '{"requestId": {"nested": 1}}',
+        '{"requestId": 42}',
+        '{"requestId": null}',
+        '{"requestId": "has space"}',
+        '["requestId"]',
+        "not json",
+        "[" * 100_000 + "]" * 100_000,
+        '{"requestId": "' + "r" * 500 + '"}',
+    ],
+    ids=["object", "number", "null", "space", "list", "not json", "deep", "overlong"],
+)
+def test_a_malformed_adapter_request_context_is_ignored(gateway, context):
+    from tests.integration.conftest import regateway
+
+    trusting = regateway(gateway, trust_adapter_headers=True)
+    r = trusting.client.get("/v1/models", headers={**trusting.headers(), "x-amzn-request-context": context})
+    assert r.status_code == 200, r.text
+    assert re.fullmatch(HEX_ID, r.headers["x-request-id"])
+
+
+def test_adapter_headers_are_honoured_only_when_configured(gateway):
+    from tests.integration.conftest import regateway
+
+    context = json.dumps({"requestId": "apigw-req-1"})
+    # a past Lambda deadline would leave no time at all: honoured, the turn gets a 504 at once
+    lambda_context = json.dumps({"deadline": 1_000})
+    headers = {"x-amzn-request-context": context, "x-amzn-lambda-context": lambda_context}
+
+    trusting = regateway(gateway, trust_adapter_headers=True)
+    r = trusting.client.post("/v1/chat/completions", json=chat("hi"), headers={**trusting.headers(), **headers})
+    assert r.headers["x-request-id"] == "apigw-req-1"
+    assert r.status_code == 504, r.text
+
+    default = regateway(gateway)  # local: no Web Adapter in front, so a client could forge them
+    assert default.services.settings.adapter_headers_trusted is False
+    r = default.client.post("/v1/chat/completions", json=chat("hi"), headers={**default.headers(), **headers})
+    assert r.status_code == 200, r.text
+    assert re.fullmatch(HEX_ID, r.headers["x-request-id"])

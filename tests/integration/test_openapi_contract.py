@@ -5,6 +5,7 @@ checks that no answer is a 5xx, every status is documented and every body matche
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -24,6 +25,7 @@ from tests.integration.conftest import TENANT_KEY, UPSTREAM, make_gateway
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 AUTH = {"Authorization": f"Bearer {TENANT_KEY}"}
+STATE: dict[str, Any] = {}  # the module's gateway and mocked upstream
 
 
 def upstream_reply(request: Any) -> tuple[int, dict[str, str], str]:
@@ -68,6 +70,7 @@ def services(moto_server: Any) -> Iterator[None]:
         gateway = make_gateway(aws)
         gateway.post("/v1/conversations", {"metadata": {"k": "v"}})  # something for the list to show
         APP.dependency_overrides[get_services] = lambda: gateway.services
+        STATE.update(gateway=gateway, upstream=mock)
         try:
             yield
         finally:
@@ -92,3 +95,96 @@ def test_the_fuzzer_sees_every_operation() -> None:
 def test_every_operation_answers_as_documented(case: Any) -> None:
     case.call_and_validate(headers=AUTH, checks=CHECKS)
     case.call_and_validate(headers={"Authorization": "Bearer sk-not-a-key"}, checks=CHECKS)  # the 401 too
+
+
+# Explicit cases the generator would not think of (issue 13): lone surrogates in each kind of text
+# field, a stateless request over the message count, malformed trust headers. Each answers as
+# documented (a 400, or the header ignored), never a 5xx, with no upstream call and no write.
+LONE = "x\ud800y"
+USER = {"role": "user", "content": "hi"}
+EXPLICIT: dict[str, tuple[str, str, Any, dict[str, str], int]] = {
+    "surrogate in content": (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "default", "messages": [{"role": "user", "content": LONE}]},
+        {},
+        400,
+    ),
+    "surrogate in system": (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "default", "messages": [{"role": "system", "content": LONE}, USER]},
+        {},
+        400,
+    ),
+    "surrogate in job": (
+        "POST",
+        "/v1/jobs",
+        {"model": "default", "messages": [{"role": "user", "content": LONE}]},
+        {},
+        400,
+    ),
+    "surrogate in responses input": ("POST", "/v1/responses", {"model": "default", "input": LONE}, {}, 400),
+    "surrogate in instructions": (
+        "POST",
+        "/v1/responses",
+        {"model": "default", "input": "hi", "instructions": LONE},
+        {},
+        400,
+    ),
+    "surrogate in items": (
+        "POST",
+        "/v1/conversations",
+        {"items": [{"type": "message", "role": "user", "content": LONE}]},
+        {},
+        400,
+    ),
+    "surrogate in metadata": ("POST", "/v1/conversations", {"metadata": {"k": LONE}}, {}, 400),
+    "30000 stateless messages": (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "default", "messages": [USER] * 30_000},
+        {},
+        400,
+    ),
+    "30000 input items": ("POST", "/v1/responses", {"model": "default", "input": [USER] * 30_000}, {}, 400),
+    "overlong request id": ("GET", "/v1/models", None, {"x-request-id": "r" * 5000}, 200),
+    "request id with spaces": ("GET", "/v1/models", None, {"x-request-id": "a b; c=d"}, 200),
+    "non-string adapter requestId": (
+        "GET",
+        "/v1/models",
+        None,
+        {"x-amzn-request-context": '{"requestId": {"a": [1]}}'},
+        200,
+    ),
+    "malformed adapter context": ("GET", "/v1/models", None, {"x-amzn-request-context": "{not json"}, 200),
+    "forged adapter deadline": ("GET", "/v1/models", None, {"x-amzn-lambda-context": '{"deadline": "soon"}'}, 200),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPLICIT), ids=list(EXPLICIT))
+def test_explicit_bad_input_answers_as_documented(name: str) -> None:
+    from tests.integration.conftest import DYNAMODB_WRITES, count_calls, table_snapshot
+
+    method, path, body, headers, status = EXPLICIT[name]
+    gateway, upstream = STATE["gateway"], STATE["upstream"]
+    client, table = gateway.services.conversations.client, gateway.aws.res.table_name
+    before, calls = table_snapshot(client, table, usage=False), len(upstream.calls)
+    writes = count_calls(client, DYNAMODB_WRITES)
+    operation = schema[path][method]
+    # sent as bytes: the JSON escape "\ud800" is what a hostile client sends (no encoder makes it)
+    raw = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
+    case = (
+        operation.Case(headers=headers, body=raw, media_type="application/json")
+        if raw
+        else operation.Case(headers=headers)
+    )
+    response = case.call_and_validate(headers=AUTH, checks=CHECKS)
+    assert response.status_code == status, response.text[:300]
+    if status == 400:
+        assert response.json()["error"]["type"] == "invalid_request_error"
+    assert len(upstream.calls) == calls
+    assert writes.total() == 0
+    assert table_snapshot(client, table, usage=False) == before
+    (request_id,) = response.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id)  # nothing the client sent is echoed

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # --- request limits -------------------------------------------------------------
     max_body_bytes: int = Field(1_048_576, gt=0)
     max_message_bytes: int = Field(262_144, gt=0)  # keeps every message item far below 400 KB
+    # Messages (or Responses input items) one stateless request may send: more is a 400 before any
+    # token is counted or any upstream call is made.
+    max_messages_per_request: int = Field(2_048, gt=0)
 
     # --- deadlines and upstream calls --------------------------------------------
     request_deadline_seconds: float = Field(28.0, gt=0)  # REST API buffered limit is 29 s
@@ -118,6 +121,12 @@ class Settings(BaseSettings):
     # (comma-separated or a JSON list; "*" allows any origin). Empty: no CORS headers at all.
     cors_allow_origins: Annotated[list[str], NoDecode] = []
 
+    # The Lambda Web Adapter sets x-amzn-request-context / x-amzn-lambda-context on every request it
+    # forwards (replacing any a client sent); without it in front a client could forge them. Unset:
+    # trusted exactly when the adapter runs this process (it sets AWS_LWA_INVOKE_MODE, template.yaml).
+    trust_adapter_headers: bool | None = None
+    aws_lwa_invoke_mode: str | None = None
+
     # --- observability -----------------------------------------------------------
     # On: each request's prompt (the messages sent upstream, key-shaped strings redacted) is logged at
     # DEBUG — so it also needs LOG_LEVEL=DEBUG. Off (the default): no prompt or reply is ever logged.
@@ -134,6 +143,12 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [origin.strip().rstrip("/") for origin in text.split(",") if origin.strip()]
         return value
+
+    @property
+    def adapter_headers_trusted(self) -> bool:
+        if self.trust_adapter_headers is not None:
+            return self.trust_adapter_headers
+        return bool(self.aws_lwa_invoke_mode)
 
     @field_validator("openai_base_url")
     @classmethod

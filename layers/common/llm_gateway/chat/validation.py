@@ -47,8 +47,15 @@ class TurnChecks:
             if value is not None and value > cap:
                 raise InvalidRequest(f"'{name}' may be at most {cap} for the model '{alias.name}'.", param=name)
 
+    def check_count(self, count: int, param: str) -> None:
+        """A request's message (or input item) count, checked before anything is counted or sent."""
+        limit = self.settings.max_messages_per_request
+        if count > limit:
+            raise InvalidRequest(f"'{param}' may hold at most {limit} messages; got {count}.", param=param)
+
     def validate(self, request: ChatCompletionRequest) -> ModelAlias:
         """Everything checkable without the store: a bad request never leases or writes."""
+        self.check_count(len(request.messages), "messages")
         alias = self.routing.resolve(request.model)
         self.check_sizes(request)
         self.check_caps(alias, request)

@@ -78,6 +78,8 @@ class ResponseService:
         parent, nothing was written and nothing was sent upstream. (``response_id`` and
         ``created_at``: those a background response was given when it was submitted.)"""
         request.check_supported()
+        if isinstance(request.input, list):
+            self.chat.check_count(len(request.input), "input")
         items, messages = input_messages(request)
         new = [TurnMessage(m, count_message(m)) for m in messages]
         history: list[TurnMessage] = []
