@@ -30,6 +30,10 @@ Fault spec (a JSON object; ``{}`` = behave normally). Each chat request consumes
     hang             true: send nothing until release (then answer normally) or stop (then close)
     block_after      N: stream -> N content chunks, then wait for release, then continue
     reply            override the reply text
+    drip_every       seconds: non-stream -> the headers at once, then the body one byte per interval
+    keepalive_after  N: stream -> N content chunks, then only keep-alives (every ``keepalive_every``
+                     seconds, default 0.2) until the client goes away: ``keepalive_kind`` "comment"
+                     (``: keep-alive``, the default) or "empty" (chunks with an empty delta)
 Order of application: delay_first_byte, hang, status, then auth (401) and validation (400), then
 the (possibly faulty) answer. ``release`` frees requests already received (blocked now or later).
 """
@@ -87,8 +91,13 @@ FAULT_KEYS = frozenset(
         "hang",
         "block_after",
         "reply",
+        "drip_every",
+        "keepalive_after",
+        "keepalive_every",
+        "keepalive_kind",
     }
 )
+KEEPALIVE_KINDS = ("comment", "empty")
 
 _MAX_RECORDED = 10_000  # recorded requests kept (benchmarks send many); chat_calls counts them all
 _WORDS = re.compile(r"\S*\s*")
@@ -191,16 +200,18 @@ def _validate_fault(spec: Any) -> dict:
     unknown = set(spec) - FAULT_KEYS
     if unknown:
         raise ValueError(f"unknown fault key(s): {sorted(unknown)}; known: {sorted(FAULT_KEYS)}")
-    for key in ("status", "cut_after", "malformed_at", "block_after", "retry_after_ms"):
+    for key in ("status", "cut_after", "malformed_at", "block_after", "retry_after_ms", "keepalive_after"):
         if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 0):
             raise ValueError(f"fault {key!r} must be a non-negative int")
-    for key in ("retry_after", "delay_first_byte", "delay_between_chunks"):
+    for key in ("retry_after", "delay_first_byte", "delay_between_chunks", "drip_every", "keepalive_every"):
         v = spec.get(key)
         if key in spec and (not isinstance(v, int | float) or isinstance(v, bool) or v < 0):
             raise ValueError(f"fault {key!r} must be a non-negative number")
     for key in ("error_code", "error_type", "message", "reply"):
         if key in spec and not isinstance(spec[key], str):
             raise ValueError(f"fault {key!r} must be a string")
+    if "keepalive_kind" in spec and spec["keepalive_kind"] not in KEEPALIVE_KINDS:
+        raise ValueError(f"fault 'keepalive_kind' must be one of {list(KEEPALIVE_KINDS)}")
     return dict(spec)
 
 
@@ -462,9 +473,26 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 self.wfile.write(head + data[: len(data) // 2])
                 self._cut()
+            if fault.get("drip_every"):
+                self._drip(fake, data, extra, fault["drip_every"])
+                return
             self._send(200, data, extra)
             return
         self._stream(fake, gen, fault, extra, cid, created, model, reply, finish, usage, include_usage)
+
+    def _drip(self, fake, data: bytes, extra, every: float):
+        """The headers at once, then the body one byte per ``every`` seconds (each byte keeps a read
+        timeout from firing: only a total deadline ends it)."""
+        self.close_connection = True
+        try:
+            self.wfile.write(
+                self._head(200, [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *extra])
+            )
+            for i in range(len(data)):
+                fake._sleep(every)
+                self.wfile.write(data[i : i + 1])
+        except _NET_ERRORS:
+            return  # the client gave up
 
     def _cut(self):
         self.close_connection = True
@@ -479,6 +507,8 @@ class _Handler(BaseHTTPRequestHandler):
         delay = fault.get("delay_between_chunks") or 0
         cut_after, block_after = fault.get("cut_after"), fault.get("block_after")
         malformed_at = fault.get("malformed_at")
+        keepalive_after = fault.get("keepalive_after")
+        keepalive_every = fault.get("keepalive_every") or 0.2
         prefix = (
             f'{{"id":"{cid}","object":"chat.completion.chunk","created":{created},"model":{json.dumps(model)},'
             '"system_fingerprint":"fp_fake",'
@@ -512,6 +542,16 @@ class _Handler(BaseHTTPRequestHandler):
                     fake._wait_release(gen)
                 if cut_after is not None and sent == cut_after:
                     self._cut()
+                if keepalive_after is not None and sent == keepalive_after:
+                    # only keep-alives from here on, until the client goes away or the server stops
+                    if fault.get("keepalive_kind") == "empty":
+                        beat = chunk({}, None)
+                    else:
+                        beat = b": keep-alive\n\n"
+                        beat = b"%x\r\n%s\r\n" % (len(beat), beat) if chunked else beat
+                    while True:
+                        fake._sleep(keepalive_every)
+                        write(beat)
                 if sent == len(pieces):
                     break
                 if delay:

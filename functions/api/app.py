@@ -85,6 +85,8 @@ def create_app(services: Services | Callable[[], Services] | None = None, settin
         GatewayMiddleware,
         max_body_bytes=settings.max_body_bytes,
         trust_adapter_headers=settings.adapter_headers_trusted,
+        deadline_seconds=settings.request_deadline_seconds,
+        deadline_margin=settings.deadline_margin_seconds,
     )
     install_error_handlers(app)
     include_routers(app)

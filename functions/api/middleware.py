@@ -1,4 +1,4 @@
-"""Request context: request id and correlation id, body size limit, access log, metrics flush."""
+"""Request context: request id and correlation id, deadline scope, body size limit, access log, metrics flush."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llm_gateway.deadline import Deadline
+from llm_gateway.deadline import Deadline, bounded
 from llm_gateway.errors import GatewayError, PayloadTooLarge, to_http
 from llm_gateway.observability import RequestMetrics, logger, request_log_keys
 
@@ -65,10 +65,19 @@ class GatewayMiddleware:
     request id, metrics, headers and start time on ``request.state``.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, trust_adapter_headers: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        trust_adapter_headers: bool = False,
+        deadline_seconds: float = 28.0,
+        deadline_margin: float = 0.5,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.trust_adapter_headers = trust_adapter_headers
+        self.deadline_seconds = deadline_seconds  # every request's AWS calls are bounded by it (aws.bounded)
+        self.deadline_margin = deadline_margin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -108,7 +117,10 @@ class GatewayMiddleware:
             if declared > self.max_body_bytes:
                 await self._reply(send_wrapper, PayloadTooLarge(self._too_large()))
             else:
-                await self.app(scope, receive_limited, send_wrapper)
+                # The request's deadline scope: its AWS calls (auth, stores) are bounded by the time left;
+                # a turn or a stream step enters its own deadline inside it.
+                with bounded(deadline_for(headers, self.deadline_seconds, self.deadline_margin)):
+                    await self.app(scope, receive_limited, send_wrapper)
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
             route: Any = scope.get("route")

@@ -69,7 +69,8 @@ def serve_app(app: Any) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def live_gateway(aws: Any, **overrides: Any) -> Iterator[Live]:
+def live_gateway(aws: Any, *, dynamodb: Any = None, **overrides: Any) -> Iterator[Live]:
+    """``dynamodb``: the client the services use (default: moto's, direct)."""
     with FakeUpstream(api_key=PROVIDER_KEY) as upstream:
         kms = aws.client("kms")
         settings = Settings(
@@ -82,7 +83,7 @@ def live_gateway(aws: Any, **overrides: Any) -> Iterator[Live]:
         policy = RetryPolicy(
             max_attempts=settings.max_attempts, backoff_base=0.01, backoff_max=0.05, budget=RetryBudget(1.0, 100.0)
         )
-        dynamodb = aws.client("dynamodb")
+        dynamodb = dynamodb or aws.client("dynamodb")
         services = build_services(settings, dynamodb=dynamodb, kms=kms, policy=policy)
         ApiKeyStore(settings.table_name, client=dynamodb).create("tenant-live", "test", key=TENANT_KEY)
         from app import create_app

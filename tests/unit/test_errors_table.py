@@ -33,6 +33,7 @@ EXPECTED = {
     errors.UpstreamUnavailable: (503, "service_unavailable", "upstream_unavailable", False),
     errors.QueueUnavailable: (503, "service_unavailable", "queue_unavailable", False),
     errors.ShuttingDown: (503, "service_unavailable", "server_shutting_down", False),
+    errors.StoreUnavailable: (503, "service_unavailable", "store_unavailable", False),
     errors.UpstreamTimeout: (504, "timeout_error", "upstream_timeout", False),
 }
 
@@ -92,3 +93,11 @@ def test_code_can_be_overridden_and_internal_error_says_nothing():
     assert http.body == {
         "error": {"message": "Internal server error.", "type": "server_error", "param": None, "code": "internal_error"}
     }
+
+
+def test_store_unavailable_says_when_to_retry():
+    from llm_gateway.aws.bounded import unavailable
+
+    http = to_http(unavailable("dynamodb"))
+    assert http.status == 503 and http.headers["Retry-After"] == "1"
+    assert "x-should-retry" not in http.headers

@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import Request, Response
 
 from deps import Caller, Services
-from llm_gateway.deadline import Deadline
+from llm_gateway.deadline import Deadline, bounded
 from llm_gateway.reports import StreamReport, TurnReport
 from middleware import deadline_for
 from sse import DEPLOYMENT_HEADER
@@ -31,7 +31,8 @@ def run_turn(
         deadline = deadline_for(state.headers, settings.stream_deadline_seconds, settings.deadline_margin_seconds)
         report = TurnReport(stream=StreamReport(state.started), key_id=who.key_id)
         try:
-            events = stream(who.tenant, deadline, report)
+            with bounded(deadline):  # up to the first chunk; the stream's steps enter it again (ChatStream)
+                events = stream(who.tenant, deadline, report)
         except BaseException:
             state.metrics.turn(report)  # failed before the first byte: an ordinary JSON error follows
             raise
@@ -39,7 +40,8 @@ def run_turn(
     deadline = deadline_for(state.headers, settings.request_deadline_seconds, settings.deadline_margin_seconds)
     report = TurnReport(key_id=who.key_id)
     try:
-        result = complete(who.tenant, deadline, report)
+        with bounded(deadline):  # every wait of the turn (stores, KMS, upstream body) within its deadline
+            result = complete(who.tenant, deadline, report)
         response.headers[DEPLOYMENT_HEADER] = report.deployment or ""
         response.headers.update(report.rate_headers)
         return result

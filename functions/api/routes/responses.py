@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 import openapi
 from deps import CallerDep, ServicesDep
-from llm_gateway.deadline import Deadline
+from llm_gateway.deadline import Deadline, Scope, bounded
 from llm_gateway.errors import (
     ConfigurationError,
     IdempotencyConflict,
@@ -78,16 +78,21 @@ class ReplayStreamResponse(StreamingResponse):
     def __init__(self, events: EventFollower | StoredEvents, deadline: Deadline, response_id: str) -> None:
         self.events = events
         self.deadline = deadline
+        self.scope = Scope(deadline)  # its store reads are bounded by the stream's deadline, not the request's
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-response-id": response_id}
         super().__init__(self._events(), media_type="text/event-stream", headers=headers)
 
     async def _events(self) -> AsyncIterator[bytes]:
         while not self.events.done and not self.deadline.expired():
-            batch = await anyio.to_thread.run_sync(self.events.poll, abandon_on_cancel=True)
+            batch = await anyio.to_thread.run_sync(self._poll, abandon_on_cancel=True)
             for event in batch:
                 yield sse_frame(event)
             if not batch and not self.events.done:
                 await anyio.sleep(self.events.poll_seconds)
+
+    def _poll(self) -> Any:
+        with bounded(self.scope):
+            return self.events.poll()
 
 
 CREATED: openapi.Responses = {

@@ -166,6 +166,13 @@ class QueueUnavailable(GatewayError):
     default_code = "queue_unavailable"
 
 
+class StoreUnavailable(GatewayError):
+    """A backing AWS service (DynamoDB, KMS, SQS) did not answer within the request's time left.
+    Nothing the client sent was wrong; a turn cut short by it stored nothing (its lease expires)."""
+
+    default_code = "store_unavailable"
+
+
 class JobResultTooLarge(GatewayError):
     """A job's completion is larger than a job item can hold; retrying cannot change that."""
 
@@ -200,6 +207,7 @@ ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     ReplyTooLargeToStore: (502, "upstream_error"),
     UpstreamUnavailable: (503, "service_unavailable"),
     QueueUnavailable: (503, "service_unavailable"),
+    StoreUnavailable: (503, "service_unavailable"),
     ShuttingDown: (503, "service_unavailable"),
     UpstreamTimeout: (504, "timeout_error"),
     GatewayError: (500, "server_error"),

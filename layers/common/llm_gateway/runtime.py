@@ -8,6 +8,7 @@ from typing import Any
 
 import requests
 
+from llm_gateway.aws.bounded import bound
 from llm_gateway.chat.catalog import ModelCatalog
 from llm_gateway.chat.conversations import ConversationService
 from llm_gateway.chat.service import ChatService
@@ -77,6 +78,8 @@ def build_services(
     cooldowns: Cooldowns | None = None,
 ) -> Services:
     routing = load_routing(settings, ssm_client=ssm)
+    # Clients handed in (tests, the local stack) are bounded by the request's deadline like the defaults.
+    dynamodb, kms, sqs = (bound(c) if c is not None else None for c in (dynamodb, kms, sqs))
     if keys is None:
         kms_keys = KmsKeyProvider(
             key_ciphertexts(settings),

@@ -1,4 +1,5 @@
-"""boto3 clients, built once per container, with botocore's ``standard`` retry mode.
+"""boto3 clients, built once per container, with botocore's ``standard`` retry mode, and bounded
+by the request's deadline inside a deadline scope (:mod:`llm_gateway.aws.bounded`).
 
 Adapters take their client as an argument; this module only supplies the default.
 ``AWS_ENDPOINT_URL`` (boto3's own setting) points every client at moto locally.
@@ -28,6 +29,8 @@ def client(service: str) -> Any:
                     read_timeout=10,
                     tcp_keepalive=True,
                 )
+                from llm_gateway.aws.bounded import bound
+
                 session: Any = boto3.session.Session()  # any service by name: the stubs' overloads want literals
-                _clients[service] = session.client(service, region_name=get_settings().aws_region, config=config)
+                _clients[service] = bound(session.client(service, region_name=get_settings().aws_region, config=config))
     return _clients[service]

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from llm_gateway.chat.tokens import count_text, reply_tokens
 from llm_gateway.conversations.records import NewMessage
-from llm_gateway.deadline import Deadline
+from llm_gateway.deadline import Deadline, Scope, bounded
 from llm_gateway.errors import GatewayError, UpstreamTimeout
 from llm_gateway.providers.base import Usage
 from llm_gateway.reports import STREAM_OUTCOMES, StreamReport
@@ -138,6 +138,7 @@ class ChatStream:
         self.routed = routed
         self.report = report
         self.deadline = deadline
+        self.scope = Scope(deadline)  # the stream's AWS calls (lease renewal, commit) are bounded by it
         self.conversation_id = conversation_id
         self.turn = turn
         self.estimate_prompt_tokens = estimate_prompt_tokens
@@ -162,7 +163,7 @@ class ChatStream:
     # ---- iteration ------------------------------------------------------------------
     def next_chunk(self) -> dict[str, Any] | None:
         """The next chunk to send, or None once the turn is complete (and committed)."""
-        with self._lock:
+        with self._lock, bounded(self.scope):  # each step runs in some worker thread: enter the deadline
             if self.ended or self._closed:
                 return None
             try:
@@ -254,7 +255,7 @@ class ChatStream:
 
     def close(self) -> None:
         """Close the upstream connection and release the lease of an uncommitted turn. Idempotent."""
-        with self._lock:  # waits for a step still running (abort() made it return promptly)
+        with self._lock, bounded(self.scope):  # waits for a step still running (abort() made it return promptly)
             if self._closed:
                 return
             self._closed = True

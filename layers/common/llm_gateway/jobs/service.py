@@ -26,6 +26,7 @@ from llm_gateway.errors import (
     NotFound,
     PayloadTooLarge,
     QueueUnavailable,
+    StoreUnavailable,
     to_http,
 )
 from llm_gateway.jobs.messages import JobMessage, new_job_id
@@ -221,7 +222,7 @@ class JobService:
                     sent = failed[0]
                     raise QueueUnavailable("The jobs queue refused a message; retry later.")
                 sent = chunk[-1] + 1
-        except (ClientError, QueueUnavailable, OSError) as exc:
+        except (ClientError, QueueUnavailable, StoreUnavailable, OSError) as exc:  # StoreUnavailable: no answer in time
             from llm_gateway.observability import logger
 
             logger.error("enqueue failed", extra={"sent": sent, "jobs": len(jobs), "error_type": type(exc).__name__})

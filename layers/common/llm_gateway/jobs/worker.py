@@ -44,7 +44,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_
 
 from llm_gateway.chat.models import ChatCompletionRequest
 from llm_gateway.chat.service import ChatService
-from llm_gateway.deadline import Deadline
+from llm_gateway.deadline import Deadline, bounded
 from llm_gateway.errors import ConversationBusy, GatewayError, InvalidRequest, error_object
 from llm_gateway.jobs.batch import GroupedFifoProcessor
 from llm_gateway.jobs.messages import InvalidJobMessage, JobMessage, parse_job_message, response_message
@@ -287,7 +287,8 @@ class JobWorker:
             return {"status": started.status}
         report = TurnReport()
         try:
-            result = self._complete(message, request, deadline, report)
+            with bounded(deadline):  # the job's store, KMS and upstream waits within its deadline
+                result = self._complete(message, request, deadline, report)
         except Exception as exc:
             metrics.turn(report)
             return self._failed(started, exc, receive_count, metrics, log)

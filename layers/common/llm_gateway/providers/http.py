@@ -16,17 +16,23 @@ from typing import Any
 import requests
 
 from llm_gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
+from llm_gateway.providers.body import read_body
 
 
-def post(session: requests.Session, url: str, **kwargs: Any) -> requests.Response:
+def post(session: requests.Session, url: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
     """``session.post`` with ``requests``' connection errors and timeouts as the provider protocol's
-    (the message names only the exception class: ``requests``' own texts may quote the URL)."""
+    (the message names only the exception class: ``requests``' own texts may quote the URL).
+
+    Not ``stream``: the body is read here, in no longer than the active deadline (:mod:`.body`)."""
     try:
-        return session.post(url, **kwargs)
+        resp = session.post(url, stream=True, **kwargs)
     except requests.Timeout as exc:  # ConnectTimeout is both: a timeout first
         raise UpstreamTimeout(f"The upstream did not answer in time ({type(exc).__name__}).") from exc
     except requests.ConnectionError as exc:
         raise UpstreamConnectionError(f"Could not reach the upstream ({type(exc).__name__}).") from exc
+    if not stream:
+        read_body(resp)
+    return resp
 
 
 class ProxiedSession(requests.Session):

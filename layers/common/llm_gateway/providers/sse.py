@@ -18,7 +18,8 @@ Failure semantics (the Provider protocol's stream contract):
   ``UpstreamHTTPError(502)`` (malformed / error event / empty stream) — unless the decoder
   names a more precise error for it (:attr:`StreamFailure.before_start`);
 * after it, :class:`~llm_gateway.providers.base.UpstreamStreamError` with reason ``stall`` (the read
-  timeout passed between two reads), ``cut`` (the connection ended before the reply was
+  timeout passed between two reads), ``deadline`` (the request's deadline passed: keep-alive
+  comments and empty chunks do not extend a stream), ``cut`` (the connection ended before the reply was
   complete), ``malformed`` (an event that does not parse) or ``error`` (the upstream sent an
   error event);
 * it ends normally only once the decoder says the reply is complete.
@@ -36,7 +37,9 @@ from typing import Any, Protocol
 import requests
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
+from llm_gateway.deadline import current
 from llm_gateway.providers.base import UpstreamConnectionError, UpstreamHTTPError, UpstreamStreamError, UpstreamTimeout
+from llm_gateway.providers.body import connection_socket, read_timeout
 from llm_gateway.redaction import scrub
 
 READ_SIZE = 65_536
@@ -188,6 +191,8 @@ class SSEChunkStream:
     ) -> None:
         self._open = open_response
         self._decoder = decoder
+        scope = current()  # the router's attempt runs in the request's deadline scope; later reads may not
+        self._deadline = scope.deadline if scope is not None else None
         self._resp: requests.Response | None = None
         self._aborted = threading.Event()
         self._started = False  # a chunk has been yielded
@@ -219,11 +224,23 @@ class SSEChunkStream:
                 self._resp.close()
 
     def _reads(self, resp: requests.Response) -> Iterator[bytes]:
+        """The body's bytes as they arrive. Every read is bounded by the read timeout and by the time
+        left before the deadline (keep-alive comments and empty chunks are bytes too: they keep the
+        read timeout from firing, never the deadline)."""
         raw = resp.raw
+        sock = connection_socket(resp)
+        base = sock.gettimeout() if sock is not None else None
+        deadline = self._deadline
         while True:
+            try:
+                read_timeout(sock, base, deadline)
+            except UpstreamTimeout:
+                raise StreamFailure("deadline", "The stream reached the request's deadline.") from None
             try:
                 data = raw.read1(READ_SIZE, decode_content=True)
             except ReadTimeoutError as exc:
+                if deadline is not None and deadline.expired():
+                    raise StreamFailure("deadline", "The stream reached the request's deadline.") from exc
                 raise StreamFailure("stall", "The upstream sent nothing within the read timeout.") from exc
             except DecodeError as exc:
                 raise StreamFailure("malformed", "The upstream's stream could not be decoded.") from exc
@@ -264,7 +281,7 @@ class SSEChunkStream:
         # Nothing has reached the client yet: an ordinary failed attempt, retried by the router.
         if failure.before_start is not None:
             return failure.before_start
-        if failure.reason == "stall":
+        if failure.reason in ("stall", "deadline"):
             return UpstreamTimeout(failure.message)
         if failure.reason == "cut":
             return UpstreamConnectionError(failure.message)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from llm_gateway.deadline import Deadline
+from llm_gateway.deadline import Deadline, bounded
 from llm_gateway.errors import (
     GatewayError,
     RateLimited,
@@ -166,6 +166,11 @@ def stream_failure(exc: UpstreamStreamError, body: dict[str, Any] | None = None)
         return UpstreamTimeout(
             "The upstream stopped sending mid-stream; the reply is incomplete.", code="upstream_stream_stalled"
         )
+    if exc.reason == "deadline":  # as ChatStream says it when the deadline passes between two chunks
+        return UpstreamTimeout(
+            "The stream reached the request's time limit before the reply was complete.",
+            code="stream_deadline_exceeded",
+        )
     if exc.reason == "malformed":
         return UpstreamError(
             "The upstream sent a malformed chunk mid-stream; the reply is incomplete.", code="upstream_stream_malformed"
@@ -305,7 +310,8 @@ class Router:
             return result
 
         try:
-            return self.policy.run(attempt, deadline, stats, switching=chain.switching)
+            with bounded(deadline):  # providers read bodies and streams within it (providers/body.py, sse.py)
+                return self.policy.run(attempt, deadline, stats, switching=chain.switching)
         except GatewayError:
             raise
         except Exception as exc:
