@@ -31,6 +31,7 @@ Fault spec (a JSON object; ``{}`` = behave normally). Each chat request consumes
     block_after      N: stream -> N content chunks, then wait for release, then continue
     reply            override the reply text
     drip_every       seconds: non-stream -> the headers at once, then the body one byte per interval
+    drip_head_every  seconds: the status line and headers one byte per interval (then the answer)
     keepalive_after  N: stream -> N content chunks, then only keep-alives (every ``keepalive_every``
                      seconds, default 0.2) until the client goes away: ``keepalive_kind`` "comment"
                      (``: keep-alive``, the default) or "empty" (chunks with an empty delta)
@@ -92,6 +93,7 @@ FAULT_KEYS = frozenset(
         "block_after",
         "reply",
         "drip_every",
+        "drip_head_every",
         "keepalive_after",
         "keepalive_every",
         "keepalive_kind",
@@ -203,7 +205,14 @@ def _validate_fault(spec: Any) -> dict:
     for key in ("status", "cut_after", "malformed_at", "block_after", "retry_after_ms", "keepalive_after"):
         if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 0):
             raise ValueError(f"fault {key!r} must be a non-negative int")
-    for key in ("retry_after", "delay_first_byte", "delay_between_chunks", "drip_every", "keepalive_every"):
+    for key in (
+        "retry_after",
+        "delay_first_byte",
+        "delay_between_chunks",
+        "drip_every",
+        "drip_head_every",
+        "keepalive_every",
+    ):
         v = spec.get(key)
         if key in spec and (not isinstance(v, int | float) or isinstance(v, bool) or v < 0):
             raise ValueError(f"fault {key!r} must be a non-negative number")
@@ -403,6 +412,9 @@ class _Handler(BaseHTTPRequestHandler):
             fake._sleep(fault["delay_first_byte"])
         if fault.get("hang"):
             fake._wait_release(gen)
+        if fault.get("drip_head_every"):
+            self._drip_head(fake, fault["drip_head_every"])
+            return
         if fault_error:
             self._send_error(_HttpError(400, fault_error, type_="invalid_request_error"), extra)
             return
@@ -493,6 +505,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data[i : i + 1])
         except _NET_ERRORS:
             return  # the client gave up
+
+    def _drip_head(self, fake, every: float):
+        """A status line, then a header one byte per ``every`` seconds that never ends (until the
+        client goes away or the server stops): no read timeout fires, the headers never complete."""
+        self.close_connection = True
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            while True:
+                fake._sleep(every)
+                self.wfile.write(b"a")
+        except _NET_ERRORS:
+            return
 
     def _cut(self):
         self.close_connection = True

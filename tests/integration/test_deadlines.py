@@ -63,3 +63,25 @@ def test_keep_alives_do_not_extend_a_stream(aws, kind):
         assert json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"  # it had begun
         assert elapsed < DEADLINE + SLACK, elapsed
         assert gw.upstream.wait_for_streams_closed()  # the upstream connection was let go
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_headers_dripped_a_byte_at_a_time_end_at_the_deadline(aws, stream):
+    from llm_gateway.providers.watchdog import WATCHDOG
+
+    fired = WATCHDOG.fired
+    overrides = {"stream_deadline_seconds": DEADLINE} if stream else {"request_deadline_seconds": DEADLINE}
+    with live_gateway(aws, **overrides) as gw:
+        gw.upstream.script({"drip_head_every": 0.2})
+        started = time.monotonic()
+        r = requests.post(
+            gw.base_url + "/chat/completions",
+            json={"model": "default", "stream": stream, "messages": [{"role": "user", "content": "hi"}]},
+            headers=gw.headers(),
+            timeout=30,
+        )
+        elapsed = time.monotonic() - started
+        assert r.status_code == 504, r.text  # no byte of a stream had reached the client: a plain 504
+        assert r.json()["error"]["type"] == "timeout_error"
+        assert elapsed < DEADLINE + SLACK, elapsed
+        assert WATCHDOG.fired == fired + 1 and gw.upstream.chat_calls == 1

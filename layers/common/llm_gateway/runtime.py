@@ -19,6 +19,7 @@ from llm_gateway.jobs.service import JobService
 from llm_gateway.jobs.store import JobStore
 from llm_gateway.observability import logger
 from llm_gateway.providers import build_provider
+from llm_gateway.providers.watchdog import watched
 from llm_gateway.quotas.admin import AdminService
 from llm_gateway.quotas.counters import DynamoCounterStore
 from llm_gateway.quotas.limits import DynamoLimitsStore, parse_limits
@@ -89,7 +90,7 @@ def build_services(
         )
         routing.check_keys(kms_keys.refs())
         keys = kms_keys
-    session = session or requests.Session()
+    session = session or watched(requests.Session())  # the wait for a reply's headers ends at the deadline
     providers = {
         name: build_provider(
             deployment,

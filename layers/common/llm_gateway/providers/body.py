@@ -7,8 +7,7 @@ timeout is lowered to it), and the read stops at the deadline with :class:`Upstr
 (the router answers 504). The deadline is the active scope's (``deadline.current()``: the
 router enters the request's); with none, only the read timeout applies, as before.
 
-Residual: the status line and headers are read by ``http.client`` under the (connect, read)
-timeouts the router capped at the time left when the attempt began, per read.
+The status line and headers come before this: :mod:`.watchdog` ends that wait at the deadline.
 """
 
 from __future__ import annotations

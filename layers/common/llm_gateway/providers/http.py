@@ -15,20 +15,26 @@ from typing import Any
 
 import requests
 
+from llm_gateway.deadline import current
 from llm_gateway.providers.base import UpstreamConnectionError, UpstreamTimeout
 from llm_gateway.providers.body import read_body
+from llm_gateway.providers.watchdog import watched
 
 
 def post(session: requests.Session, url: str, *, stream: bool = False, **kwargs: Any) -> requests.Response:
     """``session.post`` with ``requests``' connection errors and timeouts as the provider protocol's
     (the message names only the exception class: ``requests``' own texts may quote the URL).
 
-    Not ``stream``: the body is read here, in no longer than the active deadline (:mod:`.body`)."""
+    Not ``stream``: the body is read here, in no longer than the active deadline (:mod:`.body`). A
+    session with :func:`.watchdog.watched` adapters also ends the wait for the headers at it."""
     try:
         resp = session.post(url, stream=True, **kwargs)
     except requests.Timeout as exc:  # ConnectTimeout is both: a timeout first
         raise UpstreamTimeout(f"The upstream did not answer in time ({type(exc).__name__}).") from exc
     except requests.ConnectionError as exc:
+        scope = current()
+        if scope is not None and scope.deadline.expired():  # the watchdog cut it at the deadline
+            raise UpstreamTimeout("The upstream did not answer within the request's deadline.") from exc
         raise UpstreamConnectionError(f"Could not reach the upstream ({type(exc).__name__}).") from exc
     if not stream:
         read_body(resp)
@@ -40,6 +46,7 @@ class ProxiedSession(requests.Session):
 
     def __init__(self, proxy: str) -> None:
         super().__init__()
+        watched(self)
         self.proxy = proxy
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:

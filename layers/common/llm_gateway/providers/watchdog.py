@@ -1,0 +1,125 @@
+"""The upstream exchange up to the reply's headers, ended at the request's deadline.
+
+``requests``/``urllib3`` time each socket read, so an upstream that sends its status line and
+headers a byte at a time never trips a read timeout. :class:`DeadlineAdapter` (mounted on the
+providers' sessions) watches each request until its headers have arrived: when the active
+scope's deadline (``deadline.current()``, entered by the router) passes first, one watchdog
+thread shuts the connection's socket down, the blocked read returns, and the provider reports
+UpstreamTimeout (504). After the headers, :mod:`.body` and :mod:`.sse` bound every read by the
+time left themselves. Outside a deadline scope nothing is watched.
+
+Written by hand: neither library offers a total timeout. Cheap: one daemon thread for the
+process, a heap of deadlines, no thread per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import socket
+import threading
+import time
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from llm_gateway.deadline import current
+
+
+class Watchdog:
+    """Shuts down the socket of a watched connection whose deadline passes before it is unwatched."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int]] = []
+        self._watched: dict[int, Any] = {}  # token -> connection
+        self._ids = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.fired = 0  # connections cut at their deadline (for tests and metrics)
+
+    def watch(self, conn: Any, expires_at: float) -> int:
+        with self._cond:
+            token = next(self._ids)
+            self._watched[token] = conn
+            heapq.heappush(self._heap, (expires_at, token))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="upstream-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return token
+
+    def unwatch(self, token: int) -> None:
+        with self._cond:  # after this returns, the watchdog can no longer touch the connection
+            self._watched.pop(token, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._watched:
+                    heapq.heappop(self._heap)  # unwatched in time
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                expires_at, token = self._heap[0]
+                wait = expires_at - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                conn = self._watched.pop(token, None)
+                sock = getattr(conn, "sock", None)
+                if sock is not None:
+                    self.fired += 1
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+
+WATCHDOG = Watchdog()
+
+
+class _Watched:
+    """``_make_request`` (send the request, read the status line and headers) under the watchdog."""
+
+    def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        scope = current()
+        if scope is None:
+            return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
+        token = WATCHDOG.watch(conn, scope.deadline.expires_at)
+        try:
+            return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            WATCHDOG.unwatch(token)
+
+
+class WatchedHTTPConnectionPool(_Watched, HTTPConnectionPool):
+    pass
+
+
+class WatchedHTTPSConnectionPool(_Watched, HTTPSConnectionPool):
+    pass
+
+
+POOLS = {"http": WatchedHTTPConnectionPool, "https": WatchedHTTPSConnectionPool}
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """``HTTPAdapter`` whose pools (direct and through an HTTP proxy) are watched to the deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = POOLS
+        return manager
+
+
+def watched(session: Any) -> Any:
+    """Mount :class:`DeadlineAdapter` on ``session`` for http and https; returns it."""
+    session.mount("https://", DeadlineAdapter())
+    session.mount("http://", DeadlineAdapter())
+    return session
