@@ -44,6 +44,10 @@ help: ## list targets
 # --no-deps: a lock lists every package already (pip cannot hash-check a dependency named with
 # extras, e.g. aws-sam-cli -> boto3-stubs[...], against a pin without them).
 PIP_LOCKED := -m pip install -q --require-hashes --no-deps -r
+# Then the developer commands (pyproject.toml [project.scripts]: .venv/bin/llm-gateway and
+# .venv/bin/llm-gateway-admin), an editable install of this checkout built by the locked setuptools:
+# nothing is fetched, nothing copied (edits to local/ and the package take effect at once).
+PIP_COMMANDS := -m pip install -q --no-deps --no-build-isolation --no-index -e .
 
 venv: $(VENV)/.stamp $(SAM_VENV)/.stamp $(TOOLS_VENV)/.stamp ## create/update .venv, .venv-sam, .venv-tools (no-op when up to date)
 
@@ -51,6 +55,7 @@ $(VENV)/.stamp: requirements-dev.lock
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@echo "installing requirements-dev.lock into $(VENV)"
 	@$(PY) $(PIP_LOCKED) requirements-dev.lock $(PIP_FILTER)
+	@$(PY) $(PIP_COMMANDS) $(PIP_FILTER)
 	@touch $@ $(VENV)/.stamp-local
 
 # `make dev` needs only the runtime and the local stack: a lean install, so a fresh clone is up fast.
@@ -58,6 +63,7 @@ $(VENV)/.stamp-local: requirements-local.lock
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@echo "installing requirements-local.lock into $(VENV)"
 	@$(PY) $(PIP_LOCKED) requirements-local.lock $(PIP_FILTER)
+	@$(PY) $(PIP_COMMANDS) $(PIP_FILTER)
 	@touch $@
 
 $(SAM_VENV)/.stamp: tools/requirements-sam.lock

@@ -115,6 +115,7 @@ r = c.chat.completions.create(model="default", messages=[{{"role": "user", "cont
 print(r.choices[0].message.content)'
 
   chat      bin/llm-gateway chat                 (or: bin/llm-gateway chat -m "Hello")
+            (installed too: .venv/bin/llm-gateway chat, or llm-gateway chat after source .venv/bin/activate)
   admin     bin/llm-gateway-admin keys create --tenant acme
             (finds this stack through .local-stack/stack.json; or: make admin ARGS="keys list")
             admin API key {admin_key} for {base}/v1/admin/...

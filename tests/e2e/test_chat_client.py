@@ -95,10 +95,14 @@ def test_chat_session_streams_keeps_history_cancels_and_resumes(fresh_upstream):
     assert child.exitstatus == 0
 
 
-def test_one_shot_prints_the_answer(stack):
+@pytest.mark.parametrize("command", ["bin/llm-gateway", ".venv/bin/llm-gateway"])
+def test_one_shot_prints_the_answer(stack, command, tmp_path):
+    """The checkout's script and the console script the venv install put in .venv/bin (pyproject
+    [project.scripts]), the latter run from another folder, as on an activated venv's PATH."""
     out = subprocess.run(
-        [str(ROOT / "bin/llm-gateway"), "chat", "-m", "a question for a script"],
+        [str(ROOT / command), "chat", "-m", "a question for a script"],
         env=chat_env(stack),
+        cwd=str(tmp_path if command.startswith(".venv") else ROOT),
         capture_output=True,
         text=True,
         timeout=60,

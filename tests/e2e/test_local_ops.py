@@ -12,6 +12,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from local.resources import free_port
 from tests.e2e.conftest import ROOT, stack_env, wait_healthy
@@ -42,10 +43,8 @@ def test_readme_example_runs(stack):
     assert out.stdout.startswith("Echo: Hi")
 
 
-def admin(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(ROOT / "bin/llm-gateway-admin"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+def admin(*args: str, env: dict[str, str], command: str = "bin/llm-gateway-admin", cwd=ROOT):
+    return subprocess.run([str(ROOT / command), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
 def bare_env(**extra: str) -> dict[str, str]:
@@ -54,15 +53,20 @@ def bare_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def test_admin_command_finds_the_running_stack(stack):
-    made = admin("keys", "create", "--tenant", "acme", env=bare_env(LOCAL_STACK_STATE=str(stack.state)))
+@pytest.mark.parametrize("command", ["bin/llm-gateway-admin", ".venv/bin/llm-gateway-admin"])
+def test_admin_command_finds_the_running_stack(stack, command, tmp_path):
+    """The checkout's script, and the console script of the venv install run from another folder."""
+    tenant = "acme" if command.startswith("bin") else "acme-installed"
+    run = {"command": command, "cwd": ROOT if command.startswith("bin") else tmp_path}
+    env = bare_env(LOCAL_STACK_STATE=str(stack.state))
+    made = admin("keys", "create", "--tenant", tenant, env=env, **run)
     assert made.returncode == 0, made.stderr
     key = json.loads(made.stdout)["key"]
-    assert json.loads(made.stdout)["tenant"] == "acme"
+    assert json.loads(made.stdout)["tenant"] == tenant
     reply = httpx.get(stack.base_url + "/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert reply.status_code == 200
-    listed = admin("keys", "list", "--tenant", "acme", env=bare_env(LOCAL_STACK_STATE=str(stack.state)))
-    assert [k["tenant"] for k in json.loads(listed.stdout)] == ["acme"]
+    listed = admin("keys", "list", "--tenant", tenant, env=env, **run)
+    assert [k["tenant"] for k in json.loads(listed.stdout)] == [tenant]
 
 
 def test_admin_errors_are_one_line(stack, tmp_path):
