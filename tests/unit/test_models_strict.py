@@ -6,6 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from llm_gateway.chat.models import ChatCompletionRequest, ChatMessage, CreateConversation, message_text
+from llm_gateway.errors import InvalidRequest
+from llm_gateway.upstream.aliases import ModelAlias
 
 USER = {"role": "user", "content": "hi"}
 
@@ -93,7 +95,8 @@ def test_fields_we_do_not_interpret_pass_through_and_our_extension_does_not():
         conversation_id="conv_1",
         temperature=0.2,
     )
-    body = r.upstream_body("gpt-real", [USER])
+    forwarding = alias("gpt-real", user="forward")
+    body = r.upstream_body(forwarding, [USER], "tenant-a")
     assert body == {
         "model": "gpt-real",
         "messages": [USER],
@@ -107,6 +110,44 @@ def test_fields_we_do_not_interpret_pass_through_and_our_extension_does_not():
         "user": "u1",
     }
     assert "conversation_id" not in body
+
+
+def alias(name: str = "gpt-real", **rules: str) -> ModelAlias:
+    return ModelAlias(name=name, deployments=[{"name": "d", "model": "m"}], pass_through=rules)
+
+
+PROVIDER_FIELDS = {"service_tier": "priority", "store": True, "metadata": {"k": "v"}, "user": "end-user-7"}
+
+
+def test_pass_through_defaults_drop_what_acts_at_the_provider_and_name_the_tenant():
+    body = request(**PROVIDER_FIELDS, seed=1).upstream_body(alias(), [USER], "tenant-a")
+    assert body == {"model": "gpt-real", "messages": [USER], "stream": False, "seed": 1, "user": "tenant-a"}
+    # the tenant is named even when the client sent no user
+    assert request().upstream_body(alias(), [USER], "tenant-b")["user"] == "tenant-b"
+
+
+def test_pass_through_forward_and_drop_per_field():
+    rules = {"service_tier": "forward", "store": "forward", "metadata": "drop", "user": "drop"}
+    body = request(**PROVIDER_FIELDS).upstream_body(alias(**rules), [USER], "tenant-a")
+    assert (body["service_tier"], body["store"]) == ("priority", True)
+    assert "metadata" not in body and "user" not in body
+
+
+@pytest.mark.parametrize("field", sorted(PROVIDER_FIELDS))
+def test_pass_through_reject_is_a_400_naming_the_field(field):
+    strict = alias(**{field: "reject"})
+    with pytest.raises(InvalidRequest) as caught:
+        strict.pass_through.check(request(**PROVIDER_FIELDS).model_extra or {}, strict.name)
+    assert caught.value.param == field and caught.value.code == "unsupported_parameter"
+    strict.pass_through.check(request(**{field: None}).model_extra or {}, strict.name)  # null: absent
+    strict.pass_through.check(request().model_extra or {}, strict.name)
+
+
+def test_pass_through_rules_are_validated():
+    with pytest.raises(ValidationError):
+        alias(store="tenant")  # only user may be set to the tenant
+    with pytest.raises(ValidationError):
+        alias(temperature="drop")  # not a provider-side field
 
 
 def test_message_wire_form_keeps_extra_fields_and_drops_nulls():

@@ -136,6 +136,7 @@ def test_anthropic_text_and_instructions(anthropic):
         "max_tokens": 50,
         "system": "Answer in one word.",
         "messages": [{"role": "user", "content": "Hi"}],
+        "metadata": {"user_id": "t1"},  # the alias's default pass-through policy: user = the tenant
     }
     assert Response.model_validate(response).output_text == "Hello!"
     assert response["usage"]["input_tokens"] == 12 and response["usage"]["output_tokens"] == 6
@@ -253,6 +254,7 @@ def test_bedrock_text_and_instructions(bedrock):
         "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
         "system": [{"text": "Answer in one word."}],
         "inferenceConfig": {"maxTokens": 50, "temperature": 0.2},
+        "requestMetadata": {"user": "t1"},  # the alias's default pass-through policy: user = the tenant
     }
     assert Response.model_validate(response).output_text == "Hello!"
 

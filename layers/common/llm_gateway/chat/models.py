@@ -1,8 +1,9 @@
 """Pydantic models of the OpenAI Chat Completions wire format (and our extension).
 
 Fields we interpret are typed strictly, so wrong types are rejected with a 400.
-Everything else (``tools``, ``response_format``, ``seed``, ``logprobs``, ``user`` …)
-is kept as given and passed through to the upstream unchanged.
+Everything else (``tools``, ``response_format``, ``seed``, ``logprobs`` …) is kept as given and
+passed through to the upstream unchanged — except ``service_tier``, ``store``, ``metadata`` and
+``user``, which follow the alias's pass-through policy (upstream/passthrough.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from llm_gateway.upstream.aliases import ModelAlias
 from llm_gateway.wire import message_text as message_text
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -85,12 +87,13 @@ class ChatCompletionRequest(BaseModel):
     def completion_budget(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default
 
-    def upstream_body(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        """The request as the upstream receives it: our extension removed, alias resolved."""
+    def upstream_body(self, alias: ModelAlias, messages: list[dict[str, Any]], tenant: str) -> dict[str, Any]:
+        """The request as the upstream receives it: our extension removed, the alias's pass-through
+        policy applied (``service_tier``, ``store``, ``metadata``, ``user``), the alias's name as model."""
         body = self.model_dump(exclude_none=True, exclude={"conversation_id", "messages", "model"})
-        body["model"] = model
+        body["model"] = alias.name
         body["messages"] = messages
-        return body
+        return alias.pass_through.apply(body, tenant)
 
 
 # OpenAI's metadata bounds: 16 pairs, keys up to 64 characters, values up to 512

@@ -60,7 +60,7 @@ class ChatService(TurnChecks):
             messages = [m.wire() for m in request.messages]
             hold = metering.admit(self.quotas, tenant, alias, request, prompt_count(messages), deadline, report)
             try:
-                routed = self._call(alias, request, messages, deadline, report)
+                routed = self._call(tenant, alias, request, messages, deadline, report)
             finally:
                 metering.settle(hold, report)
             return completion_body(routed, None)
@@ -79,13 +79,14 @@ class ChatService(TurnChecks):
 
     def _call(
         self,
+        tenant: str,
         alias: ModelAlias,
         request: ChatCompletionRequest,
         messages: list[dict[str, Any]],
         deadline: Deadline,
         report: TurnReport,
     ) -> RoutedReply:
-        routed = self.router.complete(alias, request.upstream_body(alias.name, messages), deadline, report.stats)
+        routed = self.router.complete(alias, request.upstream_body(alias, messages, tenant), deadline, report.stats)
         usage = routed.reply.usage
         report.deployment = routed.deployment.name
         report.provider = routed.deployment.provider
@@ -113,7 +114,7 @@ class ChatService(TurnChecks):
         try:
             turn = self.prepare(tenant, alias, request, lease.conversation, report)
             hold = metering.admit(self.quotas, tenant, alias, request, turn.prompt_tokens, deadline, report)
-            routed = self._call(alias, request, turn.upstream_messages, deadline, report)
+            routed = self._call(tenant, alias, request, turn.upstream_messages, deadline, report)
             reply = stored_reply(routed)
             self.store.commit_turn(
                 lease,
@@ -202,7 +203,8 @@ class ChatService(TurnChecks):
             messages = [m.wire() for m in request.messages]
             hold = metering.admit(self.quotas, tenant, alias, request, prompt_count(messages), deadline, report)
             try:
-                routed = self.router.stream(alias, request.upstream_body(alias.name, messages), deadline, report.stats)
+                body = request.upstream_body(alias, messages, tenant)
+                routed = self.router.stream(alias, body, deadline, report.stats)
             except BaseException:
                 metering.settle(hold, report)
                 raise
@@ -226,7 +228,7 @@ class ChatService(TurnChecks):
             prepared = self.prepare(tenant, alias, request, lease.conversation, report)
             hold = metering.admit(self.quotas, tenant, alias, request, prepared.prompt_tokens, deadline, report)
             routed = self.router.stream(
-                alias, request.upstream_body(alias.name, prepared.upstream_messages), deadline, report.stats
+                alias, request.upstream_body(alias, prepared.upstream_messages, tenant), deadline, report.stats
             )
         except BaseException:
             self.store.release_lease(lease)

@@ -59,6 +59,7 @@ class TurnChecks:
         alias = self.routing.resolve(request.model)
         self.check_sizes(request)
         self.check_caps(alias, request)
+        alias.pass_through.check(request.model_extra or {}, alias.name)  # a rejected provider-side field
         if request.conversation_id is not None:
             if request.n not in (None, 1):
                 raise InvalidRequest("'n' must be 1 when 'conversation_id' is given.", param="n")

@@ -21,7 +21,6 @@ UNSUPPORTED_FIELDS = (
     "prompt_cache_key",
     "prompt_cache_retention",
     "prompt_cache_options",
-    "service_tier",
     "top_logprobs",
     "max_tool_calls",
     "context_management",
@@ -147,6 +146,7 @@ class CreateResponse(BaseModel):
     conversation: StrictStr | ConversationRef | None = None
     truncation: Literal["auto", "disabled"] | None = None
     user: StrictStr | None = Field(None, max_length=256)
+    service_tier: StrictStr | None = Field(None, max_length=32)  # the alias's pass-through policy decides
     safety_identifier: StrictStr | None = Field(None, max_length=256)
     stream: StrictBool = False
     background: StrictBool | None = None  # run on the jobs path (responses/background.py)

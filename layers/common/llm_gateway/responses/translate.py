@@ -139,6 +139,8 @@ def chat_request(
     user = request.safety_identifier or request.user
     if user is not None:
         body["user"] = user
+    if request.service_tier is not None:  # store and metadata are the gateway's own, never the provider's
+        body["service_tier"] = request.service_tier
     if conversation_id is not None:
         body["conversation_id"] = conversation_id
     return ChatCompletionRequest.model_validate(body)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llm_gateway.errors import ConfigurationError, NotFound
 from llm_gateway.settings import Settings
+from llm_gateway.upstream.passthrough import PassThrough
 
 DEFAULT_ALIAS = "default"
 DEFAULT_KEY_REF = "default"
@@ -104,6 +105,8 @@ class ModelAlias(BaseModel):
     # request caps: over one, a 400 naming the field (nothing reaches the provider)
     max_n: int = Field(8, ge=1, le=128)
     max_output_tokens: int | None = Field(None, gt=0)  # default: the context window
+    # service_tier / store / metadata / user: forward, drop or reject (user: also tenant); passthrough.py
+    pass_through: PassThrough = Field(default_factory=PassThrough)
 
     @property
     def context_window(self) -> int:
