@@ -194,13 +194,16 @@ class InMemoryBackgroundQueue:
             raise IdempotencyConflict("This Idempotency-Key was used with a different request body.")
         return found[0], found[2], 60_000
 
-    def send(self, tenant: str, response_id: str, body: dict[str, Any], group_id: str) -> None:
+    def send(
+        self, tenant: str, response_id: str, body: dict[str, Any], group_id: str, key_id: str | None = None
+    ) -> None:
         from llm_gateway.errors import QueueUnavailable
 
         if self.fail_sends:
             self.fail_sends -= 1
             raise QueueUnavailable("The jobs queue is unavailable.")
-        self.messages.append({"tenant": tenant, "id": response_id, "body": body, "group": group_id})
+        message = {"tenant": tenant, "id": response_id, "body": body, "group": group_id}
+        self.messages.append({**message, "key_id": key_id} if key_id is not None else message)
 
     def sent(self, tenant: str, key: str) -> None:
         response_id, body, _ = self.claims[(tenant, key)]

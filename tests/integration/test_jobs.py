@@ -528,7 +528,8 @@ def test_invalid_message_naming_a_known_job_fails_that_job(jobs):
 
 def test_garbage_message_ends_in_the_dlq_with_the_reason_logged(jobs, caplog):
     send(jobs, "this is not json", "g1", "garbage-1")
-    send(jobs, json.dumps({"version": 2, "job_id": "j1", "tenant_id": "tenant-a", "request": {}}), "g2", "garbage-2")
+    unknown_version = {"version": 99, "job_id": "j1", "tenant_id": "tenant-a", "request": {}}
+    send(jobs, json.dumps(unknown_version), "g2", "garbage-2")
     dlq = jobs.gw.aws.res.dead_letter_queue_url
     jobs.drain(lambda: len(jobs.queue_messages(dlq)) == 2)
     assert sorted(m["Body"][:10] for m in jobs.queue_messages(dlq)) == sorted(["this is no", '{"version"'])

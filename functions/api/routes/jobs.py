@@ -36,7 +36,7 @@ def create_jobs(
 ) -> JSONResponse:
     """A chat completion request (optionally with ``conversation_id``), or ``{"requests": [...]}``
     (up to 100), run asynchronously. Answers 202 with the job, or the list of jobs in order."""
-    submission = services.jobs.submit(who.tenant, body, idempotency_key)
+    submission = services.jobs.submit(who.tenant, body, idempotency_key, key_id=who.key_id)
     if not submission.replayed:
         request.state.metrics.add("JobsQueued", len(submission.jobs))
     content = {"object": "list", "data": submission.jobs} if submission.batch else submission.jobs[0]

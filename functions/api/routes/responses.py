@@ -124,7 +124,7 @@ def create_response(
     with ``stream: true``, its events as they are produced); ``Idempotency-Key`` as for /v1/jobs."""
     request.state.metrics.route(ROUTE)
     if body.background:
-        queued, replayed = services.background.submit(who.tenant, body, idempotency_key)
+        queued, replayed = services.background.submit(who.tenant, body, idempotency_key, key_id=who.key_id)
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
         if not body.stream:

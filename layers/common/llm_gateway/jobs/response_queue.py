@@ -53,11 +53,19 @@ class ResponseJobQueue:
             )
         return record.job_ids[0], record.enqueued, now_ms() - record.created_at
 
-    def send(self, tenant: str, response_id: str, body: dict[str, Any], group_id: str) -> None:
+    def send(
+        self, tenant: str, response_id: str, body: dict[str, Any], group_id: str, key_id: str | None = None
+    ) -> None:
         if not self.queue_url:
             raise ConfigurationError("Background responses need the jobs queue (JOBS_QUEUE_URL is empty).")
         message = JobMessage(
-            kind="response", job_id=response_id, tenant_id=tenant, request=body, submitted_at=now_ms(), source="api"
+            kind="response",
+            job_id=response_id,
+            tenant_id=tenant,
+            key_id=key_id,
+            request=body,
+            submitted_at=now_ms(),
+            source="api",
         ).body()
         limit = self.settings.job_max_message_bytes
         if len(message.encode()) > limit:

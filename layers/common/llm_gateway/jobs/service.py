@@ -70,7 +70,11 @@ class JobService:
         return job.public()
 
     # ---- submit ---------------------------------------------------------------------
-    def submit(self, tenant: str, body: Any, idempotency_key: str | None = None) -> Submission:
+    def submit(
+        self, tenant: str, body: Any, idempotency_key: str | None = None, key_id: str | None = None
+    ) -> Submission:
+        """Validate, claim the key, write the jobs, enqueue them; ``key_id`` (the submitting API key)
+        rides in each message so the worker applies that key's limits too."""
         if idempotency_key is not None and not _IDEMPOTENCY_KEY_RE.match(idempotency_key):
             raise InvalidRequest("'Idempotency-Key' must be 1-255 visible ASCII characters.", param="Idempotency-Key")
         if not self.queue_url:
@@ -97,7 +101,9 @@ class JobService:
         now = now_ms()
         for item, job_id in zip(prepared, ids, strict=True):
             item.job_id = job_id
-            item.message = JobMessage(job_id=job_id, tenant_id=tenant, request=item.raw, submitted_at=now, source="api")
+            item.message = JobMessage(
+                job_id=job_id, tenant_id=tenant, key_id=key_id, request=item.raw, submitted_at=now, source="api"
+            )
             item.body = item.message.body()
         self._check_message_sizes(prepared, batch)
 

@@ -2,7 +2,7 @@
 
 Per record:
 
-1. **Validate** the message (``schemas/job-message.v1.json`` + the Chat Completions model).
+1. **Validate** the message (``schemas/job-message.v{1,2}.json`` + the Chat Completions model).
    Invalid → if it names a job that exists, that job is marked ``failed`` and the record is
    acknowledged; otherwise the record fails (redelivered until the redrive policy moves it to
    the DLQ) and the reason is logged. Never dropped silently.
@@ -233,7 +233,7 @@ class JobWorker:
         """One delivery of a background response: the run owns its status (on the stored response)."""
         assert self.background is not None
         log = {"job_id": message.job_id, "receive_count": receive_count, "kind": "response"}
-        report = TurnReport()
+        report = TurnReport(key_id=message.key_id)  # the submitting key's limits apply (version 2)
         last = receive_count >= self.settings.jobs_max_receive_count
         try:
             status = self.background(
@@ -285,7 +285,7 @@ class JobWorker:
         if not running:
             logger.info("job already finished; acknowledging the duplicate", extra={**log, "status": started.status})
             return {"status": started.status}
-        report = TurnReport()
+        report = TurnReport(key_id=message.key_id)  # the submitting key's limits apply (version 2)
         try:
             with bounded(deadline):  # the job's store, KMS and upstream waits within its deadline
                 result = self._complete(message, request, deadline, report)

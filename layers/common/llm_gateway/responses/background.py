@@ -57,7 +57,9 @@ class BackgroundQueue(Protocol):
     ``claim``: None when the key is new; else (its response id, enqueued, age in ms)."""
 
     def claim(self, tenant: str, key: str, body: dict[str, Any], response_id: str) -> tuple[str, bool, int] | None: ...
-    def send(self, tenant: str, response_id: str, body: dict[str, Any], group_id: str) -> None: ...
+    def send(
+        self, tenant: str, response_id: str, body: dict[str, Any], group_id: str, key_id: str | None = None
+    ) -> None: ...
     def sent(self, tenant: str, key: str) -> None: ...
 
 
@@ -76,9 +78,10 @@ class BackgroundResponses:
 
     # ---- submit (API) ------------------------------------------------------------------
     def submit(
-        self, tenant: str, request: CreateResponse, idempotency_key: str | None = None
+        self, tenant: str, request: CreateResponse, idempotency_key: str | None = None, key_id: str | None = None
     ) -> tuple[dict[str, Any], bool]:
-        """Store the response ``queued`` and enqueue it: (the Response object, replayed)."""
+        """Store the response ``queued`` and enqueue it: (the Response object, replayed). ``key_id``
+        (the submitting API key) rides in the message, so the worker applies that key's limits too."""
         if self.queue is None:
             raise ConfigurationError("Background responses need the jobs queue (JOBS_QUEUE_URL is empty).")
         body = request.model_dump(mode="json", by_alias=True, exclude_unset=True)
@@ -94,7 +97,7 @@ class BackgroundResponses:
                 stored = self._get(tenant, response_id)
                 if stored is not None:
                     if not enqueued and age_ms > RESEND_AFTER_MS:
-                        self._send(tenant, response_id, request, body, idempotency_key)
+                        self._send(tenant, response_id, request, body, idempotency_key, key_id)
                     return stored.response, True
         response = response_object(request, response_id, created_at=prepared.created_at, status=QUEUED, output=[])
         record = StoredResponse(tenant, response_id, prepared.created_at, response, prepared.input_items, [])
@@ -102,7 +105,7 @@ class BackgroundResponses:
             stored = self._get(tenant, response_id)
             return (stored.response if stored else response), True
         try:
-            self._send(tenant, response_id, request, body, idempotency_key)
+            self._send(tenant, response_id, request, body, idempotency_key, key_id)
         except GatewayError as exc:
             if idempotency_key is None or exc.permanent:  # it must not sit 'queued' forever
                 failed = {**response, "status": FAILED, "error": {"code": "enqueue_failed", "message": "Not queued."}}
@@ -120,10 +123,16 @@ class BackgroundResponses:
         return True
 
     def _send(
-        self, tenant: str, response_id: str, request: CreateResponse, body: dict[str, Any], key: str | None
+        self,
+        tenant: str,
+        response_id: str,
+        request: CreateResponse,
+        body: dict[str, Any],
+        key: str | None,
+        key_id: str | None,
     ) -> None:
         assert self.queue is not None
-        self.queue.send(tenant, response_id, body, request.conversation_id or response_id)
+        self.queue.send(tenant, response_id, body, request.conversation_id or response_id, key_id)
         if key is not None:
             self.queue.sent(tenant, key)
 
