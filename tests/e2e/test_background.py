@@ -163,3 +163,23 @@ def test_the_local_api_command_refuses_without_a_stack(tmp_path):
         [sys.executable, "-m", "local.api", "--port", "1"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert out.returncode != 0 and "no local stack is running" in out.stderr
+
+
+def test_cancel_cuts_a_running_response_whose_upstream_is_silent(client, fresh_upstream):
+    fresh_upstream.script({"reply": WORDS, "block_after": 5})  # 5 chunks, then the upstream holds
+    queued = client.responses.create(model="default", input="held", background=True)
+    until(lambda: fresh_upstream.control("/_control/stats")["blocked"] == 1)
+    assert client.responses.cancel(queued.id).status == "cancelled"
+
+    def worker_stopped() -> bool:  # its run ended while the upstream still holds the reply
+        return any(
+            line.get("job_id") == queued.id and line.get("status") == "cancelled" for line in fresh_upstream.log_lines()
+        )
+
+    until(worker_stopped, timeout=10)
+    assert fresh_upstream.control("/_control/stats")["blocked"] == 1
+    fresh_upstream.control("/_control/release", {})
+    # the held handler writes again and finds the connection the worker closed
+    until(lambda: fresh_upstream.control("/_control/stats")["disconnects"] >= 1, timeout=10)
+    final = client.responses.retrieve(queued.id)
+    assert final.status == "cancelled" and final.output == []

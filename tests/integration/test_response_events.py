@@ -109,3 +109,25 @@ def test_get_stream_errors_are_json_before_anything_is_streamed(gateway):
     for params in ({"starting_after": 3}, {"stream": "true", "starting_after": -1}):
         bad = gateway.get(f"/v1/responses/{created['id']}", params=params)
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "starting_after", bad.text
+
+
+def test_an_idle_follower_sends_keep_alive_comments_until_events_arrive(gateway, monkeypatch):
+    from routes.responses import ReplayStreamResponse
+
+    monkeypatch.setattr(ReplayStreamResponse, "KEEPALIVE_SECONDS", 0.1)
+    rid = put_background(gateway)
+    writer = EventWriter(gateway.services.responses.events, "tenant-a", rid, batch_size=10)
+    writer.next = 2  # events 0 and 1 are the stored response's own
+
+    def produce() -> None:
+        time.sleep(0.6)
+        writer.add([{"type": "response.completed", "sequence_number": 2, "response": {"id": rid}}])
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        resp = gateway.get(f"/v1/responses/{rid}", params={"stream": "true"})
+    finally:
+        producer.join()
+    assert ": keep-alive\n\n" in resp.text
+    assert [e["type"] for e in sse_events(resp.text)] == ["response.created", "response.queued", "response.completed"]

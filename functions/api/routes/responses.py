@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -73,7 +74,11 @@ class ReplayStreamResponse(StreamingResponse):
     """SSE of a stored response's events (``GET …?stream=true``): what is persisted after the
     client's ``starting_after``, then new batches as they are written, until the terminal one.
     Reads run in a worker thread; between empty polls the event loop sleeps, so an idle follower
-    holds no thread. Ends at the stream deadline (the client resumes from its last event)."""
+    holds no thread. While nothing new arrives (a queued response) an SSE comment line is sent every
+    KEEPALIVE_SECONDS, so proxies do not cut an idle stream (SDKs skip comments). Ends at the stream
+    deadline (the client resumes from its last event)."""
+
+    KEEPALIVE_SECONDS = 15.0
 
     def __init__(self, events: EventFollower | StoredEvents, deadline: Deadline, response_id: str) -> None:
         self.events = events
@@ -83,11 +88,17 @@ class ReplayStreamResponse(StreamingResponse):
         super().__init__(self._events(), media_type="text/event-stream", headers=headers)
 
     async def _events(self) -> AsyncIterator[bytes]:
+        quiet_since = time.monotonic()
         while not self.events.done and not self.deadline.expired():
             batch = await anyio.to_thread.run_sync(self._poll, abandon_on_cancel=True)
             for event in batch:
                 yield sse_frame(event)
-            if not batch and not self.events.done:
+            if batch:
+                quiet_since = time.monotonic()
+            elif not self.events.done:
+                if time.monotonic() - quiet_since >= self.KEEPALIVE_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield b": keep-alive\n\n"
                 await anyio.sleep(self.events.poll_seconds)
 
     def _poll(self) -> Any:

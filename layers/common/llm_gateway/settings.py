@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     response_events_flush_seconds: float = Field(0.5, ge=0)  # a slow stream's events wait at most this
     response_events_poll_seconds: float = Field(0.2, gt=0)  # how often a follower reads new batches
     response_events_ttl_days: int = Field(7, ge=0)  # persisted events expire (the response stays); 0 = keep
+    response_cancel_poll_seconds: float = Field(1.0, gt=0)  # a running background response reads its status
 
     # --- quotas (llm_gateway.quotas) -------------------------------------------------
     # A request reserves its prompt tokens plus its output allowance: max_tokens capped at this, so

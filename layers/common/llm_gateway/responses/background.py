@@ -15,8 +15,9 @@ they cost no write.
 response never runs), then the turn streams upstream and its events are persisted in batches as
 they are produced (:class:`~llm_gateway.responses.event_log.EventWriter`); the final response
 replaces the stored one only while it is still ``in_progress``. Cancel checkpoints: before the
-upstream call and after every batch written — a cancelled run closes the upstream connection and
-stores nothing as completed. A retryable failure before the first event is raised for redelivery
+upstream call, after every batch written, and every RESPONSE_CANCEL_POLL_SECONDS while the stream
+runs (:class:`CancelWatch`, so a silent upstream is cut too) — a cancelled run closes the upstream
+connection and stores nothing as completed. A retryable failure before the first event is raised for redelivery
 (on the last delivery the response is ``failed``); once events exist a failure is final
 (``response.failed``), since the events a client may have read cannot be produced again.
 """
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -226,9 +229,25 @@ class BackgroundResponses:
     def _relay(self, stored: StoredResponse, events: ResponseEventStream, writer: EventWriter) -> str:
         """Persist the run's events as they come; stop at a cancel checkpoint."""
         tenant, response_id = stored.tenant, stored.id
+        watch = CancelWatch(
+            lambda: self.store.status(tenant, response_id), events.abort, self.settings.response_cancel_poll_seconds
+        )
+        try:
+            with watch:
+                return self._relay_events(stored, events, writer, watch)
+        finally:
+            events.close()
+
+    def _relay_events(
+        self, stored: StoredResponse, events: ResponseEventStream, writer: EventWriter, watch: CancelWatch
+    ) -> str:
+        tenant, response_id = stored.tenant, stored.id
         last: dict[str, Any] | None = None
         try:
             while (batch := events.next_events()) is not None:
+                if watch.cancelled.is_set():  # the watch aborted the stream: what follows is not the reply
+                    writer.close()
+                    return CANCELLED
                 written = writer.writes
                 writer.add(batch)
                 last = batch[-1] if batch else last
@@ -244,9 +263,10 @@ class BackgroundResponses:
             return self._fail(stored, events.builder, None, None)
         except Exception:
             events.abort()
+            if watch.cancelled.is_set():
+                writer.close()
+                return CANCELLED
             return self._fail(stored, events.builder, writer, None)
-        finally:
-            events.close()
         if last is not None and last["type"] == "response.failed":
             self.store.put(dataclasses.replace(stored, response=last["response"]), replacing=(IN_PROGRESS,))
             return FAILED
@@ -265,3 +285,36 @@ class BackgroundResponses:
         failed = {**event["response"], "completed_at": None}
         self.store.put(dataclasses.replace(stored, response=failed), replacing=(IN_PROGRESS,))
         return FAILED
+
+
+class CancelWatch:
+    """While a run streams, its status is read every ``every`` seconds; once it is cancelled (or the
+    response deleted) the stream is aborted — which wakes a read blocked on a
+    silent upstream and closes the connection — and ``cancelled`` is set."""
+
+    def __init__(self, status: Callable[[], str | None], abort: Callable[[], None], every: float) -> None:
+        self.status = status
+        self.abort = abort
+        self.every = every
+        self.cancelled = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cancel-watch", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                status = self.status()
+            except Exception:  # a failed read is no cancel: try again at the next interval
+                continue
+            if status in (CANCELLED, None):  # not 'completed': the run's own commit ends it so
+                self.cancelled.set()
+                self.abort()
+                return
+
+    def __enter__(self) -> CancelWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.every + 5)
