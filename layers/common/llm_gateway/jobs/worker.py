@@ -236,9 +236,10 @@ class JobWorker:
         report = TurnReport(key_id=message.key_id)  # the submitting key's limits apply (version 2)
         last = receive_count >= self.settings.jobs_max_receive_count
         try:
-            status = self.background(
-                message.tenant_id, message.job_id, message.request, deadline, report, last_attempt=last
-            )
+            with bounded(deadline):  # the run's store, KMS and upstream waits within its deadline
+                status = self.background(
+                    message.tenant_id, message.job_id, message.request, deadline, report, last_attempt=last
+                )
         except Exception as exc:
             metrics.turn(report)
             metrics.count("JobsRetried")
