@@ -15,6 +15,7 @@ def test_openapi_and_docs_describe_every_contract_route(gateway):
         "/v1/responses": {"post"},
         "/v1/responses/{response_id}": {"get", "delete"},
         "/v1/responses/{response_id}/input_items": {"get"},
+        "/v1/responses/{response_id}/cancel": {"post"},
         "/v1/conversations": {"get", "post"},
         "/v1/conversations/{conversation_id}": {"get", "post", "delete"},
         "/v1/conversations/{conversation_id}/items": {"get", "post"},
