@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,3 +184,15 @@ def test_cancel_cuts_a_running_response_whose_upstream_is_silent(client, fresh_u
     until(lambda: fresh_upstream.control("/_control/stats")["disconnects"] >= 1, timeout=10)
     final = client.responses.retrieve(queued.id)
     assert final.status == "cancelled" and final.output == []
+
+
+def test_the_readme_background_example_runs(stack):
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"Background responses:.*?```python\n(.*?)```", readme, re.S).group(1)
+    code = example.replace("http://127.0.0.1:3000/v1", stack.base_url).replace("sk-local-dev", stack.api_key)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "completed Echo: Summarise the plan (messages seen: 1)",
+        "Echo: Stream it (messages seen: 1)",
+    ]
