@@ -34,6 +34,10 @@ class FakeKeys:
         return self.get(key_ref)
 
 
+CREATED = 1_700_000_000  # the scripted replies' `created`
+USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+
+
 class ScriptedProvider:
     """Provider answering from a script: exceptions are raised, dicts are replies."""
 
@@ -59,10 +63,10 @@ class ScriptedProvider:
         data = {
             "id": f"chatcmpl-{len(self.bodies)}",
             "object": "chat.completion",
-            "created": 0,
+            "created": CREATED,
             "model": body.get("model", "m"),
             "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+            "usage": dict(USAGE),
         }
         return UpstreamReply(data, Usage(10, 2))
 
@@ -73,9 +77,9 @@ class ScriptedProvider:
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {
-                "id": "chatcmpl-s",
+                "id": f"chatcmpl-{len(self.bodies)}",
                 "object": "chat.completion.chunk",
-                "created": 0,
+                "created": CREATED,
                 "model": body.get("model", "m"),
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
@@ -91,6 +95,8 @@ class ScriptedProvider:
             for piece in (function["arguments"][:half], function["arguments"][half:]):
                 chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
         chunks.append(chunk({}, finish_reason))
+        if (body.get("stream_options") or {}).get("include_usage"):  # the usage complete() reports
+            chunks.append({**chunk({}), "choices": [], "usage": dict(USAGE)})
         for number, item in enumerate(chunks):
             if cut is not None and number == cut:
                 raise UpstreamStreamError("cut")
@@ -292,3 +298,457 @@ class InMemoryLimitsStore:
 
     def tenant(self, tenant: str) -> Any:
         return self.get(tenant, None)[0]
+
+
+class InMemoryConversationStore:
+    """conversations.records.ConversationStore in dicts: the same lease, version and turn-marker rules as the
+    DynamoDB adapter (a held lease is a 409, a commit checks lease and version, a turn id commits once).
+
+    Counts what tests assert on: ``writes`` (commits and creates), ``leases_taken`` / ``leases_released``,
+    and the budgets each history read was given. ``fail_commit`` (an exception) makes the next commit raise
+    it with nothing written, as a failed TransactWriteItems would."""
+
+    def __init__(self) -> None:
+        self.heads: dict[tuple[str, str], Any] = {}
+        self.messages_of: dict[tuple[str, str], dict[int, Any]] = {}
+        self.turns: dict[tuple[str, str, str], list[int]] = {}
+        self.lease: dict[tuple[str, str], tuple[str, int]] = {}  # (tenant, id) -> (lease id, expires ms)
+        self.writes = 0
+        self.leases_taken = 0
+        self.leases_released = 0
+        self.history_reads: list[tuple[int, int]] = []  # (max_messages, max_tokens) per read
+        self.fail_commit: BaseException | None = None
+
+    # ---- helpers -------------------------------------------------------------------
+    def _head(self, tenant: str, conversation_id: str) -> Any:
+        from llm_gateway.errors import NotFound
+
+        head = self.heads.get((tenant, conversation_id))
+        if head is None:
+            raise NotFound(f"No conversation found with id '{conversation_id[:64]}'.", param="conversation_id")
+        return head
+
+    def _copy(self, head: Any) -> Any:
+        import copy
+
+        return copy.deepcopy(head)
+
+    def held(self, tenant: str, conversation_id: str) -> bool:
+        """Whether an unexpired lease is on the conversation (what a test checks after a failure)."""
+        from llm_gateway.deadline import now_ms
+
+        lease = self.lease.get((tenant, conversation_id))
+        return lease is not None and lease[1] >= now_ms()
+
+    # ---- conversations -------------------------------------------------------------
+    def create(
+        self,
+        tenant: str,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        system_tokens: int = 0,
+        metadata: dict[str, str] | None = None,
+        messages: Any = (),
+    ) -> Any:
+        from llm_gateway.conversations.records import Conversation, StoredMessage, new_conversation_id
+        from llm_gateway.deadline import now_ms
+
+        now = now_ms()
+        conv = Conversation(
+            id=new_conversation_id(),
+            tenant=tenant,
+            created_at=now,
+            updated_at=now,
+            model=model,
+            system=system,
+            system_tokens=system_tokens if system else 0,
+            metadata=dict(metadata or {}),
+            message_count=len(messages),
+        )
+        self.heads[(tenant, conv.id)] = conv
+        self.messages_of[(tenant, conv.id)] = {
+            seq: StoredMessage(seq, m.body, m.tokens, now, m.meta) for seq, m in enumerate(messages)
+        }
+        self.writes += 1
+        return self._copy(conv)
+
+    def get(self, tenant: str, conversation_id: str) -> Any:
+        return self._copy(self._head(tenant, conversation_id))
+
+    def update_metadata(self, tenant: str, conversation_id: str, metadata: dict[str, str]) -> Any:
+        head = self._head(tenant, conversation_id)
+        head.metadata = dict(metadata)
+        self.writes += 1
+        return self._copy(head)
+
+    def list_conversations(
+        self, tenant: str, *, limit: int, after: str | None, descending: bool = True
+    ) -> tuple[list[Any], bool]:
+        from llm_gateway.errors import InvalidRequest
+
+        mine = sorted((c for (t, _), c in self.heads.items() if t == tenant), key=lambda c: (c.created_at, c.id))
+        if descending:
+            mine.reverse()
+        if after is not None:
+            ids = [c.id for c in mine]
+            if after not in ids:
+                raise InvalidRequest("'after' must be the id of one of your conversations.", param="after")
+            mine = mine[ids.index(after) + 1 :]
+        return [self._copy(c) for c in mine[:limit]], len(mine) > limit
+
+    def delete(self, tenant: str, conversation_id: str) -> None:
+        from llm_gateway.errors import ConversationBusy
+
+        self._head(tenant, conversation_id)
+        if self.held(tenant, conversation_id):
+            raise ConversationBusy("A turn is in progress on this conversation; retry later.")
+        del self.heads[(tenant, conversation_id)]
+        self.messages_of.pop((tenant, conversation_id), None)
+        self.writes += 1
+
+    # ---- messages ------------------------------------------------------------------
+    def _stored(self, tenant: str, conversation_id: str) -> dict[int, Any]:
+        self._head(tenant, conversation_id)
+        return self.messages_of[(tenant, conversation_id)]
+
+    def messages(self, tenant: str, conversation_id: str, *, limit: int, after: int | None) -> tuple[list[Any], bool]:
+        start = 0 if after is None else after + 1
+        return self.messages_page(tenant, conversation_id, start=start, descending=False, limit=limit)
+
+    def messages_page(
+        self, tenant: str, conversation_id: str, *, start: int | None, descending: bool, limit: int
+    ) -> tuple[list[Any], bool]:
+        stored = self._stored(tenant, conversation_id)
+        seqs = sorted(stored, reverse=descending)
+        if start is not None:
+            seqs = [s for s in seqs if (s <= start if descending else s >= start)]
+        return [stored[s] for s in seqs[:limit]], len(seqs) > limit
+
+    def message(self, tenant: str, conversation_id: str, seq: int) -> Any:
+        return self._stored(tenant, conversation_id).get(seq)
+
+    def read_history(self, tenant: str, conversation_id: str, *, max_messages: int, max_tokens: int) -> Any:
+        from llm_gateway.conversations.records import History
+
+        self.history_reads.append((max_messages, max_tokens))
+        stored = self._stored(tenant, conversation_id)
+        kept: list[Any] = []
+        tokens = read = 0
+        for seq in sorted(stored, reverse=True)[:max_messages]:
+            read += 1
+            if tokens + stored[seq].tokens > max_tokens:
+                break
+            kept.append(stored[seq])
+            tokens += stored[seq].tokens
+        kept.reverse()
+        return History(kept, read)
+
+    def turn_messages(self, tenant: str, conversation_id: str, turn_id: str) -> list[Any] | None:
+        seqs = self.turns.get((tenant, conversation_id, turn_id))
+        if seqs is None:
+            return None
+        stored = self._stored(tenant, conversation_id)
+        return [stored[s] for s in seqs]
+
+    # ---- leases and commits --------------------------------------------------------
+    def acquire_lease(self, tenant: str, conversation_id: str, ttl_seconds: float) -> Any:
+        import uuid
+
+        from llm_gateway.conversations.records import Lease
+        from llm_gateway.deadline import now_ms
+        from llm_gateway.errors import ConversationBusy
+
+        head = self._head(tenant, conversation_id)
+        if self.held(tenant, conversation_id):
+            raise ConversationBusy("Another turn is in progress on this conversation; retry when it completes.")
+        lease = Lease(self._copy(head), uuid.uuid4().hex, now_ms() + int(ttl_seconds * 1000))
+        self.lease[(tenant, conversation_id)] = (lease.lease_id, lease.expires_at)
+        self.leases_taken += 1
+        return lease
+
+    def _holds(self, lease: Any) -> bool:
+        conv = lease.conversation
+        held = self.lease.get((conv.tenant, conv.id))
+        return held is not None and held[0] == lease.lease_id
+
+    def extend_lease(self, lease: Any, ttl_seconds: float) -> None:
+        from llm_gateway.deadline import now_ms
+        from llm_gateway.errors import ConversationBusy
+
+        if not self._holds(lease):
+            raise ConversationBusy("The turn lost its lease on the conversation.")
+        lease.expires_at = now_ms() + int(ttl_seconds * 1000)
+        self.lease[(lease.conversation.tenant, lease.conversation.id)] = (lease.lease_id, lease.expires_at)
+
+    def release_lease(self, lease: Any) -> None:
+        if self._holds(lease):
+            del self.lease[(lease.conversation.tenant, lease.conversation.id)]
+            self.leases_released += 1
+
+    def _check_commit(self, lease: Any) -> Any:
+        from llm_gateway.errors import ConversationBusy
+
+        if self.fail_commit is not None:
+            exc, self.fail_commit = self.fail_commit, None
+            raise exc
+        conv = lease.conversation
+        head = self._head(conv.tenant, conv.id)
+        if not self._holds(lease) or head.version != conv.version:
+            raise ConversationBusy("The conversation changed while this turn ran; nothing was stored.")
+        return head
+
+    def commit_turn(
+        self,
+        lease: Any,
+        messages: list[Any],
+        *,
+        usage: Any,
+        system: tuple[str, int] | None = None,
+        turn_id: str | None = None,
+    ) -> list[Any]:
+        from llm_gateway.conversations.records import StoredMessage, TurnAlreadyCommitted
+        from llm_gateway.deadline import now_ms
+
+        head = self._check_commit(lease)
+        conv = lease.conversation
+        if turn_id is not None and (conv.tenant, conv.id, turn_id) in self.turns:
+            raise TurnAlreadyCommitted(turn_id)
+        now = now_ms()
+        first = head.message_count
+        stored = [StoredMessage(first + i, m.body, m.tokens, now, m.meta) for i, m in enumerate(messages)]
+        self.messages_of[(conv.tenant, conv.id)].update({m.seq: m for m in stored})
+        if turn_id is not None:
+            self.turns[(conv.tenant, conv.id, turn_id)] = [m.seq for m in stored]
+        head.version += 1
+        head.message_count = first + len(messages)
+        head.updated_at = now
+        head.prompt_tokens += usage.prompt_tokens
+        head.completion_tokens += usage.completion_tokens
+        head.cost_usd += usage.cost_usd
+        if system is not None:
+            head.system, head.system_tokens = system
+        del self.lease[(conv.tenant, conv.id)]
+        conv.version, conv.message_count = head.version, head.message_count
+        self.writes += 1
+        return stored
+
+    def commit_edit(self, lease: Any, seq: int, replacement: Any) -> None:
+        from llm_gateway.errors import ConversationBusy
+
+        head = self._check_commit(lease)
+        conv = lease.conversation
+        stored = self.messages_of[(conv.tenant, conv.id)]
+        if seq not in stored:
+            raise ConversationBusy("The conversation changed while the item was removed; retry.")
+        if replacement is None:
+            del stored[seq]
+            head.deleted_messages += 1
+        else:
+            stored[seq].body, stored[seq].tokens = replacement.body, replacement.tokens
+        head.version += 1
+        del self.lease[(conv.tenant, conv.id)]
+        conv.version = head.version
+        self.writes += 1
+
+
+class InMemoryJobStore:
+    """jobs.store.JobStore in dicts: transitions only from queued/running (a finished job stays
+    finished), job items created only if absent, an Idempotency-Key claimed once per TTL."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[tuple[str, str], Any] = {}
+        self.keys: dict[tuple[str, str], Any] = {}
+        self.writes = 0
+
+    def get(self, tenant: str, job_id: str) -> Any:
+        import copy
+
+        job = self.jobs.get((tenant, job_id))
+        return copy.deepcopy(job) if job is not None else None
+
+    def get_many(self, tenant: str, job_ids: list[str]) -> dict[str, Any]:
+        return {j: job for j in job_ids if (job := self.get(tenant, j)) is not None}
+
+    def create_all(self, jobs: list[Any]) -> None:
+        import copy
+
+        for job in jobs:
+            if (job.tenant, job.id) not in self.jobs:
+                self.jobs[(job.tenant, job.id)] = copy.deepcopy(job)
+                self.writes += 1
+
+    def begin(self, message: Any, request: Any) -> tuple[Any, bool]:
+        from llm_gateway.deadline import now_ms
+        from llm_gateway.jobs.store import QUEUED, RUNNING, Job
+
+        now = now_ms()
+        key = (message.tenant_id, message.job_id)
+        job = self.jobs.get(key)
+        if job is None:
+            job = self.jobs[key] = Job(
+                id=message.job_id,
+                tenant=message.tenant_id,
+                status=QUEUED,
+                created_at=message.submitted_at or now,
+                updated_at=now,
+                model=request.model,
+                conversation_id=request.conversation_id,
+                source=message.source or "sqs",
+            )
+        if job.status not in (QUEUED, RUNNING):
+            return self.get(*key), False
+        job.status, job.attempts, job.updated_at = RUNNING, job.attempts + 1, now
+        job.started_at = job.started_at or now
+        self.writes += 1
+        return self.get(*key), True
+
+    def _transition(self, job: Any, **fields: Any) -> Any:
+        from llm_gateway.deadline import now_ms
+        from llm_gateway.jobs.store import QUEUED, RUNNING
+
+        stored = self.jobs.get((job.tenant, job.id))
+        if stored is None or stored.status not in (QUEUED, RUNNING):
+            return None
+        for name, value in fields.items():
+            setattr(stored, name, value)
+        stored.updated_at = now_ms()
+        self.writes += 1
+        return self.get(job.tenant, job.id)
+
+    def requeue(self, job: Any, error: dict[str, Any]) -> Any:
+        from llm_gateway.jobs.store import QUEUED
+
+        return self._transition(job, status=QUEUED, last_error=error)
+
+    def succeed(self, job: Any, result: dict[str, Any]) -> Any:
+        from llm_gateway.deadline import now_ms
+        from llm_gateway.jobs.store import SUCCEEDED
+
+        return self._transition(job, status=SUCCEEDED, result=result, completed_at=now_ms(), last_error=None)
+
+    def fail(self, job: Any, error: dict[str, Any]) -> Any:
+        from llm_gateway.deadline import now_ms
+        from llm_gateway.jobs.store import FAILED
+
+        return self._transition(job, status=FAILED, error=error, completed_at=now_ms(), last_error=None)
+
+    def claim_key(self, tenant: str, key: str, body_hash: str, job_ids: list[str], ttl_seconds: int) -> Any:
+        from llm_gateway.deadline import now_ms
+        from llm_gateway.jobs.store import IdempotencyRecord
+
+        now = now_ms()
+        old = self.keys.get((tenant, key))
+        if old is not None and old[1] >= now:
+            return old[0]
+        self.keys[(tenant, key)] = (IdempotencyRecord(body_hash, list(job_ids), now, False), now + ttl_seconds * 1000)
+        self.writes += 1
+        return None
+
+    def mark_enqueued(self, tenant: str, key: str) -> None:
+        import dataclasses
+
+        record, expires = self.keys[(tenant, key)]
+        self.keys[(tenant, key)] = (dataclasses.replace(record, enqueued=True), expires)
+        self.writes += 1
+
+
+class FakeQueue:
+    """The slice of an SQS client JobService uses (``send_message_batch``); keeps what was sent.
+    ``refuse`` (an exception) makes the next send raise it."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.refuse: BaseException | None = None
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+        if self.refuse is not None:
+            exc, self.refuse = self.refuse, None
+            raise exc
+        self.sent += Entries
+        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+
+def in_memory_idempotency() -> Any:
+    """A Powertools idempotency persistence layer in a dict (the same put conditions as its DynamoDB one)."""
+    import datetime as dt
+
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyItemAlreadyExistsError,
+        IdempotencyItemNotFoundError,
+    )
+    from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer, DataRecord
+
+    class InMemoryIdempotency(BasePersistenceLayer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.records: dict[str, DataRecord] = {}
+
+        def _get_record(self, idempotency_key: str) -> DataRecord:
+            try:
+                return self.records[idempotency_key]
+            except KeyError:
+                raise IdempotencyItemNotFoundError(idempotency_key) from None
+
+        def _put_record(self, data_record: DataRecord) -> None:
+            old = self.records.get(data_record.idempotency_key)
+            now = dt.datetime.now().timestamp()
+            if old is not None and not (
+                (old.expiry_timestamp or 0) < now
+                or (
+                    old.status == "INPROGRESS"
+                    and old.in_progress_expiry_timestamp is not None
+                    and old.in_progress_expiry_timestamp < now * 1000
+                )
+            ):
+                raise IdempotencyItemAlreadyExistsError(old_data_record=old)
+            self.records[data_record.idempotency_key] = data_record
+
+        def _update_record(self, data_record: DataRecord) -> None:
+            self.records[data_record.idempotency_key] = data_record
+
+        def _delete_record(self, data_record: DataRecord) -> None:
+            self.records.pop(data_record.idempotency_key, None)
+
+    return InMemoryIdempotency()
+
+
+class InMemoryKeyStore:
+    """The gateway's API keys (security.api_keys.ApiKeyStore; quotas.admin.KeyStore) in a dict, by hash."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, Any] = {}  # sha256 -> ApiKey
+
+    def create(self, tenant: str, name: str = "", key: str | None = None, *, admin: bool = False) -> tuple[str, Any]:
+        import secrets
+
+        from llm_gateway.deadline import now_ms
+        from llm_gateway.security.api_keys import KEY_PREFIX, ApiKey, hash_key
+
+        key = key or KEY_PREFIX + secrets.token_urlsafe(32)
+        digest = hash_key(key)
+        assert digest not in self.keys
+        record = ApiKey("key_" + digest[:12], tenant, name, now_ms(), admin=admin, key_hash=digest)
+        self.keys[digest] = record
+        return key, record
+
+    def lookup(self, key: str) -> Any:
+        from llm_gateway.security.api_keys import hash_key
+
+        return self.keys.get(hash_key(key))
+
+    def list(self, tenant: str | None = None) -> list[Any]:
+        return sorted(
+            (k for k in self.keys.values() if tenant is None or k.tenant == tenant), key=lambda k: (k.tenant, k.key_id)
+        )
+
+    def revoke(self, key_id: str) -> Any:
+        import dataclasses
+
+        from llm_gateway.errors import NotFound
+
+        for digest, record in self.keys.items():
+            if record.key_id == key_id:
+                self.keys[digest] = dataclasses.replace(record, revoked=True)
+                return self.keys[digest]
+        raise NotFound(f"No API key with id '{key_id}'.")

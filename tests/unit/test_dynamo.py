@@ -34,7 +34,7 @@ def test_unprocessed_keys_are_asked_again_until_none_are_left():
 
 
 def test_keys_dynamodb_never_processes_end_in_an_error_after_a_bounded_number_of_calls():
-    """JobStore.get_many used to loop here forever, without sleeping."""
+    """DynamoJobStore.get_many used to loop here forever, without sleeping."""
     calls, sleeps = [], []
 
     def call(request):

@@ -7,7 +7,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from llm_gateway.chat.replies import stored_reply
+from llm_gateway.chat.replies import from_routed, stored_reply
 from llm_gateway.chat.tokens import count_message
 from llm_gateway.conversations.store import DynamoConversationStore
 from llm_gateway.errors import ConversationBusy, NotFound
@@ -96,10 +96,10 @@ def test_a_reply_counts_as_history_like_any_message():
         "model": "m",
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
     }
-    message = stored_reply(RoutedReply(UpstreamReply(body, Usage(20, count_text(text))), deployment))
+    message = stored_reply(from_routed(RoutedReply(UpstreamReply(body, Usage(20, count_text(text))), deployment)))
     assert message.tokens == count_message({"role": "assistant", "content": text})
     # without usage from the upstream, the reply is counted locally
-    message = stored_reply(RoutedReply(UpstreamReply(body, Usage(0, 0)), deployment))
+    message = stored_reply(from_routed(RoutedReply(UpstreamReply(body, Usage(0, 0)), deployment)))
     assert message.tokens == count_message({"role": "assistant", "content": text})
 
 

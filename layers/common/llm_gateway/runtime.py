@@ -16,7 +16,7 @@ from llm_gateway.conversations.store import DynamoConversationStore
 from llm_gateway.errors import ConfigurationError
 from llm_gateway.jobs.response_queue import ResponseJobQueue
 from llm_gateway.jobs.service import JobService
-from llm_gateway.jobs.store import JobStore
+from llm_gateway.jobs.store import DynamoJobStore
 from llm_gateway.observability import logger
 from llm_gateway.providers import build_provider
 from llm_gateway.providers.watchdog import watched
@@ -146,7 +146,7 @@ def build_services(
 
     jobs = JobService(
         settings,
-        JobStore(settings.table_name, store.client, ttl_days=settings.job_ttl_days),
+        DynamoJobStore(settings.table_name, store.client, ttl_days=settings.job_ttl_days),
         store,
         chat.validate,
         sqs_client,

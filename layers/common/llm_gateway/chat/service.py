@@ -8,19 +8,18 @@ from typing import Any
 from llm_gateway.chat import metering
 from llm_gateway.chat.metering import prompt_count
 from llm_gateway.chat.models import ChatCompletionRequest
-from llm_gateway.chat.replies import completion_body, replayed_completion, stored_reply
+from llm_gateway.chat.replies import Completion, completion_body, from_routed, from_stored, stored_reply
 from llm_gateway.chat.streaming import ChatStream, StreamTurn
 from llm_gateway.chat.tokens import TOKENS_PER_REPLY, count_message
 from llm_gateway.chat.turn import LeasedTurn, PreparedTurn, drop_orphans, leading_system, system_text
 from llm_gateway.chat.validation import TurnChecks
 from llm_gateway.conversations.records import ConversationStore, History, NewMessage, TurnAlreadyCommitted, TurnUsage
 from llm_gateway.deadline import Deadline
-from llm_gateway.errors import InvalidRequest
 from llm_gateway.quotas.service import QuotaService
 from llm_gateway.reports import StreamReport, TurnReport
 from llm_gateway.settings import Settings
 from llm_gateway.upstream.aliases import ModelAlias, Routing
-from llm_gateway.upstream.router import RoutedReply, Router
+from llm_gateway.upstream.router import Router
 
 __all__ = ["ChatService", "PreparedTurn", "TurnReport", "drop_orphans"]
 
@@ -50,8 +49,21 @@ class ChatService(TurnChecks):
         *,
         turn_id: str | None = None,
     ) -> dict[str, Any]:
-        """One turn. With ``turn_id`` (jobs) a conversation turn is idempotent: if a turn with
-        that id was committed before, its stored reply is returned and nothing is called or written.
+        """One turn, as the ``chat.completion`` the client receives (see :meth:`reply`)."""
+        completion = self.reply(tenant, request, deadline, report, turn_id=turn_id)
+        return completion_body(completion, request.conversation_id)
+
+    def reply(
+        self,
+        tenant: str,
+        request: ChatCompletionRequest,
+        deadline: Deadline,
+        report: TurnReport | None = None,
+        *,
+        turn_id: str | None = None,
+    ) -> Completion:
+        """One turn's completed reply. With ``turn_id`` (jobs) a conversation turn is idempotent: if a
+        turn with that id was committed before, its stored reply is returned and nothing is called or written.
         """
         report = report or TurnReport()
         alias = self.validate(request)
@@ -60,22 +72,19 @@ class ChatService(TurnChecks):
             messages = [m.wire() for m in request.messages]
             hold = metering.admit(self.quotas, tenant, alias, request, prompt_count(messages), deadline, report)
             try:
-                routed = self._call(tenant, alias, request, messages, deadline, report)
+                return self._call(tenant, alias, request, messages, deadline, report)
             finally:
                 metering.settle(hold, report)
-            return completion_body(routed, None)
         if turn_id is not None:
             replay = self.committed_turn(tenant, request.conversation_id, turn_id)
             if replay is not None:
                 return replay
         return self._conversation_turn(tenant, alias, request, deadline, report, turn_id)
 
-    def committed_turn(self, tenant: str, conversation_id: str, turn_id: str) -> dict[str, Any] | None:
-        """The chat.completion of an already committed idempotent turn, rebuilt from its stored reply."""
+    def committed_turn(self, tenant: str, conversation_id: str, turn_id: str) -> Completion | None:
+        """The reply of an already committed idempotent turn, from the stored message."""
         stored = self.store.turn_messages(tenant, conversation_id, turn_id)
-        if not stored:
-            return None
-        return replayed_completion(stored[-1], conversation_id, turn_id)
+        return from_stored(stored[-1], turn_id) if stored else None
 
     def _call(
         self,
@@ -85,15 +94,15 @@ class ChatService(TurnChecks):
         messages: list[dict[str, Any]],
         deadline: Deadline,
         report: TurnReport,
-    ) -> RoutedReply:
+    ) -> Completion:
         routed = self.router.complete(alias, request.upstream_body(alias, messages, tenant), deadline, report.stats)
-        usage = routed.reply.usage
+        completion = from_routed(routed)
         report.deployment = routed.deployment.name
         report.provider = routed.deployment.provider
-        report.prompt_tokens = usage.prompt_tokens
-        report.completion_tokens = usage.completion_tokens
-        report.cost_usd = routed.deployment.cost(usage.prompt_tokens, usage.completion_tokens)
-        return routed
+        report.prompt_tokens = completion.usage.prompt_tokens
+        report.completion_tokens = completion.usage.completion_tokens
+        report.cost_usd = completion.cost_usd
+        return completion
 
     def _conversation_turn(
         self,
@@ -103,7 +112,7 @@ class ChatService(TurnChecks):
         deadline: Deadline,
         report: TurnReport,
         turn_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Completion:
         report.conversation = True
         conversation_id = request.conversation_id
         assert conversation_id is not None
@@ -114,11 +123,10 @@ class ChatService(TurnChecks):
         try:
             turn = self.prepare(tenant, alias, request, lease.conversation, report)
             hold = metering.admit(self.quotas, tenant, alias, request, turn.prompt_tokens, deadline, report)
-            routed = self._call(tenant, alias, request, turn.upstream_messages, deadline, report)
-            reply = stored_reply(routed)
+            completion = self._call(tenant, alias, request, turn.upstream_messages, deadline, report)
             self.store.commit_turn(
                 lease,
-                [*turn.new_messages, reply],
+                [*turn.new_messages, stored_reply(completion)],
                 system=turn.system,
                 usage=TurnUsage(report.prompt_tokens, report.completion_tokens, report.cost_usd),
                 turn_id=turn_id,
@@ -135,7 +143,7 @@ class ChatService(TurnChecks):
             raise
         finally:
             metering.settle(hold, report)
-        return completion_body(routed, conversation_id)
+        return completion
 
     def prepare(
         self, tenant: str, alias: ModelAlias, request: ChatCompletionRequest, conversation: Any, report: TurnReport
@@ -149,9 +157,8 @@ class ChatService(TurnChecks):
         else:
             system = None
         system_prompt = system or ((conversation.system, conversation.system_tokens) if conversation.system else None)
+        # validate() refused a turn that adds no non-system message
         new_messages = [NewMessage(m.wire(), count_message(m.wire())) for m in rest]
-        if not new_messages:
-            raise InvalidRequest("A turn must add at least one non-system message.", param="messages")
 
         instructions = request.instructions
         instruction_tokens = count_message({"role": "system", "content": instructions}) if instructions else 0

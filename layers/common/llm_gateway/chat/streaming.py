@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from llm_gateway.chat.tokens import count_text, reply_tokens
+from llm_gateway.chat.replies import Completion, new_completion_id, stored_reply
+from llm_gateway.chat.tokens import count_text
 from llm_gateway.conversations.records import NewMessage
 from llm_gateway.deadline import Deadline, Scope, bounded
 from llm_gateway.errors import GatewayError, UpstreamTimeout
@@ -47,6 +48,8 @@ class ReplyBuilder:
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.model: str | None = None
+        self.id: str | None = None
+        self.created: int | None = None
 
     def add(self, chunk: dict[str, Any]) -> bool:
         """Fold one chunk in; True if it carried reply tokens (text or a tool call)."""
@@ -54,6 +57,10 @@ class ReplyBuilder:
             self.usage = Usage.from_openai(chunk["usage"])
         if self.model is None and isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
+        if self.id is None and isinstance(chunk.get("id"), str):
+            self.id = chunk["id"]
+        if self.created is None and isinstance(chunk.get("created"), int):
+            self.created = chunk["created"]
         tokens = False
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
@@ -145,6 +152,7 @@ class ChatStream:
         self.renew_every = renew_every
         self.quota = quota
         self.reply = ReplyBuilder()
+        self.completion: Completion | None = None  # once the upstream ended normally
         self._lock = threading.Lock()
         self._aborted = threading.Event()
         self._closed = False
@@ -222,18 +230,19 @@ class ChatStream:
         report = self.report
         report.prompt_tokens, report.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         report.cost_usd = self.routed.deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+        self.completion = Completion(
+            message=self.reply.message(),
+            finish_reason=self.reply.finish_reason,
+            usage=usage,
+            cost_usd=report.cost_usd,
+            model=self.reply.model,
+            deployment=self.routed.deployment.name,
+            id=self.reply.id or new_completion_id(),
+            created=self.reply.created or int(time.time()),
+        )
         if self.turn is not None:
-            body = self.reply.message()
-            meta = {
-                "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
-                "model": self.reply.model,
-                "deployment": self.routed.deployment.name,
-                "finish_reason": self.reply.finish_reason,
-            }
-            # as history a reply costs its tokens plus the per-message framing (as replies.stored_reply)
-            reply = NewMessage(body, reply_tokens(body, usage.completion_tokens), meta=meta)
             try:
-                self.turn.commit(reply, usage, report.cost_usd)
+                self.turn.commit(stored_reply(self.completion), usage, report.cost_usd)
             except BaseException:
                 self._end("commit_failed")
                 raise

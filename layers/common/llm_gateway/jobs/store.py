@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
@@ -89,8 +89,25 @@ def _json_attr(item: dict, name: str) -> Any:
     return json.loads(attr["S"]) if attr else None
 
 
-class JobStore:
-    """Job items and Idempotency-Key items on the gateway's table (low-level client)."""
+class JobStore(Protocol):
+    """What the job service and the worker need of job storage (the DynamoDB adapter below; an
+    in-memory fake in ``tests/fakes.py``). Transitions apply only to a job still queued or running."""
+
+    def get(self, tenant: str, job_id: str) -> Job | None: ...
+    def get_many(self, tenant: str, job_ids: list[str]) -> dict[str, Job]: ...
+    def create_all(self, jobs: list[Job]) -> None: ...
+    def begin(self, message: JobMessage, request: ChatCompletionRequest) -> tuple[Job, bool]: ...
+    def requeue(self, job: Job, error: dict[str, Any]) -> Job | None: ...
+    def succeed(self, job: Job, result: dict[str, Any]) -> Job | None: ...
+    def fail(self, job: Job, error: dict[str, Any]) -> Job | None: ...
+    def claim_key(
+        self, tenant: str, key: str, body_hash: str, job_ids: list[str], ttl_seconds: int
+    ) -> IdempotencyRecord | None: ...
+    def mark_enqueued(self, tenant: str, key: str) -> None: ...
+
+
+class DynamoJobStore:
+    """:class:`JobStore` on the gateway's table: job items and Idempotency-Key items (low-level client)."""
 
     def __init__(self, table_name: str, client: Any, *, ttl_days: int = 7) -> None:
         self.table = table_name

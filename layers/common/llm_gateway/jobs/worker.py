@@ -40,6 +40,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
 from llm_gateway.chat.models import ChatCompletionRequest
@@ -124,7 +125,7 @@ class JobWorker:
         chat: ChatService,
         jobs: JobStore,
         settings: Settings,
-        persistence: DynamoDBPersistenceLayer,
+        persistence: BasePersistenceLayer,  # DynamoDB in Lambda (persistence_layer); in memory in unit tests
         redelivery: Redelivery | None = None,
     ) -> None:
         self.chat = chat

@@ -16,6 +16,7 @@ from typing import Any
 
 from llm_gateway.errors import InvalidRequest
 from llm_gateway.providers.base import Usage
+from llm_gateway.wire import chat_completion
 
 # The request fields the translating providers (Anthropic, Bedrock) honour; any other is refused.
 SUPPORTED = frozenset(
@@ -223,14 +224,8 @@ def assistant_message(text: list[str], calls: list[dict[str, Any]]) -> dict[str,
 def completion(
     model: str, message: dict[str, Any], finish_reason: str, usage: Usage, id_: str | None = None
 ) -> dict[str, Any]:
-    return {
-        "id": id_ or f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
-        "usage": usage_dict(usage),
-    }
+    """The ``chat.completion`` of a translated reply (``wire.chat_completion``, the one builder)."""
+    return chat_completion(message, finish_reason, usage.prompt_tokens, usage.completion_tokens, model=model, id_=id_)
 
 
 def usage_dict(usage: Usage) -> dict[str, int]:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_gateway.chat.models import ChatCompletionRequest
+from llm_gateway.chat.replies import stored_reply
 from llm_gateway.chat.service import ChatService
-from llm_gateway.chat.tokens import count_message, reply_tokens
+from llm_gateway.chat.tokens import count_message
 from llm_gateway.chat.turn import drop_orphans
 from llm_gateway.conversations.records import NewMessage
 from llm_gateway.deadline import Deadline
@@ -157,11 +158,9 @@ class ResponseService:
     def create(self, tenant: str, request: CreateResponse, deadline: Deadline, report: TurnReport) -> dict[str, Any]:
         with conversation_param():
             prepared = self.prepare(tenant, request, report)
-            completion = self.chat.complete(tenant, prepared.chat, deadline, report)
-        choice = completion["choices"][0]
-        message = {k: v for k, v in (choice.get("message") or {}).items() if v is not None}
-        message["role"] = "assistant"
-        incomplete = incomplete_details(choice.get("finish_reason"))
+            completion = self.chat.reply(tenant, prepared.chat, deadline, report)
+        message = completion.message
+        incomplete = incomplete_details(completion.finish_reason)
         output = output_items(message, status="incomplete" if incomplete else "completed")
         usage = Usage(report.prompt_tokens, report.completion_tokens)
         response = response_object(
@@ -170,11 +169,11 @@ class ResponseService:
             created_at=prepared.created_at,
             status="incomplete" if incomplete else "completed",
             output=output,
-            usage=response_usage(usage, completion.get("usage")),
+            usage=response_usage(usage, (completion.upstream or {}).get("usage")),
             incomplete=incomplete,
         )
         if request.store:
-            self._put(tenant, prepared, response, message, usage, report.cost_usd)
+            self._put(tenant, prepared, response, stored_reply(completion), report.cost_usd)
         return response
 
     def _put(
@@ -182,13 +181,11 @@ class ResponseService:
         tenant: str,
         prepared: PreparedResponse,
         response: dict[str, Any],
-        reply: dict[str, Any],
-        usage: Usage,
+        reply: NewMessage,
         cost_usd: float,
         *,
         replacing: tuple[str, ...] = (),
     ) -> bool:
-        reply_message = TurnMessage(reply, reply_tokens(reply, usage.completion_tokens))
         return self.store.put(
             StoredResponse(
                 tenant=tenant,
@@ -196,7 +193,7 @@ class ResponseService:
                 created_at=prepared.created_at,
                 response=response,
                 input_items=prepared.input_items,
-                messages=[*prepared.new_messages, reply_message],
+                messages=[*prepared.new_messages, TurnMessage(reply.body, reply.tokens)],
                 ancestors=prepared.ancestors,
                 cost_usd=cost_usd,
             ),
@@ -324,7 +321,7 @@ class StreamCommit:
         response = self.builder.finish(response_usage(usage), finish_reason)
         if self.prepared.request.store:
             put = self.service._put
-            if not put(self.tenant, self.prepared, response, reply.body, usage, cost_usd, replacing=self.replacing):
+            if not put(self.tenant, self.prepared, response, reply, cost_usd, replacing=self.replacing):
                 raise Superseded(self.prepared.id)
 
     def release(self) -> None:
