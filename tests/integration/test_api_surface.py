@@ -68,19 +68,6 @@ def test_every_error_response_is_openai_shaped_and_no_unsent_422(gateway):
     assert "text/event-stream" in chat
 
 
-# Not typed yet (the quotas/admin routes landed after the contract): their 200 is a free object.
-# Listed exactly, so typing one (or adding another untyped route) fails this test until updated.
-UNTYPED = {
-    ("get", "/v1/usage"),
-    ("post", "/v1/admin/keys"),
-    ("get", "/v1/admin/keys"),
-    ("delete", "/v1/admin/keys/{key_id}"),
-    ("put", "/v1/admin/tenants/{tenant}/limits"),
-    ("get", "/v1/admin/tenants/{tenant}/limits"),
-    ("get", "/v1/admin/usage"),
-}
-
-
 def test_every_success_response_is_typed(gateway):
     schema = gateway.client.get("/openapi.json").json()
     untyped = set()
@@ -93,7 +80,7 @@ def test_every_success_response_is_typed(gateway):
         body = ok[0]["content"]["application/json"]["schema"]
         if not (body.get("$ref") or body.get("anyOf") or body.get("oneOf")):
             untyped.add((method, path))
-    assert untyped == UNTYPED
+    assert untyped == set()
 
 
 def test_bounds_are_standard_json_schema(gateway):

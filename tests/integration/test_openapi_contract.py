@@ -19,6 +19,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 from app import create_app
 from deps import get_services
 from llm_gateway.runtime import Services
+from llm_gateway.security.api_keys import ApiKeyStore
 from llm_gateway.settings import Settings
 from tests.conftest import new_aws
 from tests.integration.conftest import TENANT_KEY, UPSTREAM, make_gateway
@@ -26,6 +27,8 @@ from tests.integration.conftest import TENANT_KEY, UPSTREAM, make_gateway
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 AUTH = {"Authorization": f"Bearer {TENANT_KEY}"}
 STATE: dict[str, Any] = {}  # the module's gateway and mocked upstream
+ADMIN_KEY = "sk-gw-fuzz-admin"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def upstream_reply(request: Any) -> tuple[int, dict[str, str], str]:
@@ -69,6 +72,7 @@ def services(moto_server: Any) -> Iterator[None]:
         mock.add_callback(responses.POST, f"{UPSTREAM}/chat/completions", callback=upstream_reply)
         gateway = make_gateway(aws)
         gateway.post("/v1/conversations", {"metadata": {"k": "v"}})  # something for the list to show
+        ApiKeyStore(aws.res.table_name, client=aws.client("dynamodb")).create("ops", "fuzz", key=ADMIN_KEY, admin=True)
         APP.dependency_overrides[get_services] = lambda: gateway.services
         STATE.update(gateway=gateway, upstream=mock)
         try:
@@ -94,6 +98,8 @@ def test_the_fuzzer_sees_every_operation() -> None:
 )
 def test_every_operation_answers_as_documented(case: Any) -> None:
     case.call_and_validate(headers=AUTH, checks=CHECKS)
+    if case.operation.path.startswith("/v1/admin/"):  # a tenant key gets the 403; an admin key, the bodies
+        case.call_and_validate(headers=ADMIN_AUTH, checks=CHECKS)
     case.call_and_validate(headers={"Authorization": "Bearer sk-not-a-key"}, checks=CHECKS)  # the 401 too
 
 

@@ -4,12 +4,14 @@ from typing import Any
 
 from fastapi import APIRouter
 
+import openapi
 from deps import CallerDep, ServicesDep
+from llm_gateway.quotas.shapes import UsageReport
 
 router = APIRouter(tags=["usage"])
 
 
-@router.get("/v1/usage")
+@router.get("/v1/usage", response_model=None, responses=openapi.body(UsageReport))
 def get_usage(
     who: CallerDep, services: ServicesDep, start: str | None = None, end: str | None = None, group_by: str = "day"
 ) -> dict[str, Any]:

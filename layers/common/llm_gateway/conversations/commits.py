@@ -16,6 +16,7 @@ from llm_gateway.conversations.records import (
     NewMessage,
     StoredMessage,
     TurnAlreadyCommitted,
+    TurnUsage,
 )
 from llm_gateway.conversations.table import Table, message_sk
 from llm_gateway.deadline import now_ms
@@ -25,7 +26,15 @@ from llm_gateway.errors import ConversationBusy
 class Commits(Table):
     """A turn's new items (and an idempotent turn's marker), or an item edit, with the head update."""
 
-    def commit_turn(self, lease, messages, *, usage, system=None, turn_id=None) -> list[StoredMessage]:
+    def commit_turn(
+        self,
+        lease: Lease,
+        messages: list[NewMessage],
+        *,
+        usage: TurnUsage,
+        system: tuple[str, int] | None = None,
+        turn_id: str | None = None,
+    ) -> list[StoredMessage]:
         conv = lease.conversation
         key = self._key(conv.tenant, conv.id)
         now = now_ms()
@@ -70,7 +79,7 @@ class Commits(Table):
         if names:
             update["ExpressionAttributeNames"] = names
         stored: list[StoredMessage] = []
-        items: list[dict] = [{"Update": update}]
+        items: list[Any] = [{"Update": update}]  # TransactWriteItemTypeDef, built as plain dicts
         for offset, message in enumerate(messages):
             seq = first + offset
             item = self._message_item(key["PK"], seq, message, now, ttl)
@@ -146,7 +155,8 @@ class Commits(Table):
             "ExpressionAttributeValues": values,
         }
         try:
-            self.client.transact_write_items(TransactItems=[{"Update": head}, edit], ClientRequestToken=lease.lease_id)
+            transaction: list[Any] = [{"Update": head}, edit]
+            self.client.transact_write_items(TransactItems=transaction, ClientRequestToken=lease.lease_id)
         except ClientError as err:
             if _code(err) == "TransactionCanceledException":
                 raise ConversationBusy("The conversation changed while the item was removed; retry.") from err

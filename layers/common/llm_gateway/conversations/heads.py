@@ -79,7 +79,7 @@ class Heads(Table):
         )
         return conv
 
-    def get(self, tenant, conversation_id) -> Conversation:
+    def get(self, tenant: str, conversation_id: str) -> Conversation:
         resp = self.client.get_item(TableName=self.table, Key=self._key(tenant, conversation_id), ConsistentRead=True)
         if "Item" not in resp or DELETED in resp["Item"]:  # a head marked deleted is gone (see delete)
             raise self._not_found(conversation_id)
@@ -110,7 +110,7 @@ class Heads(Table):
         items, has_more = self._query_page(params, limit)
         return [self._conversation(item) for item in items], has_more
 
-    def delete(self, tenant, conversation_id) -> None:
+    def delete(self, tenant: str, conversation_id: str) -> None:
         """Delete a conversation in three idempotent steps, so a failure part-way is finished by a retry:
 
         1. mark the head deleted (``deleted_at``; off GSI1, lease dropped) unless a live turn holds it —

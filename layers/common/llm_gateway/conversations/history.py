@@ -54,7 +54,7 @@ class HistoryReads(Table):
         )
         return self._message(resp["Item"]) if "Item" in resp else None
 
-    def read_history(self, tenant, conversation_id, *, max_messages, max_tokens) -> History:
+    def read_history(self, tenant: str, conversation_id: str, *, max_messages: int, max_tokens: int) -> History:
         """The newest complete messages that fit both budgets, oldest first.
 
         One descending Query with ``Limit = max_messages`` (more pages only when
@@ -90,7 +90,7 @@ class HistoryReads(Table):
         kept.reverse()
         return History(kept, items_read)
 
-    def turn_messages(self, tenant, conversation_id, turn_id) -> list[StoredMessage] | None:
+    def turn_messages(self, tenant: str, conversation_id: str, turn_id: str) -> list[StoredMessage] | None:
         key = self._key(tenant, conversation_id)
         resp = self.client.get_item(
             TableName=self.table, Key={"PK": key["PK"], "SK": _s(TURN_PREFIX + turn_id)}, ConsistentRead=True

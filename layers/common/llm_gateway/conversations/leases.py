@@ -20,7 +20,7 @@ from llm_gateway.errors import ConversationBusy
 class Leases(Table):
     """A short lease per turn: a second turn gets 409 at once; a crashed one blocks nothing for long."""
 
-    def acquire_lease(self, tenant, conversation_id, ttl_seconds) -> Lease:
+    def acquire_lease(self, tenant: str, conversation_id: str, ttl_seconds: float) -> Lease:
         key = self._key(tenant, conversation_id)
         now = now_ms()
         lease_id = uuid.uuid4().hex

@@ -7,7 +7,7 @@ history reads (``history.py``), leases (``leases.py``) and commits (``commits.py
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_gateway.aws.dynamo import ID_RE as _ID_RE
 from llm_gateway.aws.dynamo import n as _n
@@ -24,6 +24,9 @@ from llm_gateway.conversations.records import (
 )
 from llm_gateway.errors import NotFound, ReplyTooLargeToStore
 
+if TYPE_CHECKING:  # boto3's stub types (mypy_boto3_*): annotations only
+    from mypy_boto3_dynamodb import DynamoDBClient
+
 
 def conversation_pk(tenant: str, conversation_id: str) -> str:
     return f"T#{tenant}#C#{conversation_id}"
@@ -36,7 +39,7 @@ def message_sk(seq: int) -> str:
 class Table:
     """What every part of the DynamoDB conversation store shares: the table, its client, keys and codec."""
 
-    def __init__(self, table_name: str, client: Any = None, *, ttl_days: int = 0) -> None:
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None, *, ttl_days: int = 0) -> None:
         if client is None:
             from llm_gateway.aws import client as aws_client
 

@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
@@ -32,6 +32,10 @@ from llm_gateway.errors import (
 from llm_gateway.jobs.messages import JobMessage, new_job_id
 from llm_gateway.jobs.store import QUEUED, Job, JobStore, canonical_json
 from llm_gateway.settings import Settings
+
+if TYPE_CHECKING:  # boto3's stub types (mypy_boto3_*): annotations only
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 SQS_BATCH_ENTRIES = 10
@@ -59,7 +63,7 @@ class JobService:
     store: JobStore
     conversations: ConversationStore
     validate: Callable[[ChatCompletionRequest], Any]  # ChatService.validate: alias, sizes, turn limits
-    sqs: Callable[[], Any]  # the SQS client, built on first use (keeps it off the cold-start path)
+    sqs: Callable[[], SQSClient]  # the SQS client, built on first use (keeps it off the cold-start path)
     queue_url: str | None = None
 
     # ---- reads ----------------------------------------------------------------------
@@ -200,6 +204,8 @@ class JobService:
     def _enqueue(self, prepared: list[_Prepared], jobs: list[Job], *, mark_failed: bool) -> None:
         """Send one FIFO message per job, in order, batched by 10 entries / the size limit."""
         sqs = self.sqs()
+        queue_url = self.queue_url
+        assert queue_url, "submit() refuses to run without a queue"
         limit = self.settings.job_max_message_bytes
         chunks: list[list[int]] = []
         size = 0
@@ -213,7 +219,7 @@ class JobService:
         sent = 0
         try:
             for chunk in chunks:
-                entries = [
+                entries: list[SendMessageBatchRequestEntryTypeDef] = [
                     {
                         "Id": str(i),
                         "MessageBody": prepared[i].body,
@@ -222,7 +228,7 @@ class JobService:
                     }
                     for i in chunk
                 ]
-                resp = sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                resp = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
                 failed = sorted(int(f["Id"]) for f in resp.get("Failed", []))
                 if failed:
                     sent = failed[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
@@ -31,6 +31,9 @@ from llm_gateway.chat.models import ChatCompletionRequest
 from llm_gateway.deadline import now_ms
 from llm_gateway.errors import JobResultTooLarge, error_object
 from llm_gateway.jobs.messages import JobMessage
+
+if TYPE_CHECKING:  # boto3's stub types (mypy_boto3_*): annotations only
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 JOB_SK = "JOB"
 IK_SK = "IDEMPOTENCY"
@@ -109,7 +112,7 @@ class JobStore(Protocol):
 class DynamoJobStore:
     """:class:`JobStore` on the gateway's table: job items and Idempotency-Key items (low-level client)."""
 
-    def __init__(self, table_name: str, client: Any, *, ttl_days: int = 7) -> None:
+    def __init__(self, table_name: str, client: DynamoDBClient, *, ttl_days: int = 7) -> None:
         self.table = table_name
         self.client = client
         self.ttl_days = ttl_days
@@ -175,7 +178,7 @@ class DynamoJobStore:
         """Write new job items, each only if absent: one transaction per 100 (all or nothing)."""
         for start in range(0, len(jobs), 100):
             chunk = jobs[start : start + 100]
-            items = [
+            items: list[Any] = [  # TransactWriteItemTypeDef, built as plain dicts
                 {
                     "Put": {
                         "TableName": self.table,

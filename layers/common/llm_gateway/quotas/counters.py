@@ -20,11 +20,14 @@ sums are exact.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from llm_gateway.aws import dynamo
+
+if TYPE_CHECKING:  # boto3's stub types (mypy_boto3_*): annotations only
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 NANO = 1_000_000_000  # nano-USD per USD
 
@@ -137,12 +140,12 @@ def plain(item: dict[str, Any]) -> dict[str, Any]:
 
 
 class DynamoCounterStore:
-    def __init__(self, table: str, client: Any) -> None:
+    def __init__(self, table: str, client: DynamoDBClient) -> None:
         self.table = table
         self.client = client
 
     def reserve(self, counters: list[Counter], claims: list[SlotClaim]) -> None:
-        items = [{"Update": {"TableName": self.table, **counter_update(c)}} for c in counters]
+        items: list[Any] = [{"Update": {"TableName": self.table, **counter_update(c)}} for c in counters]
         items += [{"Update": {"TableName": self.table, **claim_update(c)}} for c in claims]
         for item in items:
             item["Update"]["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
@@ -165,7 +168,7 @@ class DynamoCounterStore:
             raise  # cancelled for another reason (a conflicting transaction): the caller's error path
 
     def settle(self, counters: list[Counter], releases: list[tuple[str, str, str]], token: str) -> None:
-        items: list[dict[str, Any]] = [
+        items: list[Any] = [
             {"Update": {"TableName": self.table, **counter_update(c)}} for c in counters if any(c.add.values())
         ]
         for pk, sk, holder in releases:

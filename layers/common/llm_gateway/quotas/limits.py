@@ -15,11 +15,14 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from llm_gateway.aws.dynamo import batch_get
+
+if TYPE_CHECKING:  # boto3's stub types (mypy_boto3_*): annotations only
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 TENANT_SK = "TENANT"
 
@@ -77,7 +80,7 @@ class DynamoLimitsStore:
     def __init__(
         self,
         table: str,
-        client: Any,
+        client: DynamoDBClient,
         defaults: Limits = UNLIMITED,
         cache_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,

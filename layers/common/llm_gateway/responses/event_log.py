@@ -27,13 +27,16 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from llm_gateway.aws.dynamo import CONDITIONAL_CHECK_FAILED, error_code
 from llm_gateway.responses.replay import stored_events
 from llm_gateway.responses.store import response_pk
+
+if TYPE_CHECKING:  # boto3's stub types (mypy_boto3_*): annotations only
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 Event = dict[str, Any]
 EVENTS_PREFIX = "EV#"
@@ -75,7 +78,7 @@ def _pack(events: list[Event]) -> bytes:
 class DynamoEventLog:
     """:class:`EventLog` on the one table (low-level client)."""
 
-    def __init__(self, table_name: str, client: Any, *, ttl_days: int = 7) -> None:
+    def __init__(self, table_name: str, client: DynamoDBClient, *, ttl_days: int = 7) -> None:
         self.table = table_name
         self.client = client
         self.ttl_days = ttl_days

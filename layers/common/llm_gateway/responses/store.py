@@ -18,13 +18,17 @@ import json
 import re
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from llm_gateway.aws.dynamo import batch_get
 from llm_gateway.errors import NotFound, ReplyTooLargeToStore
+
+if TYPE_CHECKING:  # boto3's stub types (mypy_boto3_*): annotations only
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 RESPONSE_SK = "RESPONSE"
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -99,18 +103,18 @@ def _pack(value: Any) -> dict[str, bytes]:
     return {"B": zlib.compress(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(), 6)}
 
 
-def _unpack(attr: dict[str, Any]) -> Any:
+def _unpack(attr: Mapping[str, Any]) -> Any:
     return json.loads(zlib.decompress(bytes(attr["B"])))  # the low-level client returns bytes
 
 
-def _messages(attr: dict[str, Any]) -> list[TurnMessage]:
+def _messages(attr: Mapping[str, Any]) -> list[TurnMessage]:
     return [TurnMessage(body, tokens) for body, tokens in _unpack(attr)]
 
 
 class DynamoResponseStore:
     """:class:`ResponseStore` on the one DynamoDB table, through a low-level client."""
 
-    def __init__(self, table_name: str, client: Any, *, ttl_days: int = 0) -> None:
+    def __init__(self, table_name: str, client: DynamoDBClient, *, ttl_days: int = 0) -> None:
         self.table = table_name
         self.client = client
         self.ttl_days = ttl_days

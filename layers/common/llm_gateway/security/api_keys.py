@@ -15,11 +15,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_gateway.aws.dynamo import TENANT_RE, attr, plain, s
 from llm_gateway.deadline import now_ms
 from llm_gateway.errors import AuthenticationFailed, NotFound
+
+if TYPE_CHECKING:  # boto3's stub types (mypy_boto3_*): annotations only
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 KEY_PREFIX = "sk-gw-"
 
@@ -54,7 +57,7 @@ class ApiKey:
 
 
 class ApiKeyStore:
-    def __init__(self, table_name: str, client: Any = None) -> None:
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
         if client is None:
             from llm_gateway.aws import client as aws_client
 

@@ -19,11 +19,14 @@ import binascii
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from llm_gateway.errors import ProviderKeyUnavailable
+
+if TYPE_CHECKING:  # boto3's stub types (mypy_boto3_*): annotations only
+    from mypy_boto3_kms import KMSClient
 
 CONTEXT_KEY = "llm-gateway:deployment"
 
@@ -48,7 +51,7 @@ class KmsKeyProvider:
     def __init__(
         self,
         ciphertexts: dict[str, str],
-        client: Any = None,
+        client: KMSClient | None = None,
         deployments: dict[str, str] | None = None,
         *,
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
