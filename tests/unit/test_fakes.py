@@ -14,6 +14,7 @@ from llm_gateway.providers.base import Provider
 from llm_gateway.quotas.admin import KeyStore
 from llm_gateway.quotas.counters import CounterStore
 from llm_gateway.quotas.limits import LimitsStore
+from llm_gateway.responses.background import BackgroundQueue
 from llm_gateway.responses.event_log import EventLog
 from llm_gateway.responses.store import ResponseStore
 from llm_gateway.security.provider_keys import KeyProvider
@@ -29,6 +30,7 @@ PAIRS = {
     "CounterStore": (CounterStore, fakes.InMemoryCounterStore),
     "LimitsStore": (LimitsStore, fakes.InMemoryLimitsStore),
     "KeyStore": (KeyStore, fakes.InMemoryKeyStore),
+    "BackgroundQueue": (BackgroundQueue, fakes.InMemoryBackgroundQueue),
 }
 
 
