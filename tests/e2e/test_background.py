@@ -196,3 +196,11 @@ def test_the_readme_background_example_runs(stack):
         "completed Echo: Summarise the plan (messages seen: 1)",
         "Echo: Stream it (messages seen: 1)",
     ]
+
+
+def test_the_sdk_stream_helper_follows_a_background_response_by_id(client, fresh_upstream):
+    queued = client.responses.create(model="default", input="helper", background=True)
+    with client.responses.stream(response_id=queued.id) as stream:
+        final = stream.get_final_response()
+    assert final.id == queued.id and final.status == "completed"
+    assert final.output_text == "Echo: helper (messages seen: 1)"
