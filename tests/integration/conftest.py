@@ -80,11 +80,12 @@ def make_gateway(
     upstream_url: str = UPSTREAM,
     keys: Any = None,
     kms: Any = None,
+    sqs: Any = None,
     **overrides,
 ) -> Gateway:
     """The app over moto. Retry sleeps are recorded in ``Gateway.sleeps`` (and, when ``sleep`` is
     given, also really slept through it); ``ciphertext`` replaces the default provider key's;
-    ``keys`` (a KeyProvider) and ``kms`` (a client) replace the ones the services would build."""
+    ``keys`` (a KeyProvider) and ``kms`` / ``sqs`` (clients) replace the ones the services would build."""
     kms = kms or aws.client("kms")
     if ciphertext is None:
         ciphertext = encrypt_key(CANARY_KEY, "default", aws.res.kms_key_id, kms)
@@ -111,7 +112,8 @@ def make_gateway(
         sleep=record,
     )
     dynamodb = aws.client("dynamodb")
-    services = build_services(settings, dynamodb=dynamodb, kms=kms, sqs=aws.client("sqs"), policy=policy, keys=keys)
+    sqs = sqs or aws.client("sqs")
+    services = build_services(settings, dynamodb=dynamodb, kms=kms, sqs=sqs, policy=policy, keys=keys)
     keys = ApiKeyStore(settings.table_name, client=dynamodb)
     for tenant, key in (("tenant-a", TENANT_KEY), ("tenant-b", OTHER_KEY)):
         with contextlib.suppress(ClientError):  # a second gateway over the same table reuses them

@@ -1,8 +1,8 @@
 """A partition between the gateway and DynamoDB (issue 13 item 1): a loopback TCP proxy in front of
-moto stops forwarding while a turn or a stream is in flight. The turn answers 503 store_unavailable
-with Retry-After (a stream ends with that error event) within its deadline — no hang, no generic 500;
-nothing of the turn is stored; once the partition heals the conversation takes a turn again as soon
-as the lease taken before the failure expires.
+moto stops forwarding while a turn or a stream is in flight (for KMS and SQS: before the call).
+The turn answers 503 store_unavailable with Retry-After (a stream ends with that error event)
+within its deadline — no hang, no generic 500; nothing of the turn is stored; once the partition
+heals the conversation takes a turn again as soon as the lease taken before the failure expires.
 
 Deadlines are 2 s; the bounds asserted are the deadline + 3 s (the issue's behaviour is the
 deadline + 1 s; the extra is slack for a loaded CI machine, not part of the behaviour).
@@ -20,7 +20,7 @@ from botocore.config import Config
 
 from llm_gateway.conversations.store import conversation_pk
 from local.resources import boto_session
-from tests.integration.conftest import table_snapshot
+from tests.integration.conftest import make_gateway, mocked_upstream, table_snapshot
 from tests.integration.live import live_gateway
 from tests.loopback import TcpProxy
 
@@ -135,3 +135,41 @@ def test_dynamodb_partition_mid_stream_ends_with_an_error_event(aws):
 
         waited = heal_and_take_a_turn(gw, proxy, conv, DEADLINE + GRACE)
         assert waited < DEADLINE + GRACE + SLACK
+
+
+def client_through(proxy: TcpProxy, service: str):
+    return boto_session().client(service, endpoint_url=proxy.url, config=Config(retries={"mode": "standard"}))
+
+
+def test_kms_partition_is_a_503_within_the_deadline_and_no_upstream_call(aws):
+    with TcpProxy(moto_target(aws)) as proxy, mocked_upstream() as mock:
+        gw = make_gateway(aws, kms=client_through(proxy, "kms"), request_deadline_seconds=DEADLINE)
+        gw.upstream = mock
+        proxy.blackhole()  # before the provider key's first decrypt
+        started = time.monotonic()
+        r = gw.post("/v1/chat/completions", {"model": "default", "messages": [{"role": "user", "content": "x"}]})
+        elapsed = time.monotonic() - started
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "store_unavailable" and r.headers["Retry-After"] == "1"
+        assert elapsed < DEADLINE + SLACK, elapsed
+        assert gw.upstream_calls() == []
+        proxy.heal()
+        assert (
+            gw.post(
+                "/v1/chat/completions", {"model": "default", "messages": [{"role": "user", "content": "x"}]}
+            ).status_code
+            == 200
+        )
+
+
+def test_sqs_partition_is_a_503_within_the_deadline(aws):
+    with TcpProxy(moto_target(aws)) as proxy, mocked_upstream() as mock:
+        gw = make_gateway(aws, sqs=client_through(proxy, "sqs"), request_deadline_seconds=DEADLINE)
+        gw.upstream = mock
+        proxy.blackhole()
+        started = time.monotonic()
+        r = gw.post("/v1/jobs", {"model": "default", "messages": [{"role": "user", "content": "x"}]})
+        elapsed = time.monotonic() - started
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["type"] == "service_unavailable" and "Retry-After" in r.headers
+        assert elapsed < DEADLINE + SLACK, elapsed

@@ -106,3 +106,48 @@ def test_a_nested_scope_with_the_same_deadline_shares_what_it_learnt():
             assert inner is outer
         with bounded(Deadline.after(1)) as other:
             assert other.unavailable == set()
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(400, "ProvisionedThroughputExceededException"), (400, "ThrottlingException"), (500, "X")]
+)
+def test_a_throttled_or_failing_store_is_store_unavailable_not_a_client_error(monkeypatch, status, code):
+    import json
+
+    class Busy:
+        def send(self, request):
+            body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": "slow down"}).encode()
+
+            class Raw:
+                def stream(self, **_):
+                    return iter([body])
+
+            return AWSResponse(request.url, status, {"x-amzn-ErrorType": code}, Raw())
+
+    monkeypatch.setattr(bounded_aws._Sessions, "get", lambda self, tier: Busy())
+    monkeypatch.setattr("botocore.retries.standard.ExponentialBackoff.delay_amount", lambda self, context: 0)
+    c = bound(boto3.client("dynamodb", region_name="us-east-1", endpoint_url="http://dynamodb.invalid"))
+    with bounded(Deadline.after(10)), pytest.raises(StoreUnavailable) as err:
+        c.get_item(TableName="t", Key={"PK": {"S": "x"}})
+    assert to_http(err.value).headers["Retry-After"] == "1"
+
+
+def test_a_conditional_check_failure_stays_a_client_error(monkeypatch):
+    import json
+
+    from botocore.exceptions import ClientError
+
+    class Refused:
+        def send(self, request):
+            body = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"}).encode()
+
+            class Raw:
+                def stream(self, **_):
+                    return iter([body])
+
+            return AWSResponse(request.url, 400, {}, Raw())
+
+    monkeypatch.setattr(bounded_aws._Sessions, "get", lambda self, tier: Refused())
+    c = bound(boto3.client("dynamodb", region_name="us-east-1", endpoint_url="http://dynamodb.invalid"))
+    with bounded(Deadline.after(10)), pytest.raises(ClientError):
+        c.put_item(TableName="t", Item={"PK": {"S": "x"}}, ConditionExpression="attribute_not_exists(PK)")

@@ -11,7 +11,9 @@ and botocore's own retries (``standard`` mode) go on only while an attempt still
 attempt that gets no answer, when no further attempt can follow, raises :class:`StoreUnavailable`
 (503 with ``Retry-After``) — never a hang, never a generic 500 — and marks the service unavailable
 in the scope: later calls in the same scope fail at once instead of waiting again (the turn's
-lease then expires as designed).
+lease then expires as designed). An answer that still says "throttled" or 5xx once botocore's
+retries are spent is a ``StoreUnavailable`` too (``after-call``), not a ClientError that would
+end as a generic 500.
 
 Written by hand: botocore has timeouts per client only. One HTTP session per tier (a few
 ``URLLib3Session`` objects per client, built on first use) keeps it cheap: no client copies,
@@ -52,6 +54,21 @@ TIERS: tuple[Tier, ...] = (Tier(0.25, 0.25), Tier(0.5, 0.5), Tier(0.5, 1.5), Tie
 _UNANSWERED = (BotoConnectionError, HTTPClientError)
 _ATTEMPT = re.compile(r"attempt=(\d+)(?:;\s*max=(\d+))?")
 
+# Answers that mean "busy or failing, retry later" once botocore's own retries are spent (its
+# standard-mode throttling codes for these services, and any 5xx): a 503 with Retry-After too.
+THROTTLED = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "TransactionInProgressException",
+        "LimitExceededException",
+        "RequestThrottled",
+        "KMSInternalException",
+    }
+)
+
 MESSAGES = {
     "dynamodb": "The gateway's store did not answer in time; nothing was changed by this request. Retry later.",
     "kms": "The key service did not answer in time. Retry later.",
@@ -66,6 +83,13 @@ def tier_for(seconds_left: float) -> Tier:
 
 
 RETRY_AFTER_SECONDS = 1.0  # the Retry-After of a store_unavailable answer
+
+
+def busy(service: str) -> StoreUnavailable:
+    name = {"dynamodb": "The gateway's store", "kms": "The key service", "sqs": "The jobs queue"}.get(
+        service, "A backing service"
+    )
+    return StoreUnavailable(f"{name} is busy or failing; retry later.", retry_after=RETRY_AFTER_SECONDS)
 
 
 def unavailable(service: str) -> StoreUnavailable:
@@ -145,6 +169,15 @@ def bound(client: Any) -> Any:
                 raise unavailable(service) from exc
             raise  # botocore retries it (standard mode), within the time left
 
-    client.meta.events.register(f"before-send.{client.meta.service_model.service_id.hyphenize()}", before_send)
+    def after_call(http_response: Any, parsed: Any, **_: Any) -> None:
+        if current() is None or http_response is None or http_response.status_code < 300:
+            return
+        code = (parsed.get("Error") or {}).get("Code") if isinstance(parsed, dict) else None
+        if http_response.status_code >= 500 or code in THROTTLED:
+            raise busy(service)  # instead of the ClientError a caller would turn into a generic 500
+
+    event = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register(f"before-send.{event}", before_send)
+    client.meta.events.register(f"after-call.{event}", after_call)
     client._llm_gateway_bounded = True
     return client
