@@ -215,3 +215,29 @@ def test_a_response_the_jobs_path_gave_up_on_is_failed_and_its_followers_end():
     assert [e["sequence_number"] for e in events] == [0, 1, 2] and events[-1]["response"] == stored
     assert not b.background.abandon("t1", queued["id"], "again")  # ended: left as it is
     assert b.run(queued["id"]) == "failed" and b.provider.bodies == []
+
+
+def test_a_redelivery_after_a_crash_between_the_conversation_commit_and_the_response_write_adds_no_second_turn():
+    from tests.fakes import InMemoryConversationStore
+
+    b = Background(["first reply", "second reply"])
+    conversations = InMemoryConversationStore()
+    b.chat.store = conversations
+    conversation = conversations.create("t1")
+    queued = b.submit(input="x", conversation=conversation.id)
+    put = b.store.put
+
+    def crash_on_the_final_write(record: Any, *, replacing: tuple[str, ...] = ()) -> bool:
+        if record.response.get("status") == "completed":
+            raise SystemExit("worker killed")
+        return put(record, replacing=replacing)
+
+    b.store.put = crash_on_the_final_write  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        b.run(queued["id"])
+    b.store.put = put  # type: ignore[method-assign]
+    assert b.run(queued["id"]) == "failed"  # the redelivery: its commit finds the turn committed
+    stored = b.service.get("t1", queued["id"])
+    assert stored["status"] == "failed" and "added its turn to the conversation" in stored["error"]["message"]
+    messages, _ = conversations.messages("t1", conversation.id, limit=100, after=None)
+    assert [(m.body["role"], m.body.get("content")) for m in messages] == [("user", "x"), ("assistant", "first reply")]

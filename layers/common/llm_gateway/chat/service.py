@@ -194,8 +194,11 @@ class ChatService(TurnChecks):
         report: TurnReport,
         *,
         turn: StreamTurn | None = None,
+        turn_id: str | None = None,
     ) -> ChatStream:
         """Everything up to the upstream's first chunk; errors here are ordinary HTTP errors.
+        (``turn_id``: as for :meth:`complete`, a conversation turn committed at most once — a second
+        commit raises ``TurnAlreadyCommitted`` and writes nothing.)
 
         With ``conversation_id`` the turn lease is taken first (409 at once if another turn
         holds it), before any upstream call, and is held — renewed while chunks flow — until
@@ -247,7 +250,7 @@ class ChatService(TurnChecks):
             report,
             deadline,
             conversation_id=request.conversation_id,
-            turn=LeasedTurn(self.store, lease, prepared, lease_seconds, then=turn),
+            turn=LeasedTurn(self.store, lease, prepared, lease_seconds, then=turn, turn_id=turn_id),
             estimate_prompt_tokens=lambda: prepared.prompt_tokens,
             renew_every=self.settings.stream_lease_renew_seconds,
             quota=hold,

@@ -51,12 +51,14 @@ class LeasedTurn:
         lease_seconds: float,
         *,
         then: StreamTurn | None = None,
+        turn_id: str | None = None,
     ) -> None:
         self.store = store
         self.lease = lease
         self.turn = turn
         self.lease_seconds = lease_seconds
         self.then = then  # committed after the conversation (a stored response)
+        self.turn_id = turn_id  # an idempotent turn (a background response's id)
 
     def renew(self) -> None:
         self.store.extend_lease(self.lease, self.lease_seconds)
@@ -67,6 +69,7 @@ class LeasedTurn:
             [*self.turn.new_messages, reply],
             system=self.turn.system,
             usage=TurnUsage(usage.prompt_tokens, usage.completion_tokens, cost_usd),
+            turn_id=self.turn_id,
         )
         if self.then is not None:
             self.then.commit(reply, usage, cost_usd)

@@ -34,6 +34,7 @@ from botocore.exceptions import ClientError
 
 from llm_gateway.aws.dynamo import CONDITIONAL_CHECK_FAILED, error_code
 from llm_gateway.chat.service import ChatService, TurnReport
+from llm_gateway.conversations.records import TurnAlreadyCommitted
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import (
     ConfigurationError,
@@ -219,7 +220,9 @@ class BackgroundResponses:
                 if self.store.status(tenant, response_id) != IN_PROGRESS:  # checkpoint: before the upstream call
                     return CANCELLED
                 commit = StreamCommit(self.service, tenant, prepared, builder, replacing=(IN_PROGRESS,))
-                chat = self.service.chat.stream(tenant, prepared.chat, deadline, report, turn=commit)
+                chat = self.service.chat.stream(
+                    tenant, prepared.chat, deadline, report, turn=commit, turn_id=response_id
+                )
         except Exception as exc:
             if not last_attempt and not (isinstance(exc, GatewayError) and exc.permanent):
                 raise  # nothing was sent: redelivered (the response stays in_progress meanwhile)
@@ -261,6 +264,13 @@ class BackgroundResponses:
             return CANCELLED
         except EventLogConflict:  # an earlier delivery wrote these events: its stream cannot be resumed
             return self._fail(stored, events.builder, None, None)
+        except TurnAlreadyCommitted:  # an earlier delivery added its turn to the conversation, then died
+            error = GatewayError(
+                "An earlier run of this background response added its turn to the conversation but did not "
+                "store the response; nothing more was written.",
+                code="turn_already_committed",
+            )
+            return self._fail(stored, events.builder, writer, error)
         except Exception:
             events.abort()
             if watch.cancelled.is_set():
