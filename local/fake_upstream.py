@@ -27,7 +27,8 @@ Fault spec (a JSON object; ``{}`` = behave normally). Each chat request consumes
                      non-stream -> headers + half the body, then close
     malformed_at     N: stream -> the Nth content chunk (1-based) is ``data: {not json``;
                      non-stream -> the body is not JSON
-    hang             true: send nothing until release (then answer normally) or stop (then close)
+    hang             true: send nothing until release (then answer normally) or stop (then close);
+                     a client closing the connection meanwhile ends it too (counted in disconnects)
     block_after      N: stream -> N content chunks, then wait for release, then continue
     reply            override the reply text
     drip_every       seconds: non-stream -> the headers at once, then the body one byte per interval
@@ -48,6 +49,7 @@ import http
 import itertools
 import json
 import re
+import select
 import signal
 import socket
 import threading
@@ -411,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.get("delay_first_byte"):
             fake._sleep(fault["delay_first_byte"])
         if fault.get("hang"):
-            fake._wait_release(gen)
+            fake._wait_release(gen, watch=self.connection)
         if fault.get("drip_head_every"):
             self._drip_head(fake, fault["drip_head_every"])
             return
@@ -774,7 +776,8 @@ class FakeUpstream:
 
     @property
     def disconnects(self) -> int:
-        """Streams whose client went away before completion (noticed on the next write)."""
+        """Streams whose client went away before completion (noticed on the next write), and hung
+        requests whose client closed the connection."""
         with self._lock:
             return self._disconnects
 
@@ -856,16 +859,25 @@ class FakeUpstream:
         if self._stopping.wait(seconds):
             raise _Abort
 
-    def _wait_release(self, gen: int) -> None:
+    def _wait_release(self, gen: int, watch: socket.socket | None = None) -> None:
+        """Wait for release (or stop). With ``watch`` (a hung request's connection), a client that
+        closes the connection meanwhile ends the wait too, counted in ``disconnects``."""
+        released = lambda: self._release_gen > gen or self._stopping.is_set()  # noqa: E731
+        gone = False
         with self._cond:
             self._blocked += 1
             self._cond.notify_all()
             try:
-                self._cond.wait_for(lambda: self._release_gen > gen or self._stopping.is_set())
+                while not self._cond.wait_for(released, 0.05 if watch is not None else None):
+                    if watch is not None and _peer_closed(watch):
+                        gone = True
+                        if not self._stopping.is_set():
+                            self._disconnects += 1
+                        break
             finally:
                 self._blocked -= 1
                 self._cond.notify_all()
-        if self._stopping.is_set():
+        if gone or self._stopping.is_set():
             raise _Abort
 
     def _stream_opened(self) -> None:
@@ -879,6 +891,15 @@ class FakeUpstream:
             if disconnected and not self._stopping.is_set():
                 self._disconnects += 1
             self._cond.notify_all()
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the client closed (or reset) this connection: readable with nothing to read."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def _hint(key: str | None) -> str | None:

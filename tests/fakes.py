@@ -633,6 +633,20 @@ class InMemoryJobStore:
 
         return self._transition(job, status=FAILED, error=error, completed_at=now_ms(), last_error=None)
 
+    def status(self, tenant: str, job_id: str) -> str | None:
+        job = self.jobs.get((tenant, job_id))
+        return job.status if job is not None else None
+
+    def cancel(self, tenant: str, job_id: str) -> tuple[Any, bool]:
+        from llm_gateway.deadline import now_ms
+        from llm_gateway.jobs.store import CANCELLED, Job
+
+        job = self.jobs.get((tenant, job_id))
+        if job is None:
+            return None, False
+        done = self._transition(Job(job_id, tenant, "", 0, 0), status=CANCELLED, completed_at=now_ms(), last_error=None)
+        return (done, True) if done is not None else (self.get(tenant, job_id), False)
+
     def claim_key(self, tenant: str, key: str, body_hash: str, job_ids: list[str], ttl_seconds: int) -> Any:
         from llm_gateway.deadline import now_ms
         from llm_gateway.jobs.store import IdempotencyRecord

@@ -53,7 +53,8 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(aws, **overrides) -> Iterator[Stack]:
+def stack(aws, *, start: bool = True, **overrides) -> Iterator[Stack]:
+    """The gateway, its worker and the SQS poller (running unless ``start=False``) over the fake upstream."""
     overrides.setdefault("job_redrive_base_seconds", 1.0)
     overrides.setdefault("job_redrive_max_seconds", 2.0)
     with FakeUpstream() as fake:
@@ -62,7 +63,7 @@ def stack(aws, **overrides) -> Iterator[Stack]:
         sqs = aws.client("sqs")
         poller = SqsPoller(sqs, aws.res.jobs_queue_url, worker.handle, wait_seconds=1, function_timeout=30)
         assert poller.visibility_timeout is None  # the queue's own 720 s, as in AWS
-        with poller:
+        with poller if start else contextlib.nullcontext():
             yield Stack(gw, fake, poller, worker)
 
 

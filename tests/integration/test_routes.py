@@ -22,6 +22,7 @@ def test_openapi_and_docs_describe_every_contract_route(gateway):
         "/v1/conversations/{conversation_id}/items/{item_id}": {"get", "delete"},
         "/v1/jobs": {"post"},
         "/v1/jobs/{job_id}": {"get"},
+        "/v1/jobs/{job_id}/cancel": {"post"},
         "/v1/models": {"get"},
         "/v1/usage": {"get"},
         "/v1/admin/keys": {"get", "post"},

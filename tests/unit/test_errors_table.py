@@ -21,6 +21,7 @@ EXPECTED = {
     errors.MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed", True),
     errors.ConversationBusy: (409, "conflict_error", "conversation_busy", False),
     errors.NotCancellable: (409, "conflict_error", "already_finished", True),
+    errors.Cancelled: (409, "conflict_error", "cancelled", True),
     errors.PayloadTooLarge: (413, "invalid_request_error", "request_too_large", True),
     errors.IdempotencyConflict: (422, "invalid_request_error", "idempotency_key_reused", True),
     errors.RateLimited: (429, "rate_limit_error", "rate_limit_exceeded", False),

@@ -269,3 +269,37 @@ def test_each_retry_logs_one_line_with_attempt_wait_and_error_class_never_a_body
     assert log.lines[1][1]["attempt"] == 2 and log.lines[1][1]["error_class"] == "connection"
     assert log.lines[1][1]["wait_seconds"] == round(sleeps[1], 3)
     assert secret not in repr(log.lines)
+
+
+def test_cancelled_is_a_checkpoint_before_every_attempt_and_stops_retries_without_sleeping():
+    from llm_gateway.errors import Cancelled
+    from llm_gateway.providers.base import UpstreamHTTPError
+
+    sleeps: list[float] = []
+    policy = RetryPolicy(max_attempts=5, sleep=sleeps.append, budget=RetryBudget(1.0, 100.0))
+    cancelled = {"now": False}
+    calls: list[int] = []
+
+    def attempt():
+        calls.append(1)
+        cancelled["now"] = True  # the job is cancelled while this attempt runs
+        raise UpstreamHTTPError(503, "overloaded")
+
+    stats = CallStats()
+    with pytest.raises(UpstreamHTTPError):
+        policy.run(attempt, Deadline.after(30), stats, cancelled=lambda: cancelled["now"])
+    assert calls == [1] and sleeps == [] and stats.stopped_by == "cancelled"
+
+    never: list[int] = []
+    with pytest.raises(Cancelled):
+        policy.run(lambda: never.append(1), Deadline.after(30), CallStats(), cancelled=lambda: True)
+    assert never == []
+
+
+def test_with_attempts_keeps_everything_else_of_the_policy():
+    budget = RetryBudget(0.5, 3.0)
+    policy = RetryPolicy(max_attempts=3, backoff_base=0.1, backoff_max=2.0, max_retry_after=9.0, budget=budget)
+    patient = policy.with_attempts(6)
+    assert (patient.max_attempts, policy.max_attempts) == (6, 3)
+    assert patient.budget is budget  # one container-wide budget for requests and jobs
+    assert (patient.backoff_base, patient.backoff_max, patient.max_retry_after) == (0.1, 2.0, 9.0)

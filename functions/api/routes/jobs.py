@@ -8,7 +8,14 @@ from fastapi.responses import JSONResponse
 import openapi
 from deps import CallerDep, ServicesDep
 from llm_gateway.chat.models import ChatCompletionRequest
-from llm_gateway.errors import ConfigurationError, ConversationBusy, IdempotencyConflict, NotFound, QueueUnavailable
+from llm_gateway.errors import (
+    ConfigurationError,
+    ConversationBusy,
+    IdempotencyConflict,
+    NotCancellable,
+    NotFound,
+    QueueUnavailable,
+)
 from llm_gateway.jobs.shapes import JobBatchRequest, JobList, JobObject
 
 router = APIRouter(tags=["jobs"])
@@ -47,3 +54,15 @@ def create_jobs(
 @router.get("/v1/jobs/{job_id}", response_model=None, responses={**openapi.body(JobObject), **openapi.errors(NotFound)})
 def get_job(job_id: str, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
     return services.jobs.get(who.tenant, job_id)
+
+
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    response_model=None,
+    responses={**openapi.body(JobObject, "The job, now cancelled"), **openapi.errors(NotFound, NotCancellable)},
+)
+def cancel_job(job_id: str, who: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    """Cancel a job: a queued one is ``cancelled`` and never runs; a running one stops at its next
+    checkpoint (before an upstream attempt, or as its reply arrives) with its upstream call closed,
+    and stores nothing. A job that already finished is a 409 (``job_not_cancellable``)."""
+    return services.jobs.cancel(who.tenant, job_id)

@@ -19,3 +19,5 @@ JOB_MAX_ATTEMPTS = 6
 # message's receive count, uniform in [0, min(max, base * 2^(receives-1))] seconds.
 JOB_REDRIVE_BASE_SECONDS = 5.0
 JOB_REDRIVE_MAX_SECONDS = 240.0
+# While a job runs, the worker reads its status this often: a cancel stops it within this.
+JOB_CANCEL_POLL_SECONDS = 2.0

@@ -80,7 +80,7 @@ class ConversationBusy(GatewayError):
 
 
 class NotCancellable(GatewayError):
-    """Cancelling what has already finished (a completed, failed or incomplete response)."""
+    """Cancelling what has already finished (a completed, failed or incomplete response; a finished job)."""
 
     default_code = "already_finished"
     permanent = True
@@ -180,6 +180,13 @@ class JobResultTooLarge(GatewayError):
     permanent = True
 
 
+class Cancelled(GatewayError):
+    """The work was cancelled while it ran (a job's cancel checkpoint): nothing is stored as done."""
+
+    default_code = "cancelled"
+    permanent = True
+
+
 class ShuttingDown(GatewayError):
     """The server is stopping: a stream in flight is ended rather than cut."""
 
@@ -196,6 +203,7 @@ ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     MethodNotAllowed: (405, "invalid_request_error"),
     ConversationBusy: (409, "conflict_error"),
     NotCancellable: (409, "conflict_error"),
+    Cancelled: (409, "conflict_error"),
     PayloadTooLarge: (413, "invalid_request_error"),
     IdempotencyConflict: (422, "invalid_request_error"),
     QuotaExhausted: (429, "insufficient_quota"),

@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     # A retryable failure redrives the message after this full-jitter delay (ChangeMessageVisibility).
     job_redrive_base_seconds: float = Field(retry.JOB_REDRIVE_BASE_SECONDS, ge=0)
     job_redrive_max_seconds: float = Field(retry.JOB_REDRIVE_MAX_SECONDS, ge=0, le=43_200)
+    job_cancel_poll_seconds: float = Field(retry.JOB_CANCEL_POLL_SECONDS, gt=0)  # a running job's cancel watch
     worker_concurrency: int = Field(10, ge=1, le=64)  # message groups processed at once per invocation
     worker_idempotency_ttl_seconds: int = Field(86_400, gt=0)  # Powertools idempotency records
     # A streamed turn holds a short lease and renews it while chunks flow, so a crashed stream

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from llm_gateway.chat import metering
@@ -15,6 +16,7 @@ from llm_gateway.chat.turn import LeasedTurn, PreparedTurn, drop_orphans, leadin
 from llm_gateway.chat.validation import TurnChecks
 from llm_gateway.conversations.records import ConversationStore, History, NewMessage, TurnAlreadyCommitted, TurnUsage
 from llm_gateway.deadline import Deadline
+from llm_gateway.errors import Cancelled
 from llm_gateway.quotas.service import QuotaService
 from llm_gateway.reports import StreamReport, TurnReport
 from llm_gateway.settings import Settings
@@ -48,9 +50,10 @@ class ChatService(TurnChecks):
         report: TurnReport | None = None,
         *,
         turn_id: str | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """One turn, as the ``chat.completion`` the client receives (see :meth:`reply`)."""
-        completion = self.reply(tenant, request, deadline, report, turn_id=turn_id)
+        completion = self.reply(tenant, request, deadline, report, turn_id=turn_id, cancelled=cancelled)
         return completion_body(completion, request.conversation_id)
 
     def reply(
@@ -61,9 +64,12 @@ class ChatService(TurnChecks):
         report: TurnReport | None = None,
         *,
         turn_id: str | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Completion:
         """One turn's completed reply. With ``turn_id`` (jobs) a conversation turn is idempotent: if a
         turn with that id was committed before, its stored reply is returned and nothing is called or written.
+        ``cancelled()`` is checked before every upstream attempt and once the reply is here, before
+        anything is stored: once it is true the turn raises ``Cancelled`` and commits nothing.
         """
         report = report or TurnReport()
         alias = self.validate(request)
@@ -72,14 +78,14 @@ class ChatService(TurnChecks):
             messages = [m.wire() for m in request.messages]
             hold = metering.admit(self.quotas, tenant, alias, request, prompt_count(messages), deadline, report)
             try:
-                return self._call(tenant, alias, request, messages, deadline, report)
+                return self._call(tenant, alias, request, messages, deadline, report, cancelled)
             finally:
                 metering.settle(hold, report)
         if turn_id is not None:
             replay = self.committed_turn(tenant, request.conversation_id, turn_id)
             if replay is not None:
                 return replay
-        return self._conversation_turn(tenant, alias, request, deadline, report, turn_id)
+        return self._conversation_turn(tenant, alias, request, deadline, report, turn_id, cancelled)
 
     def committed_turn(self, tenant: str, conversation_id: str, turn_id: str) -> Completion | None:
         """The reply of an already committed idempotent turn, from the stored message."""
@@ -94,14 +100,18 @@ class ChatService(TurnChecks):
         messages: list[dict[str, Any]],
         deadline: Deadline,
         report: TurnReport,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Completion:
-        routed = self.router.complete(alias, request.upstream_body(alias, messages, tenant), deadline, report.stats)
+        body = request.upstream_body(alias, messages, tenant)
+        routed = self.router.complete(alias, body, deadline, report.stats, cancelled=cancelled)
         completion = from_routed(routed)
         report.deployment = routed.deployment.name
         report.provider = routed.deployment.provider
         report.prompt_tokens = completion.usage.prompt_tokens
         report.completion_tokens = completion.usage.completion_tokens
         report.cost_usd = completion.cost_usd
+        if cancelled is not None and cancelled():  # the reply came, but the work was cancelled meanwhile
+            raise Cancelled("The request was cancelled.")
         return completion
 
     def _conversation_turn(
@@ -112,6 +122,7 @@ class ChatService(TurnChecks):
         deadline: Deadline,
         report: TurnReport,
         turn_id: str | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Completion:
         report.conversation = True
         conversation_id = request.conversation_id
@@ -123,7 +134,7 @@ class ChatService(TurnChecks):
         try:
             turn = self.prepare(tenant, alias, request, lease.conversation, report)
             hold = metering.admit(self.quotas, tenant, alias, request, turn.prompt_tokens, deadline, report)
-            completion = self._call(tenant, alias, request, turn.upstream_messages, deadline, report)
+            completion = self._call(tenant, alias, request, turn.upstream_messages, deadline, report, cancelled)
             self.store.commit_turn(
                 lease,
                 [*turn.new_messages, stored_reply(completion)],

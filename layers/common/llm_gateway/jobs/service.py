@@ -23,6 +23,7 @@ from llm_gateway.errors import (
     GatewayError,
     IdempotencyConflict,
     InvalidRequest,
+    NotCancellable,
     NotFound,
     PayloadTooLarge,
     QueueUnavailable,
@@ -71,6 +72,18 @@ class JobService:
         job = self.store.get(tenant, job_id)
         if job is None:
             raise NotFound(f"No job found with id '{job_id[:64]}'.", param="job_id")
+        return job.public()
+
+    def cancel(self, tenant: str, job_id: str) -> dict[str, Any]:
+        """A queued job never runs; a running one stops at its next checkpoint and stores nothing."""
+        job, cancelled = self.store.cancel(tenant, job_id)
+        if job is None:
+            raise NotFound(f"No job found with id '{job_id[:64]}'.", param="job_id")
+        if not cancelled:
+            raise NotCancellable(
+                f"The job is already {job.status}: only a queued or running job can be cancelled.",
+                code="job_not_cancellable",
+            )
         return job.public()
 
     # ---- submit ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The jobs API's wire shapes, as documented in /openapi.json (``POST /v1/jobs``, ``GET /v1/jobs/{id}``)."""
+"""The jobs API's wire shapes, as documented in /openapi.json (``POST /v1/jobs``, ``GET /v1/jobs/{id}``,
+``POST /v1/jobs/{id}/cancel``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class JobBatchRequest(BaseModel):
 class JobObject(BaseModel):
     id: str
     object: Literal["chat.completion.job"]
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     model: str | None
     conversation_id: str | None
     created_at: int | None

@@ -1,7 +1,8 @@
 """Job items and Idempotency-Key items on the gateway's table.
 
 * **Job item**: ``PK = T#<tenant>#J#<job>``, ``SK = JOB`` — status (``queued`` → ``running`` →
-  ``succeeded`` | ``failed``; a retryable failure puts it back to ``queued`` with ``last_error``),
+  ``succeeded`` | ``failed``; a retryable failure puts it back to ``queued`` with ``last_error``;
+  ``queued`` or ``running`` → ``cancelled`` by ``POST /v1/jobs/{id}/cancel``),
   attempts, the ``chat.completion`` result or an OpenAI-shaped error, timestamps, TTL. The request
   itself is *not* stored here: the queue message carries it.
 * **Idempotency-Key item**: ``PK = T#<tenant>#IK#<sha256(key)>``, ``SK = IDEMPOTENCY`` — the
@@ -10,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,15 +30,15 @@ from llm_gateway.aws.dynamo import ID_RE as JOB_ID_RE
 from llm_gateway.chat.models import ChatCompletionRequest
 from llm_gateway.deadline import now_ms
 from llm_gateway.errors import JobResultTooLarge, error_object
+from llm_gateway.jobs.idempotency_keys import IdempotencyKeyItems, IdempotencyRecord
 from llm_gateway.jobs.messages import JobMessage
 
 if TYPE_CHECKING:  # boto3's stub types (mypy_boto3_*): annotations only
     from mypy_boto3_dynamodb import DynamoDBClient
 
 JOB_SK = "JOB"
-IK_SK = "IDEMPOTENCY"
-QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
-TERMINAL = (SUCCEEDED, FAILED)
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 MAX_RESULT_BYTES = 350_000  # a DynamoDB item holds 400 KB; keep room for the other attributes
 
 
@@ -103,13 +103,15 @@ class JobStore(Protocol):
     def requeue(self, job: Job, error: dict[str, Any]) -> Job | None: ...
     def succeed(self, job: Job, result: dict[str, Any]) -> Job | None: ...
     def fail(self, job: Job, error: dict[str, Any]) -> Job | None: ...
+    def status(self, tenant: str, job_id: str) -> str | None: ...
+    def cancel(self, tenant: str, job_id: str) -> tuple[Job | None, bool]: ...
     def claim_key(
         self, tenant: str, key: str, body_hash: str, job_ids: list[str], ttl_seconds: int
     ) -> IdempotencyRecord | None: ...
     def mark_enqueued(self, tenant: str, key: str) -> None: ...
 
 
-class DynamoJobStore:
+class DynamoJobStore(IdempotencyKeyItems):
     """:class:`JobStore` on the gateway's table: job items and Idempotency-Key items (low-level client)."""
 
     def __init__(self, table_name: str, client: DynamoDBClient, *, ttl_days: int = 7) -> None:
@@ -285,6 +287,46 @@ class DynamoJobStore:
                 return None
             raise
 
+    def status(self, tenant: str, job_id: str) -> str | None:
+        """The job's status alone (the worker's cancel watch reads it while the job runs)."""
+        resp = self.client.get_item(
+            TableName=self.table,
+            Key=self._key(tenant, job_id),
+            ProjectionExpression="#status",
+            ExpressionAttributeNames={"#status": "status"},
+            ConsistentRead=True,
+        )
+        return resp.get("Item", {}).get("status", {}).get("S")
+
+    def cancel(self, tenant: str, job_id: str) -> tuple[Job | None, bool]:
+        """``queued``/``running`` → ``cancelled``, in one conditional write. Returns (job, cancelled):
+        (None, False) for no such job, (the job as stored, False) when it had already finished."""
+        if not JOB_ID_RE.match(job_id) or not TENANT_RE.match(tenant):
+            return None, False
+        now = n(now_ms())
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key=self._key(tenant, job_id),
+                UpdateExpression="SET #status = :cancelled, completed_at = :now, updated_at = :now REMOVE last_error",
+                ConditionExpression="#status IN (:queued, :running)",  # false for a missing item too
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":cancelled": s(CANCELLED),
+                    ":queued": s(QUEUED),
+                    ":running": s(RUNNING),
+                    ":now": now,
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if error_code(err) != CONDITIONAL_CHECK_FAILED:
+                raise
+            item: Any = err.response.get("Item")
+            return (self._job(item) if item else self.get(tenant, job_id)), False
+        return self._job(resp["Attributes"]), True
+
     def requeue(self, job: Job, error: dict[str, Any]) -> Job | None:
         """A retryable failure: back to queued, the error kept as ``last_error``."""
         return self._update(
@@ -328,62 +370,3 @@ class DynamoJobStore:
             },
             {"#error": "error"},
         )
-
-    # ---- Idempotency-Key ----------------------------------------------------------------
-    def _ik_key(self, tenant: str, key: str) -> dict:
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        return {"PK": s(f"T#{tenant}#IK#{digest}"), "SK": s(IK_SK)}
-
-    def claim_key(
-        self, tenant: str, key: str, body_hash: str, job_ids: list[str], ttl_seconds: int
-    ) -> IdempotencyRecord | None:
-        """Claim an Idempotency-Key for these jobs. None when claimed; the earlier record otherwise."""
-        now = now_ms()
-        item = {
-            **self._ik_key(tenant, key),
-            "body_hash": s(body_hash),
-            "job_ids": s(json.dumps(job_ids)),
-            "created_at": n(now),
-            "expires_at": n(now + ttl_seconds * 1000),
-            "enqueued": {"BOOL": False},
-            "ttl": n(now // 1000 + ttl_seconds),
-        }
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(PK) OR expires_at < :now",
-                ExpressionAttributeValues={":now": n(now)},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-            return None
-        except ClientError as err:
-            if error_code(err) != CONDITIONAL_CHECK_FAILED:
-                raise
-            old: Any = err.response.get("Item")
-            if not old:  # older botocore without the item: read it
-                old = self.client.get_item(TableName=self.table, Key=self._ik_key(tenant, key), ConsistentRead=True)[
-                    "Item"
-                ]
-            return IdempotencyRecord(
-                old["body_hash"]["S"],
-                json.loads(old["job_ids"]["S"]),
-                int(old["created_at"]["N"]),
-                old.get("enqueued", {}).get("BOOL", False),
-            )
-
-    def mark_enqueued(self, tenant: str, key: str) -> None:
-        self.client.update_item(
-            TableName=self.table,
-            Key=self._ik_key(tenant, key),
-            UpdateExpression="SET enqueued = :t",
-            ExpressionAttributeValues={":t": {"BOOL": True}},
-        )
-
-
-@dataclass(frozen=True)
-class IdempotencyRecord:
-    body_hash: str
-    job_ids: list[str]
-    created_at: int
-    enqueued: bool

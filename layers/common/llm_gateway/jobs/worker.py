@@ -48,6 +48,7 @@ from llm_gateway.chat.service import ChatService
 from llm_gateway.deadline import Deadline, bounded
 from llm_gateway.errors import ConversationBusy, GatewayError, InvalidRequest, error_object
 from llm_gateway.jobs.batch import GroupedFifoProcessor
+from llm_gateway.jobs.cancel import CancelWatch
 from llm_gateway.jobs.messages import InvalidJobMessage, JobMessage, parse_job_message, response_message
 from llm_gateway.jobs.redelivery import Redelivery
 from llm_gateway.jobs.store import TERMINAL, Job, JobStore
@@ -288,23 +289,41 @@ class JobWorker:
             logger.info("job already finished; acknowledging the duplicate", extra={**log, "status": started.status})
             return {"status": started.status}
         report = TurnReport(key_id=message.key_id)  # the submitting key's limits apply (version 2)
-        try:
-            with bounded(deadline):  # the job's store, KMS and upstream waits within its deadline
-                result = self._complete(message, request, deadline, report)
-        except Exception as exc:
-            metrics.turn(report)
-            return self._failed(started, exc, receive_count, metrics, log)
+        watch = CancelWatch(
+            lambda: self.jobs.status(message.tenant_id, message.job_id), self.settings.job_cancel_poll_seconds
+        )
+        with watch:
+            try:
+                with bounded(deadline):  # the job's store, KMS and upstream waits within its deadline
+                    result = self._complete(message, request, deadline, report, watch.cancelled)
+            except Exception as exc:
+                metrics.turn(report)
+                if watch.cancelled():  # (Cancelled is raised only then)
+                    return self._cancelled(metrics, log)
+                return self._failed(started, exc, receive_count, metrics, log)
         metrics.turn(report)
-        self.jobs.succeed(started, result)
+        if self.jobs.succeed(started, result) is None:  # cancelled as the reply was being stored
+            return self._cancelled(metrics, log)
         metrics.count("JobsSucceeded")
         logger.info("job succeeded", extra={**log, "attempts": started.attempts})
         return {"status": "succeeded"}
 
+    @staticmethod
+    def _cancelled(metrics: JobMetrics, log: dict) -> dict:
+        metrics.count("JobsCancelled")
+        logger.info("job cancelled while it ran; nothing stored", extra=log)
+        return {"status": "cancelled"}
+
     def _complete(
-        self, message: JobMessage, request: ChatCompletionRequest, deadline: Deadline, report: TurnReport
+        self,
+        message: JobMessage,
+        request: ChatCompletionRequest,
+        deadline: Deadline,
+        report: TurnReport,
+        cancelled: Callable[[], bool],
     ) -> dict:
         if not request.conversation_id:
-            return self.chat.complete(message.tenant_id, request, deadline, report)
+            return self.chat.complete(message.tenant_id, request, deadline, report, cancelled=cancelled)
         # An HTTP turn holds the conversation's lease for at most its deadline: wait a little for it
         # before handing the job back to SQS (whose redelivery waits a whole visibility timeout).
         retrying = Retrying(
@@ -314,7 +333,15 @@ class JobWorker:
             wait=wait_exponential(multiplier=0.1, max=2.0),
             reraise=True,
         )
-        return retrying(self.chat.complete, message.tenant_id, request, deadline, report, turn_id=message.job_id)
+        return retrying(
+            self.chat.complete,
+            message.tenant_id,
+            request,
+            deadline,
+            report,
+            turn_id=message.job_id,
+            cancelled=cancelled,
+        )
 
     def _failed(self, job: Job, exc: Exception, receive_count: int, metrics: JobMetrics, log: dict) -> dict:
         error = error_of(exc)

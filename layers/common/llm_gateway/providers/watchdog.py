@@ -8,6 +8,9 @@ thread shuts the connection's socket down, the blocked read returns, and the pro
 UpstreamTimeout (504). After the headers, :mod:`.body` and :mod:`.sse` bound every read by the
 time left themselves. Outside a deadline scope nothing is watched.
 
+The same hook lets a cancelled job end its exchange at once (:class:`CallScope`, used by
+``llm_gateway.jobs.cancel``): the job's cancel watch shuts the socket down from its own thread.
+
 Written by hand: neither library offers a total timeout. Cheap: one daemon thread for the
 process, a heap of deadlines, no thread per request.
 """
@@ -20,6 +23,7 @@ import itertools
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from requests.adapters import HTTPAdapter
@@ -79,18 +83,78 @@ class Watchdog:
 WATCHDOG = Watchdog()
 
 
+def _shutdown(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class CallScope:
+    """The upstream exchanges one thread makes inside ``with abortable(scope)``, abortable from
+    another thread (a cancelled job): :meth:`abort` shuts down the sockets of the exchanges waiting
+    for their reply's headers right now, so the call fails at once and the upstream sees the
+    connection close — and any exchange the thread starts afterwards is cut as it starts. Only those
+    connections are touched, never one another thread is using."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conns: list[Any] = []
+        self.aborted = False
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            _shutdown(conn)
+
+    def using(self, conn: Any) -> None:
+        with self._lock:
+            if not self.aborted:
+                self._conns.append(conn)
+                return
+        _shutdown(conn)
+
+    def done(self, conn: Any) -> None:
+        with self._lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+
+
+_calls = threading.local()  # .scope: the CallScope of this thread's exchanges, if any
+
+
+@contextlib.contextmanager
+def abortable(scope: CallScope) -> Iterator[CallScope]:
+    """The upstream exchanges of this thread, while inside, belong to ``scope``."""
+    _calls.scope = scope
+    try:
+        yield scope
+    finally:
+        _calls.scope = None
+
+
 class _Watched:
-    """``_make_request`` (send the request, read the status line and headers) under the watchdog."""
+    """``_make_request`` (send the request, read the status line and headers) under the watchdog,
+    and abortable by the thread's :class:`CallScope`."""
 
     def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
-        scope = current()
-        if scope is None:
-            return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
-        token = WATCHDOG.watch(conn, scope.deadline.expires_at)
+        calls: CallScope | None = getattr(_calls, "scope", None)
+        if calls is not None:
+            calls.using(conn)
         try:
-            return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
+            scope = current()
+            if scope is None:
+                return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
+            token = WATCHDOG.watch(conn, scope.deadline.expires_at)
+            try:
+                return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
+            finally:
+                WATCHDOG.unwatch(token)
         finally:
-            WATCHDOG.unwatch(token)
+            if calls is not None:
+                calls.done(conn)
 
 
 class WatchedHTTPConnectionPool(_Watched, HTTPConnectionPool):

@@ -41,6 +41,7 @@ from llm_gateway.constants import (
     RETRY_BUDGET_RATIO,
 )
 from llm_gateway.deadline import Deadline
+from llm_gateway.errors import Cancelled
 
 # The transport vocabulary lives with the provider protocol (providers/base.py); re-exported here.
 from llm_gateway.providers.base import DeadlineExceeded as DeadlineExceeded
@@ -181,12 +182,15 @@ class RetryPolicy:
         stats: CallStats,
         *,
         switching: Callable[[], bool] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> T:
         """Call ``attempt`` until it succeeds, may not be retried, or a bound is reached.
 
         ``switching()`` says whether the next attempt goes to another deployment (a
         fallback): then it starts at once, with no backoff. The last failure is
         re-raised as it was; ``stats.stopped_by`` says which bound stopped a retryable one.
+        ``cancelled()`` is a checkpoint before every attempt (``Cancelled`` is raised, no attempt
+        made) and stops the retries of a failure (no sleep).
         """
         self.budget.on_request()
 
@@ -196,6 +200,9 @@ class RetryPolicy:
             return self.wait(state)
 
         def stop(state: RetryCallState) -> bool:
+            if cancelled is not None and cancelled():
+                stats.stopped_by = "cancelled"
+                return True
             if state.attempt_number >= self.max_attempts:
                 stats.stopped_by = "attempts"
                 return True
@@ -212,6 +219,8 @@ class RetryPolicy:
             return False
 
         def counted() -> T:
+            if cancelled is not None and cancelled():
+                raise Cancelled("The request was cancelled.")
             if deadline.remaining() < MIN_ATTEMPT_SECONDS:
                 raise DeadlineExceeded()
             stats.attempts += 1

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from llm_gateway.deadline import Deadline, bounded
 from llm_gateway.errors import (
+    Cancelled,
     GatewayError,
     RateLimited,
     UpstreamError,
@@ -258,11 +259,21 @@ class Router:
         stats.cooled_down += skipped
         return Chain(order, self.cooldowns, stats)
 
-    def complete(self, alias: ModelAlias, body: dict[str, Any], deadline: Deadline, stats: CallStats) -> RoutedReply:
+    def complete(
+        self,
+        alias: ModelAlias,
+        body: dict[str, Any],
+        deadline: Deadline,
+        stats: CallStats,
+        *,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> RoutedReply:
+        """``cancelled()``: a checkpoint before every attempt (see :meth:`RetryPolicy.run`)."""
+
         def call(provider: Provider, deployment: Deployment, timeout: Timeout) -> RoutedReply:
             return RoutedReply(provider.complete(body, timeout), deployment)
 
-        return self._run(alias, body, deadline, stats, call)
+        return self._run(alias, body, deadline, stats, call, cancelled=cancelled)
 
     def stream(self, alias: ModelAlias, body: dict[str, Any], deadline: Deadline, stats: CallStats) -> RoutedStream:
         """Open a stream and wait for its first chunk, under the same retries and fallback as
@@ -289,6 +300,8 @@ class Router:
         deadline: Deadline,
         stats: CallStats,
         call: Callable[[Provider, Deployment, Timeout], T],
+        *,
+        cancelled: Callable[[], bool] | None = None,
     ) -> T:
         """``call`` on the alias's deployments under the retry policy: each attempt is timed and
         feeds the chain (fallback, cooldowns); a failure that outlasts the retries becomes a GatewayError."""
@@ -311,10 +324,12 @@ class Router:
 
         try:
             with bounded(deadline):  # providers read bodies and streams within it (providers/body.py, sse.py)
-                return self.policy.run(attempt, deadline, stats, switching=chain.switching)
+                return self.policy.run(attempt, deadline, stats, switching=chain.switching, cancelled=cancelled)
         except GatewayError:
             raise
         except Exception as exc:
+            if cancelled is not None and cancelled():  # e.g. the call aborted by the cancel itself
+                raise Cancelled("The request was cancelled.") from exc
             if isinstance(exc, UpstreamHTTPError):
                 exc.message = without_echoes(exc.message, body)
             raise upstream_failure(exc, stats) from exc
