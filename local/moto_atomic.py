@@ -34,10 +34,11 @@ def serialize_dynamodb(app, lock: threading.Lock | None = None, persistence=None
     def wrapped(environ, start_response):
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target.startswith("DynamoDB_"):
-            body = b""
-            if persistence is not None:  # moto reads the body too: hand it a copy
-                body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-                environ["wsgi.input"] = io.BytesIO(body)
+            # Read the whole body before taking the lock: a client that stalls mid-body (a
+            # partitioned link) must not hold every other DynamoDB request behind it. moto reads
+            # the body again, so it gets a copy; the journal keeps the same bytes.
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
             with lock:
                 # consume the whole response inside the lock: moto may answer lazily
                 response = [b"".join(app(environ, start_response))]
