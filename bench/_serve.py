@@ -15,6 +15,7 @@ tracemalloc's top allocations (that process's RSS is then not representative).
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import json
 import os
@@ -37,12 +38,48 @@ if TRACEMALLOC:
     tracemalloc.start(1)
 
 
+_phases: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("phases", default=None)
+
+
+def phase(name: str, fn: Any) -> Any:
+    """``fn``, adding its wall time to the current request's phase ``name`` (threads inherit the context)."""
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            phases = _phases.get()
+            if phases is not None:
+                phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
+
+    return timed
+
+
+def watch_phases(services: Any) -> None:
+    """Time the phases of a gateway request: auth, quota, store, upstream, log and metrics writes."""
+    from llm_gateway import observability
+
+    services.auth.authenticate = phase("auth", services.auth.authenticate)
+    quotas = services.chat.quotas
+    quotas.admit = phase("quota", quotas.admit)
+    quotas.settle = phase("quota", quotas.settle)
+    for name in ("acquire_lease", "read_history", "commit_turn", "release_lease"):
+        setattr(services.conversations, name, phase("store", getattr(services.conversations, name)))
+    services.chat.router.complete = phase("upstream", services.chat.router.complete)
+    services.chat.router.stream = phase("upstream", services.chat.router.stream)
+    for handler in observability.logger.handlers:
+        handler.emit = phase("log", handler.emit)  # type: ignore[method-assign]
+    observability.RequestMetrics.flush = phase("metrics", observability.RequestMetrics.flush)  # type: ignore[method-assign]
+
+
 class Probe:
     """Counters a bench reads between cases (all cumulative since the process started)."""
 
     def __init__(self) -> None:
         self.requests = 0
-        self.server_seconds: list[tuple[float, float, str]] = []  # (started monotonic, seconds, path)
+        # (started monotonic, seconds, path, {phase: seconds})
+        self.server_seconds: list[tuple[float, float, str, dict[str, float]]] = []
         self.gc_pauses: list[tuple[float, float, int]] = []  # (started monotonic, seconds, generation)
         self.ddb_calls: Counter[str] = Counter()
         self.ddb_seconds = 0.0  # the whole _make_api_call
@@ -125,12 +162,14 @@ def probed(app: Any, probe: Probe) -> Any:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started, at, phases = time.perf_counter(), time.monotonic(), {}
+        token = _phases.set(phases)
         try:
             await app(scope, receive, send)
         finally:
+            _phases.reset(token)
             probe.requests += 1
-            probe.server_seconds.append((time.monotonic(), time.perf_counter() - started, scope["path"]))
+            probe.server_seconds.append((at, time.perf_counter() - started, scope["path"], phases))
 
     return wrapper
 
@@ -167,6 +206,7 @@ def main() -> None:
 
         app: Any = gateway.app
         probe.watch_dynamodb(gateway.default_services().conversations.client)
+        watch_phases(gateway.default_services())
     else:
         app = bare_app(sys.argv[3], sys.argv[4])
     config = uvicorn.Config(probed(app, probe), host="127.0.0.1", port=port, log_level="warning", access_log=False)

@@ -237,11 +237,15 @@ def load(env: dict[str, str]) -> None:
         print("\n== 3. the slowest gateway requests and the GC pauses inside them")
         pauses = stats["gc_pauses"]
         slow = sorted(stats["server_seconds"], key=lambda r: -r[1])[:8]
-        for started, seconds, path in slow:
+        for started, seconds, path, phases in slow:
             inside = [p for p in pauses if started <= p[0] <= started + seconds + 0.001]
             gc_ms = sum(p[1] for p in inside) * 1000
-            gens = ",".join(str(p[2]) for p in inside) or "-"
-            print(f"  {seconds * 1000:7.2f} ms  {path:24s} GC inside {gc_ms:6.2f} ms (generations {gens})")
+            spent = " ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(phases.items()))
+            print(f"  {seconds * 1000:7.2f} ms  {path:22s} GC {gc_ms:6.2f} ms   phases (ms): {spent}")
+        turns = [r for r in stats["server_seconds"] if r[2] == "/v1/chat/completions"]
+        names = sorted({k for r in turns for k in r[3]})
+        mean = " ".join(f"{k} {statistics.mean(r[3].get(k, 0.0) for r in turns) * 1000:.2f}" for k in names)
+        print(f"  mean phases of a completion (ms): {mean}   (store/quota/auth include their DynamoDB round trips)")
         by_gen: dict[int, list[float]] = {}
         for _, seconds, gen in pauses:
             by_gen.setdefault(gen, []).append(seconds)

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from llm_gateway.errors import InvalidRequest, PermissionDenied
 from llm_gateway.runtime import Services
@@ -20,7 +21,9 @@ from llm_gateway.text import first_unencodable, may_hold_surrogates
 ServicesProvider = Callable[[], Services]
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are ``async def`` where they do no blocking I/O: FastAPI runs a sync dependency in
+# the thread pool, one hand-off (and GIL switch) per dependency per request.
+async def get_services(request: Request) -> Services:
     provider: ServicesProvider = request.app.state.services
     return provider()
 
@@ -33,16 +36,21 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 bearer = HTTPBearer(auto_error=False, description="A gateway API key: `Authorization: Bearer <key>`.")
 
 
-def get_caller(
+async def get_caller(
     request: Request, services: ServicesDep, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Caller:
-    return services.auth.authenticate(request.headers.get("authorization"))
+    header = request.headers.get("authorization")
+    # A cached key is answered on the loop; a lookup (a DynamoDB read) runs in the thread pool.
+    caller = services.auth.cached(header)
+    if caller is None:
+        caller = await run_in_threadpool(services.auth.authenticate, header)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_admin(who: CallerDep) -> Caller:
+async def get_admin(who: CallerDep) -> Caller:
     """An admin key, or 403 (the admin routes are documented; hiding them would not protect them)."""
     if not who.admin:
         raise PermissionDenied("This route needs an admin key.", code="admin_key_required")

@@ -179,3 +179,23 @@ def test_unknown_and_revoked_keys_are_refused_from_memory_for_the_negative_cache
         with pytest.raises(AuthenticationFailed):
             authenticator.authenticate(f"Bearer {plaintext}")
     assert len(lookups) == 3
+
+
+def test_cached_answers_only_from_the_positive_cache_and_reads_nothing(keys):
+    clock = Clock()
+    authenticator = Authenticator(keys, cache_seconds=30, clock=clock, negative_cache_seconds=5)
+    plaintext, record = keys.create("tenant-a")
+    lookups = counting(keys)
+    header = f"Bearer {plaintext}"
+    assert authenticator.cached(header) is None  # not yet seen: the caller must authenticate
+    assert authenticator.authenticate(header).key_id == record.key_id
+    assert authenticator.cached(header) == authenticator.authenticate(header)
+    assert authenticator.cached(f"bearer  {plaintext} ") is not None  # the same parsing as authenticate
+    with pytest.raises(AuthenticationFailed):
+        authenticator.authenticate("Bearer sk-gw-unknown")
+    # a negatively cached key, a malformed header or no header: never a caller from the cache
+    for bad in ("Bearer sk-gw-unknown", None, "", "Basic abc", "Bearer"):
+        assert authenticator.cached(bad) is None
+    clock.now += 31
+    assert authenticator.cached(header) is None  # expired: authenticate reads the store again
+    assert lookups == [plaintext, "sk-gw-unknown"]

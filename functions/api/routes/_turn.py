@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.responses import JSONResponse
 
 from deps import Caller, Services
 from llm_gateway.deadline import Deadline, bounded
@@ -44,6 +45,15 @@ def run_turn(
             result = complete(who.tenant, deadline, report)
         response.headers[DEPLOYMENT_HEADER] = report.deployment or ""
         response.headers.update(report.rate_headers)
-        return result
+        return json_response(result, response)
     finally:
         state.metrics.turn(report)
+
+
+def json_response(body: dict[str, Any], response: Response) -> JSONResponse:
+    """A reply we built ourselves, serialised once (``json.dumps``; FastAPI would first walk it with
+    ``jsonable_encoder``), with the headers the route set on ``response`` (FastAPI adds them only to
+    replies it builds)."""
+    reply = JSONResponse(body, status_code=response.status_code or 200)
+    reply.raw_headers.extend(response.headers.raw)
+    return reply

@@ -28,6 +28,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from llm_gateway.reports import StreamReport, TurnReport
 from llm_gateway.settings import get_settings
@@ -62,12 +63,23 @@ def _invoke(handler: Callable[[Any, Any], Any], event: Any, context: Any) -> Any
     return handler(event, context)
 
 
+@functools.lru_cache(maxsize=1)
+def metrics_disabled() -> bool:
+    """``POWERTOOLS_METRICS_DISABLED`` (or ``POWERTOOLS_DEV``), read once per container."""
+    return is_metrics_disabled()
+
+
 class RequestMetrics:
+    """One request's metrics. Disabled (``POWERTOOLS_METRICS_DISABLED``), every method returns at
+    once: no Powertools object per request, nothing validated or serialised."""
+
     def __init__(self, route: str) -> None:
-        settings = get_settings()
-        self._metrics = EphemeralMetrics(
-            namespace=settings.powertools_metrics_namespace, service=settings.powertools_service_name
-        )
+        self._metrics: EphemeralMetrics | None = None
+        if not metrics_disabled():
+            settings = get_settings()
+            self._metrics = EphemeralMetrics(
+                namespace=settings.powertools_metrics_namespace, service=settings.powertools_service_name
+            )
         self._route = route  # a dimension, added when flushed (a router may name its route)
         self._deployment: tuple[str, str] | None = None
 
@@ -76,10 +88,12 @@ class RequestMetrics:
         self._route = name
 
     def add(self, name: str, value: float, unit: str | MetricUnit = MetricUnit.Count) -> None:
-        self._metrics.add_metric(name=name, unit=unit, value=value)
+        if self._metrics is not None:
+            self._metrics.add_metric(name=name, unit=unit, value=value)
 
     def model(self, alias: str) -> None:
-        self._metrics.add_dimension("model", alias)
+        if self._metrics is not None:
+            self._metrics.add_dimension("model", alias)
 
     def turn(self, report: TurnReport, *, model_dimension: bool = True) -> None:
         """Everything a chat turn reports, upstream errors by bounded class.
@@ -87,6 +101,8 @@ class RequestMetrics:
         ``model_dimension=False`` when one metrics object aggregates turns of several models
         (a worker batch): a blob has one set of dimensions.
         """
+        if self._metrics is None:
+            return
         if report.alias and model_dimension:
             self.model(report.alias)
         if report.provider:
@@ -118,6 +134,8 @@ class RequestMetrics:
 
     def stream(self, stream: StreamReport) -> None:
         """Time to first chunk/token, duration, chunks, and the outcome as a bounded metric name."""
+        if self._metrics is None:
+            return
         if stream.first_chunk_ms is not None:
             self.add("TimeToFirstChunk", round(stream.first_chunk_ms, 2), MetricUnit.Milliseconds)
         if stream.first_token_ms is not None:
@@ -130,6 +148,8 @@ class RequestMetrics:
         self.add(f"StreamOutcome_{stream.outcome}", 1)
 
     def flush(self) -> None:
+        if self._metrics is None:
+            return
         self._metrics.add_dimension("route", self._route)
         self._metrics.flush_metrics()
         if self._deployment is not None:

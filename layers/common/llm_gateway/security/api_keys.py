@@ -169,6 +169,16 @@ class Authenticator:
                 self._cache.clear()
             self._cache[digest] = (until, caller)
 
+    def cached(self, authorization: str | None) -> Caller | None:
+        """The caller when this header's key is in the positive cache, else None (no I/O: safe on
+        the event loop; :meth:`authenticate` then decides, reading the store if it must)."""
+        scheme, _, key = (authorization or "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            return None
+        entry = self._cache.get(hash_key(key))
+        return entry[1] if entry and entry[0] > self.clock() else None
+
     def authenticate(self, authorization: str | None) -> Caller:
         if not authorization:
             raise AuthenticationFailed("Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key")
