@@ -3,8 +3,8 @@
     python bench/_serve.py gateway PORT
     python bench/_serve.py bare PORT UPSTREAM_URL UPSTREAM_KEY
 
-Both run under uvicorn with the options functions/api/run.sh uses (``loop``/``http`` "auto":
-uvloop and httptools when installed), in their own process, so CPU and memory are that
+Both run under uvicorn with the options functions/api/run.sh uses (uvloop, httptools;
+``BENCH_LOOP``/``BENCH_HTTP`` override, e.g. ``asyncio``/``h11``), in their own process, so CPU and memory are that
 process's alone (the client, the fake upstream and moto live elsewhere). An outermost ASGI
 wrapper answers ``GET /__bench`` with the process's own counters — ``time.process_time()``,
 RSS, GC pauses (``gc.callbacks``), the server-side time of every request, and, for the gateway,
@@ -114,7 +114,8 @@ class Probe:
                 self.ddb_send_seconds += time.perf_counter() - started
 
         client._make_api_call = timed
-        client.meta.events.register("before-send.dynamodb.*", before_send)
+        # first: a deadline-bounded client (llm_gateway.aws.bounded) sends the request in its own handler
+        client.meta.events.register_first("before-send.dynamodb.*", before_send)
         client.meta.events.register("before-parse.dynamodb.*", before_parse)
 
     def snapshot(self) -> dict[str, Any]:
@@ -209,7 +210,15 @@ def main() -> None:
         watch_phases(gateway.default_services())
     else:
         app = bare_app(sys.argv[3], sys.argv[4])
-    config = uvicorn.Config(probed(app, probe), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        probed(app, probe),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop=os.environ.get("BENCH_LOOP", "uvloop"),  # functions/api/run.sh's options
+        http=os.environ.get("BENCH_HTTP", "httptools"),
+    )
     server = uvicorn.Server(config)
     config.load()
     print(

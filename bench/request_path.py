@@ -15,7 +15,7 @@ container serves). Printed as ratios; nothing is asserted.
 2. Streams: time to first byte at p50/p95/p99, added over direct, gateway vs bare.
 3. Where a slow request's time went: GC pauses (``gc.callbacks``) during the slowest requests.
 4. RSS of each server after the load (>= 2,000 requests to the gateway).
-5. Cold start, app alone: process start (``python -m uvicorn app:app`` as run.sh runs it) → first
+5. Cold start, app alone: process start (functions/api/run.sh, as Lambda runs it) → first
    completion, and ``import app`` + building its services vs ``import boto3``.
 6. With ``--tracemalloc``: a third gateway process under tracemalloc, its top allocations.
 
@@ -291,22 +291,14 @@ def cold_start(env: dict[str, str]) -> None:
         port = free_port()
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--app-dir",
-                os.path.join(ROOT, "functions/api"),
-                "app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            env={**os.environ, "PYTHONPATH": PYPATH},
+            ["sh", os.path.join(ROOT, "functions/api/run.sh")],  # exactly what Lambda runs (python from PATH)
+            env={
+                **os.environ,
+                "PYTHONPATH": PYPATH,
+                "LAMBDA_TASK_ROOT": os.path.join(ROOT, "functions/api"),
+                "PORT": str(port),
+                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+            },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -249,6 +249,8 @@ def main() -> int:
                 log_level="warning",
                 access_log=False,
                 timeout_graceful_shutdown=5,
+                loop="uvloop",  # as functions/api/run.sh runs it in Lambda
+                http="httptools",
             )
         )
         json_uvicorn_logs()

@@ -71,3 +71,13 @@ def test_a_failing_warm_up_is_dropped_and_the_rest_still_runs(monkeypatch):
     keys = Keys(fail=True)
     warm_up(services(keys)).join(10)  # type: ignore[arg-type]
     assert sorted(keys.got) == ["default", "other"] and loaded.is_set()
+
+
+def test_default_clients_share_one_session_so_botocore_loads_its_data_files_once(monkeypatch):
+    from llm_gateway import aws
+
+    monkeypatch.setattr(aws, "_clients", {})
+    monkeypatch.setattr(aws, "_session", [])
+    dynamodb, kms = aws.client("dynamodb"), aws.client("kms")
+    assert aws.client("dynamodb") is dynamodb and len(aws._session) == 1
+    assert dynamodb._loader is kms._loader  # endpoint rules, partitions, retry config: read once

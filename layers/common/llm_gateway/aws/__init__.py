@@ -1,5 +1,5 @@
-"""boto3 clients, built once per container, with botocore's ``standard`` retry mode, and bounded
-by the request's deadline inside a deadline scope (:mod:`llm_gateway.aws.bounded`).
+"""boto3 clients, built once per container from one session, with botocore's ``standard`` retry mode,
+and bounded by the request's deadline inside a deadline scope (:mod:`llm_gateway.aws.bounded`).
 
 Adapters take their client as an argument; this module only supplies the default.
 ``AWS_ENDPOINT_URL`` (boto3's own setting) points every client at moto locally.
@@ -12,6 +12,8 @@ from typing import Any
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
+_session: list[Any] = []  # one boto3 session for every client: botocore's loader (endpoint rules,
+# partitions, retry and default configuration files) reads and keeps each data file once
 
 
 def client(service: str) -> Any:
@@ -31,6 +33,8 @@ def client(service: str) -> Any:
                 )
                 from llm_gateway.aws.bounded import bound
 
-                session: Any = boto3.session.Session()  # any service by name: the stubs' overloads want literals
+                if not _session:
+                    _session.append(boto3.session.Session())
+                session: Any = _session[0]  # any service by name: the stubs' overloads want literals
                 _clients[service] = bound(session.client(service, region_name=get_settings().aws_region, config=config))
     return _clients[service]
