@@ -216,8 +216,8 @@ def main() -> None:
         port=port,
         log_level="warning",
         access_log=False,
-        loop=os.environ.get("BENCH_LOOP", "uvloop"),  # functions/api/run.sh's options
-        http=os.environ.get("BENCH_HTTP", "httptools"),
+        loop=os.environ.get("BENCH_LOOP", "auto"),  # uvloop/httptools when installed, as run.sh
+        http=os.environ.get("BENCH_HTTP", "auto"),
     )
     server = uvicorn.Server(config)
     config.load()

@@ -249,8 +249,10 @@ def main() -> int:
                 log_level="warning",
                 access_log=False,
                 timeout_graceful_shutdown=5,
-                loop="uvloop",  # as functions/api/run.sh runs it in Lambda
-                http="httptools",
+                # uvloop and httptools, as functions/api/run.sh runs it in Lambda ("auto": uvicorn picks
+                # them when installed, so a venv from before the lock added them still starts)
+                loop="auto",
+                http="auto",
             )
         )
         json_uvicorn_logs()
