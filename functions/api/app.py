@@ -15,8 +15,7 @@ import gc
 # that would walk a growing heap of module objects (~10% of start-up) and find almost nothing.
 gc.disable()
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from functools import lru_cache
 
 from fastapi import Depends, FastAPI
@@ -26,10 +25,9 @@ from fastapi_offline import FastAPIOffline
 import openapi
 from deps import ServicesProvider, encodable_body
 from http_errors import install_error_handlers
+from lifespan import lifespan
 from llm_gateway import __version__
-from llm_gateway.errors import GatewayError
-from llm_gateway.observability import logger
-from llm_gateway.runtime import Services, build_services, settle_heap, warm_up
+from llm_gateway.runtime import Services, build_services
 from llm_gateway.settings import Settings, get_settings
 from middleware import GatewayMiddleware
 from routes import include_routers
@@ -58,26 +56,12 @@ def create_app(services: Services | Callable[[], Services] | None = None, settin
         provider = services or default_services
         settings = settings or get_settings()
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Build (and so validate) the services at start-up: a bad routing configuration stops the
-        # server here with a message naming the entry, instead of failing every request later.
-        try:
-            ready = provider()
-        except GatewayError as exc:
-            logger.error("configuration error at start-up", extra={"error": exc.message})
-            raise
-        if from_environment:
-            warm_up(ready)  # KMS Decrypt and the token encoding, in the background
-            settle_heap()  # the start-up heap out of the collector's reach: no full-GC stall later
-        yield
-
     app = FastAPIOffline(
         title="llm-gateway",
         version=__version__,
         summary="OpenAI-compatible LLM gateway with server-side conversations.",
         root_path=settings.api_root_path,
-        lifespan=lifespan,
+        lifespan=lifespan(provider, from_environment=from_environment),
         redoc_url=None,
         swagger_ui_parameters={"validatorUrl": None},  # no call to swagger.io's validator
         dependencies=[Depends(encodable_body)],
