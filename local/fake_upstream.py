@@ -36,6 +36,10 @@ Fault spec (a JSON object; ``{}`` = behave normally). Each chat request consumes
     keepalive_after  N: stream -> N content chunks, then only keep-alives (every ``keepalive_every``
                      seconds, default 0.2) until the client goes away: ``keepalive_kind`` "comment"
                      (``: keep-alive``, the default) or "empty" (chunks with an empty delta)
+    usage_json       raw JSON text sent as the reply's ``usage`` (a lying upstream: ``-5``, ``1e400``,
+                     ``1e30``, ``7.5`` ...); in a stream, in the usage chunk (``include_usage``)
+    gzip_bomb        N: answer 200 with ``Content-Encoding: gzip``: N bytes (zeros after a JSON /
+                     SSE prefix) compressed to ~N/1000 — a decompression bomb
 Order of application: delay_first_byte, hang, status, then auth (401) and validation (400), then
 the (possibly faulty) answer. ``release`` frees requests already received (blocked now or later).
 """
@@ -99,6 +103,8 @@ FAULT_KEYS = frozenset(
         "keepalive_after",
         "keepalive_every",
         "keepalive_kind",
+        "usage_json",
+        "gzip_bomb",
     }
 )
 KEEPALIVE_KINDS = ("comment", "empty")
@@ -204,7 +210,7 @@ def _validate_fault(spec: Any) -> dict:
     unknown = set(spec) - FAULT_KEYS
     if unknown:
         raise ValueError(f"unknown fault key(s): {sorted(unknown)}; known: {sorted(FAULT_KEYS)}")
-    for key in ("status", "cut_after", "malformed_at", "block_after", "retry_after_ms", "keepalive_after"):
+    for key in ("status", "cut_after", "malformed_at", "block_after", "retry_after_ms", "keepalive_after", "gzip_bomb"):
         if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 0):
             raise ValueError(f"fault {key!r} must be a non-negative int")
     for key in (
@@ -218,7 +224,7 @@ def _validate_fault(spec: Any) -> dict:
         v = spec.get(key)
         if key in spec and (not isinstance(v, int | float) or isinstance(v, bool) or v < 0):
             raise ValueError(f"fault {key!r} must be a non-negative number")
-    for key in ("error_code", "error_type", "message", "reply"):
+    for key in ("error_code", "error_type", "message", "reply", "usage_json"):
         if key in spec and not isinstance(spec[key], str):
             raise ValueError(f"fault {key!r} must be a string")
     if "keepalive_kind" in spec and spec["keepalive_kind"] not in KEEPALIVE_KINDS:
@@ -458,6 +464,12 @@ class _Handler(BaseHTTPRequestHandler):
             "total_tokens": prompt_tokens + len(toks),
         }
         cid, created = f"chatcmpl-fake-{n}", int(time.time())
+        if fault.get("gzip_bomb"):
+            prefix = b"data: " if stream else b'{"choices":[{"index":0,"message":{"role":"assistant","content":"'
+            body = _gzip_bomb(prefix, fault["gzip_bomb"])
+            ctype = "text/event-stream" if stream else "application/json"
+            self._send(200, body, [("Content-Encoding", "gzip"), *extra], ctype=ctype)
+            return
 
         if not stream:
             if fault.get("block_after") is not None:
@@ -479,6 +491,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": usage,
             }
             data = json.dumps(obj, separators=(",", ":")).encode()
+            if "usage_json" in fault:
+                data = data.replace(json.dumps(usage, separators=(",", ":")).encode(), fault["usage_json"].encode())
             if fault.get("malformed_at") is not None:
                 data = b"{not json"
             if fault.get("cut_after") is not None:
@@ -590,9 +604,8 @@ class _Handler(BaseHTTPRequestHandler):
                 fake._sleep(delay)
             tail = chunk({}, finish)
             if include_usage:
-                tail += event(
-                    (prefix + '"choices":[],"usage":' + json.dumps(usage, separators=(",", ":")) + "}").encode()
-                )
+                raw_usage = fault.get("usage_json") or json.dumps(usage, separators=(",", ":"))
+                tail += event((prefix + '"choices":[],"usage":' + raw_usage + "}").encode())
             tail += event(b"[DONE]")
             if chunked:
                 tail += b"0\r\n\r\n"
@@ -604,6 +617,27 @@ class _Handler(BaseHTTPRequestHandler):
             raise
         finally:
             fake._stream_closed(disconnected=gone and not completed)
+
+
+_bombs: dict[tuple[bytes, int], bytes] = {}
+
+
+def _gzip_bomb(prefix: bytes, size: int) -> bytes:
+    """``prefix`` then zeros up to ``size`` bytes, gzip-compressed in pieces (never held whole)."""
+    import zlib
+
+    key = (prefix, size)
+    if key not in _bombs:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+        out = [packer.compress(prefix)]
+        left = size - len(prefix)
+        piece = b"0" * (1 << 20)
+        while left > 0:
+            out.append(packer.compress(piece[: min(left, len(piece))]))
+            left -= len(piece)
+        out.append(packer.flush())
+        _bombs[key] = b"".join(out)
+    return _bombs[key]
 
 
 def _model(mid: str) -> dict:

@@ -147,13 +147,8 @@ def test_an_exhausted_retry_budget_stops_retries(aws):
     [
         {"choices": ["not an object"]},
         {"choices": [{"index": 0, "message": "not an object", "finish_reason": "stop"}]},
-        {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}], "usage": "not an object"},
-        {
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}],
-            "usage": {"prompt_tokens": "many"},
-        },
     ],
-    ids=["choice", "message", "usage", "usage-count"],
+    ids=["choice", "message"],
 )
 def test_a_malformed_completion_is_a_502_that_stores_nothing_and_frees_the_conversation(gateway, reply):
     """An upstream 200 whose body is not a chat.completion is the upstream's failure (502), never
@@ -166,6 +161,21 @@ def test_a_malformed_completion_is_a_502_that_stores_nothing_and_frees_the_conve
         assert r.json()["error"]["type"] == "upstream_error"
     assert gateway.get(f"/v1/conversations/{conv}").json()["message_count"] == 0
     assert gateway.post("/v1/chat/completions", chat("again", conv)).status_code == 200  # not 409
+
+
+@pytest.mark.parametrize("usage", ["not an object", {"prompt_tokens": "many"}], ids=["usage", "usage-count"])
+def test_unbelievable_usage_in_a_completion_is_replaced_by_our_count(gateway, usage):
+    """Usage is never trusted (chat.usage): a reply whose usage makes no sense is still the reply,
+    billed and stored at the gateway's own count, not the upstream's failure."""
+    reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}], "usage": usage}
+    conv = gateway.post("/v1/conversations", {}).json()["id"]
+    for body in (chat("hello"), chat("hello", conv)):
+        set_upstream(gateway, scripted((200, {}, reply)))
+        r = gateway.post("/v1/chat/completions", body)
+        assert r.status_code == 200, r.text
+        counted = r.json()["usage"]
+        assert counted["prompt_tokens"] > 0 and counted["completion_tokens"] == 1
+    assert gateway.get(f"/v1/conversations/{conv}").json()["message_count"] == 2
 
 
 def test_a_reply_too_large_to_store_is_a_clear_502_that_stores_nothing(gateway):

@@ -124,6 +124,8 @@ class RequestMetrics:
         if report.prompt_tokens or report.completion_tokens:
             self.add("PromptTokens", report.prompt_tokens)
             self.add("CompletionTokens", report.completion_tokens)
+        if report.usage_replaced:
+            self.add("UpstreamUsageReplaced", 1)
         if report.cost_usd:
             self.add("CostMicroUSD", round(report.cost_usd * 1e6, 3))
         if report.conversation:

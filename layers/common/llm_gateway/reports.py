@@ -56,6 +56,7 @@ class TurnReport:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    usage_replaced: bool = False  # an implausible upstream usage counter was replaced by our own count
     history_messages: int = 0
     history_items_read: int = 0
     conversation: bool = False

@@ -13,6 +13,7 @@ from llm_gateway.chat.replies import Completion, completion_body, from_routed, f
 from llm_gateway.chat.streaming import ChatStream, StreamTurn
 from llm_gateway.chat.tokens import TOKENS_PER_REPLY, count_message
 from llm_gateway.chat.turn import LeasedTurn, PreparedTurn, drop_orphans, leading_system, system_text
+from llm_gateway.chat.usage import believed_reply
 from llm_gateway.chat.validation import TurnChecks
 from llm_gateway.conversations.records import ConversationStore, History, NewMessage, TurnAlreadyCommitted, TurnUsage
 from llm_gateway.deadline import Deadline
@@ -76,9 +77,10 @@ class ChatService(TurnChecks):
         report.alias = alias.name
         if request.conversation_id is None:
             messages = [m.wire() for m in request.messages]
-            hold = metering.admit(self.quotas, tenant, alias, request, prompt_count(messages), deadline, report)
+            prompt = prompt_count(messages)
+            hold = metering.admit(self.quotas, tenant, alias, request, prompt, deadline, report)
             try:
-                return self._call(tenant, alias, request, messages, deadline, report, cancelled)
+                return self._call(tenant, alias, request, messages, prompt, deadline, report, cancelled)
             finally:
                 metering.settle(hold, report)
         if turn_id is not None:
@@ -98,18 +100,17 @@ class ChatService(TurnChecks):
         alias: ModelAlias,
         request: ChatCompletionRequest,
         messages: list[dict[str, Any]],
+        prompt_tokens: int,
         deadline: Deadline,
         report: TurnReport,
         cancelled: Callable[[], bool] | None = None,
     ) -> Completion:
+        """One upstream call; the reply carries the usage the gateway believes (chat.usage)."""
         body = request.upstream_body(alias, messages, tenant)
         routed = self.router.complete(alias, body, deadline, report.stats, cancelled=cancelled)
-        completion = from_routed(routed)
         report.deployment = routed.deployment.name
         report.provider = routed.deployment.provider
-        report.prompt_tokens = completion.usage.prompt_tokens
-        report.completion_tokens = completion.usage.completion_tokens
-        report.cost_usd = completion.cost_usd
+        completion = from_routed(believed_reply(routed, prompt_tokens, request.n or 1, report))
         if cancelled is not None and cancelled():  # the reply came, but the work was cancelled meanwhile
             raise Cancelled("The request was cancelled.")
         return completion
@@ -134,7 +135,9 @@ class ChatService(TurnChecks):
         try:
             turn = self.prepare(tenant, alias, request, lease.conversation, report)
             hold = metering.admit(self.quotas, tenant, alias, request, turn.prompt_tokens, deadline, report)
-            completion = self._call(tenant, alias, request, turn.upstream_messages, deadline, report, cancelled)
+            completion = self._call(
+                tenant, alias, request, turn.upstream_messages, turn.prompt_tokens, deadline, report, cancelled
+            )
             self.store.commit_turn(
                 lease,
                 [*turn.new_messages, stored_reply(completion)],
@@ -222,7 +225,8 @@ class ChatService(TurnChecks):
         report.alias = alias.name
         if request.conversation_id is None:
             messages = [m.wire() for m in request.messages]
-            hold = metering.admit(self.quotas, tenant, alias, request, prompt_count(messages), deadline, report)
+            prompt = prompt_count(messages)
+            hold = metering.admit(self.quotas, tenant, alias, request, prompt, deadline, report)
             try:
                 body = request.upstream_body(alias, messages, tenant)
                 routed = self.router.stream(alias, body, deadline, report.stats)
@@ -236,7 +240,7 @@ class ChatService(TurnChecks):
                 deadline,
                 conversation_id=None,
                 turn=turn,
-                estimate_prompt_tokens=lambda: prompt_count(messages),
+                estimate_prompt_tokens=lambda: prompt,
                 renew_every=self.settings.stream_lease_renew_seconds,
                 quota=hold,
             )

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from llm_gateway.chat.replies import Completion, new_completion_id, stored_reply
-from llm_gateway.chat.tokens import count_text
+from llm_gateway.chat.usage import believed, reply_count, usage_body
 from llm_gateway.conversations.records import NewMessage
 from llm_gateway.deadline import Deadline, Scope, bounded
 from llm_gateway.errors import GatewayError, UpstreamTimeout
@@ -182,6 +182,8 @@ class ChatStream:
                     return None
                 if self.reply.add(chunk) and self.stats.first_token_ms is None:
                     self.stats.first_token_ms = self.stats.since_start_ms()
+                if chunk.get("usage") is not None:  # the client sees the counts the gateway bills
+                    chunk["usage"] = usage_body(chunk["usage"], self._usage())
                 if self.stats.first_chunk_ms is None:
                     self.stats.first_chunk_ms = self.stats.since_start_ms()
                 self.stats.chunks += 1
@@ -214,16 +216,16 @@ class ChatStream:
             self._next_renewal = time.monotonic() + self.renew_every
 
     def _usage(self) -> Usage:
-        if self.reply.usage is not None and (self.reply.usage.prompt_tokens or self.reply.usage.completion_tokens):
-            return self.reply.usage
-        # The upstream reported no usage (the client did not ask for it): count it ourselves.
-        return Usage(
-            self.estimate_prompt_tokens(),
-            count_text(self.reply.text)
-            + sum(
-                count_text(c["function"]["name"] + c["function"]["arguments"]) for c in self.reply.tool_calls.values()
-            ),
+        """What the stream used, as the gateway believes it (chat.usage): the upstream's counts when
+        plausible, else ours (the prompt as sent, the reply as generated so far)."""
+        usage, replaced = believed(
+            self.reply.usage,
+            context_window=self.routed.deployment.context_window,
+            prompt=self.estimate_prompt_tokens,
+            completion=lambda: reply_count(self.reply.message()),
         )
+        self.report.usage_replaced = self.report.usage_replaced or replaced
+        return usage
 
     def _complete(self) -> None:
         usage = self._usage()

@@ -22,13 +22,20 @@ https://docs.anthropic.com/en/docs/build-with-claude/streaming, https://docs.ant
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import requests
 
 from llm_gateway.errors import InvalidRequest
-from llm_gateway.providers.base import Timeout, UpstreamHTTPError, UpstreamReply, Usage, parse_retry_after
+from llm_gateway.providers.base import (
+    Timeout,
+    UpstreamHTTPError,
+    UpstreamReply,
+    Usage,
+    parse_retry_after,
+    token_count,
+)
+from llm_gateway.providers.body import loads
 from llm_gateway.providers.http import post
 from llm_gateway.providers.json_mode import JsonChunks, json_reply, json_tool
 from llm_gateway.providers.sse import SSEChunkStream, StreamFailure
@@ -197,11 +204,12 @@ class StreamTranslator:
         self.include_usage = include_usage
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.suspect: tuple[str, ...] = ()
         self.done = False
 
     @property
     def usage(self) -> Usage:
-        return Usage(self.prompt_tokens, self.completion_tokens)
+        return Usage(self.prompt_tokens, self.completion_tokens, self.suspect)
 
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         kind = event.get("type")
@@ -211,6 +219,7 @@ class StreamTranslator:
             self.chunks.model = message.get("model") or self.chunks.model
             usage = usage_of(message.get("usage"))
             self.prompt_tokens, self.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+            self.suspect = usage.suspect
             return []  # the role goes out with the first delta, so an early error can still fall back
         if kind == "content_block_start":
             block = event.get("content_block") or {}
@@ -227,8 +236,13 @@ class StreamTranslator:
                 return [self.chunks.tool_call_arguments(event.get("index", 0), delta.get("partial_json", ""))]
             return []  # thinking / signature deltas: not requested by this gateway
         if kind == "message_delta":
-            if (event.get("usage") or {}).get("output_tokens") is not None:
-                self.completion_tokens = int(event["usage"]["output_tokens"])  # cumulative
+            counters = event.get("usage")
+            if isinstance(counters, dict) and counters.get("output_tokens") is not None:
+                output = token_count(counters["output_tokens"])  # cumulative
+                if output is None:
+                    self.suspect = (*self.suspect, "completion_tokens")
+                else:
+                    self.completion_tokens = output
             reason = (event.get("delta") or {}).get("stop_reason")
             if reason:
                 return [self.chunks.chunk({}, FINISH_REASONS.get(reason, "stop"))]
@@ -256,7 +270,7 @@ class AnthropicEvents:
 
     def feed(self, data: str) -> list[dict[str, Any]]:
         try:
-            event = json.loads(data)
+            event = loads(data)
         except ValueError:
             event = None
         if not isinstance(event, dict):
@@ -322,8 +336,8 @@ class AnthropicProvider:
                 )
         if resp.status_code >= 400:
             try:
-                payload_ = resp.json()
-            except ValueError:
+                payload_ = loads(resp.content)
+            except (ValueError, UpstreamHTTPError):
                 payload_ = None
             finally:
                 resp.close()
@@ -335,7 +349,7 @@ class AnthropicProvider:
         payload = to_anthropic({**body, "stream": False}, self.deployment)
         resp, _ = self._post(payload, timeout, stream=False)
         try:
-            data = resp.json()
+            data = loads(resp.content)
             if data.get("type") != "message":
                 raise ValueError("not a message")
             reply = from_anthropic(data)

@@ -34,6 +34,15 @@ class UpstreamHTTPError(UpstreamFailure):
         self.retry_after = retry_after
 
 
+class UpstreamReplyTooLarge(UpstreamHTTPError):
+    """The upstream's body (compressed or decoded) passed the gateway's cap: a 502 that says so."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            502, f"The upstream's reply exceeds the gateway's {limit}-byte limit.", code="upstream_reply_too_large"
+        )
+
+
 class UpstreamConnectionError(UpstreamFailure):
     """The upstream could not be reached, or the connection broke before the reply began."""
 
@@ -76,19 +85,58 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
             return None
 
 
+# No single call reads or writes more tokens than this; a count above it is not believed.
+MAX_USAGE_TOKENS = 10_000_000
+
+
+def token_count(value: Any) -> int | None:
+    """An upstream's token counter if it is believable — a non-negative integer (an integral float
+    too) no larger than MAX_USAGE_TOKENS — else None. Absent (None) counts as 0."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_USAGE_TOKENS:
+        return value
+    return None
+
+
 @dataclass(frozen=True)
 class Usage:
+    """Token counts as the upstream reported them. A counter that was not believable (negative,
+    huge, non-integer, not a number) reads 0 and is named in ``suspect``, so the chat layer
+    (:mod:`llm_gateway.chat.usage`) replaces it with its own count; 0 also means not reported."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    suspect: tuple[str, ...] = ()
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
     @classmethod
-    def from_openai(cls, usage: dict[str, Any] | None) -> Usage:
-        usage = usage or {}
-        return cls(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    def counted(cls, usage: Any, prompt: tuple[str, ...], completion: str) -> Usage:
+        """Usage from a provider's counters: the prompt parts (e.g. input, cache reads and writes)
+        add up; never raises, whatever the upstream sent."""
+        if not isinstance(usage, dict):
+            return cls(suspect=("prompt_tokens", "completion_tokens")) if usage is not None else cls()
+        suspect: list[str] = []
+        parts = [token_count(usage.get(k)) for k in prompt]
+        prompt_tokens = sum(p for p in parts if p is not None)
+        if None in parts or prompt_tokens > MAX_USAGE_TOKENS:
+            suspect.append("prompt_tokens")
+            prompt_tokens = 0
+        completion_tokens = token_count(usage.get(completion))
+        if completion_tokens is None:
+            suspect.append("completion_tokens")
+        return cls(prompt_tokens, completion_tokens or 0, tuple(suspect))
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> Usage:
+        return cls.counted(usage, ("prompt_tokens",), "completion_tokens")
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ def post(session: requests.Session, url: str, *, stream: bool = False, **kwargs:
     """``session.post`` with ``requests``' connection errors and timeouts as the provider protocol's
     (the message names only the exception class: ``requests``' own texts may quote the URL).
 
-    Not ``stream``: the body is read here, in no longer than the active deadline (:mod:`.body`). A
-    session with :func:`.watchdog.watched` adapters also ends the wait for the headers at it."""
+    Not ``stream`` (or an error status): the body is read here, in no longer than the active
+    deadline and no larger than the cap (:mod:`.body`). A session with :func:`.watchdog.watched`
+    adapters also ends the wait for the headers at it."""
     try:
         resp = session.post(url, stream=True, **kwargs)
     except requests.Timeout as exc:  # ConnectTimeout is both: a timeout first
@@ -36,7 +37,7 @@ def post(session: requests.Session, url: str, *, stream: bool = False, **kwargs:
         if scope is not None and scope.deadline.expired():  # the watchdog cut it at the deadline
             raise UpstreamTimeout("The upstream did not answer within the request's deadline.") from exc
         raise UpstreamConnectionError(f"Could not reach the upstream ({type(exc).__name__}).") from exc
-    if not stream:
+    if not stream or resp.status_code >= 400:  # an error body is read (capped) for its message
         read_body(resp)
     return resp
 

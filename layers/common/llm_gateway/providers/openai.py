@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from llm_gateway.providers.base import Timeout, UpstreamHTTPError, UpstreamReply, Usage, parse_retry_after
+from llm_gateway.providers.base import (
+    Timeout,
+    UpstreamFailure,
+    UpstreamHTTPError,
+    UpstreamReply,
+    Usage,
+    parse_retry_after,
+)
+from llm_gateway.providers.body import loads
 from llm_gateway.providers.http import post
 from llm_gateway.providers.sse import SSEChunkStream
 from llm_gateway.redaction import scrub
@@ -19,14 +27,14 @@ if TYPE_CHECKING:  # annotations only: providers do not import the upstream laye
 def http_error(resp: requests.Response, secret: str | None) -> UpstreamHTTPError:
     message, code = f"Upstream returned HTTP {resp.status_code}.", None
     try:
-        error = resp.json().get("error")
+        error = loads(resp.content).get("error")
         if isinstance(error, dict):
             message = str(error.get("message") or message)
             code = error.get("code") or error.get("type")
             code = str(code) if code is not None else None  # Azure sends numeric-looking codes ("429")
         elif isinstance(error, str):
             message = error
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, UpstreamFailure):
         pass
     return UpstreamHTTPError(
         resp.status_code, scrub(message, secret), code=code, retry_after=parse_retry_after(resp.headers)
@@ -85,7 +93,7 @@ class OpenAIProvider:
         body = {**body, "model": self.deployment.model}
         resp, _ = self._post(body, timeout, stream=False)
         try:
-            data = resp.json()
+            data = loads(resp.content)
             choice = data["choices"][0]
             # what the gateway reads of a reply must have its shape: a malformed one is the upstream's 502
             if not isinstance(choice, dict) or not isinstance(choice.get("message") or {}, dict):

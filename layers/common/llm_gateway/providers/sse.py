@@ -28,7 +28,6 @@ Failure semantics (the Provider protocol's stream contract):
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -38,20 +37,31 @@ import requests
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
 from llm_gateway.deadline import current
-from llm_gateway.providers.base import UpstreamConnectionError, UpstreamHTTPError, UpstreamStreamError, UpstreamTimeout
-from llm_gateway.providers.body import connection_socket, read_timeout
+from llm_gateway.providers.base import (
+    UpstreamConnectionError,
+    UpstreamHTTPError,
+    UpstreamReplyTooLarge,
+    UpstreamStreamError,
+    UpstreamTimeout,
+)
+from llm_gateway.providers.body import MAX_REPLY_BYTES, connection_socket, loads, read_timeout
 from llm_gateway.redaction import scrub
 
 READ_SIZE = 65_536
+MAX_STREAM_BYTES = 4 * MAX_REPLY_BYTES  # a whole stream, decoded (its chunks' JSON framing included)
 DRAIN_SECONDS = 0.5  # after the end of the reply: read the body's end so the connection can be reused
 
 
-def sse_data(chunks: Iterator[bytes]) -> Iterator[str]:
-    """The ``data`` of each event, as soon as the blank line that ends it has arrived."""
+def sse_data(chunks: Iterator[bytes], limit: int = MAX_REPLY_BYTES) -> Iterator[str]:
+    """The ``data`` of each event, as soon as the blank line that ends it has arrived; an event
+    (or a line) over ``limit`` bytes is a failure, not a buffer that grows without bound."""
     buffer = bytearray()
     data: list[str] = []
+    size = 0
     for chunk in chunks:
         buffer += chunk
+        if len(buffer) > limit:
+            raise _too_large(limit)
         start = 0
         while (end := buffer.find(b"\n", start)) >= 0:
             line = bytes(buffer[start:end])
@@ -61,14 +71,22 @@ def sse_data(chunks: Iterator[bytes]) -> Iterator[str]:
             if not line:
                 if data:
                     yield "\n".join(data)
-                    data = []
+                    data, size = [], 0
                 continue
             if line.startswith(b":"):
                 continue  # comment / keep-alive
             field, _, value = line.partition(b":")
             if field == b"data":
+                size += len(value)
+                if size > limit:
+                    raise _too_large(limit)
                 data.append(value.removeprefix(b" ").decode("utf-8", errors="replace"))
         del buffer[:start]
+
+
+def _too_large(limit: int) -> StreamFailure:
+    error = UpstreamReplyTooLarge(limit)
+    return StreamFailure("malformed", error.message, before_start=error)
 
 
 class StreamFailure(Exception):
@@ -133,7 +151,7 @@ class OpenAIChunks:
 
     def _parse(self, data: str) -> dict[str, Any]:
         try:
-            chunk = json.loads(data)
+            chunk = loads(data)
         except ValueError:
             raise StreamFailure("malformed", "The upstream sent a chunk that is not JSON.") from None
         if not isinstance(chunk, dict):
@@ -231,6 +249,7 @@ class SSEChunkStream:
         sock = connection_socket(resp)
         base = sock.gettimeout() if sock is not None else None
         deadline = self._deadline
+        total = 0
         while True:
             try:
                 read_timeout(sock, base, deadline)
@@ -248,6 +267,9 @@ class SSEChunkStream:
                 raise StreamFailure("cut", "The upstream connection broke mid-stream.") from exc
             if not data:
                 return
+            total += len(data)
+            if total > MAX_STREAM_BYTES:  # decoded; on the wire it is no more (what compresses shrinks)
+                raise _too_large(MAX_STREAM_BYTES)
             yield data
 
     def _chunks(self) -> Generator[dict[str, Any], None, None]:

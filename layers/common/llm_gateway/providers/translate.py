@@ -199,9 +199,8 @@ def split_messages(
 
 def usage_from(usage: dict[str, Any] | None, prompt: tuple[str, ...], completion: str) -> Usage:
     """Usage from a provider's counters: the prompt parts (input, cache reads and writes) add up,
-    as OpenAI's ``prompt_tokens`` include cached tokens."""
-    usage = usage or {}
-    return Usage(sum(int(usage.get(k) or 0) for k in prompt), int(usage.get(completion) or 0))
+    as OpenAI's ``prompt_tokens`` include cached tokens (unbelievable counters: see Usage)."""
+    return Usage.counted(usage, prompt, completion)
 
 
 def tool_call(id_: Any, name: Any, arguments: Any) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from llm_gateway.providers.base import (
     UpstreamConnectionError,
     UpstreamHTTPError,
     UpstreamReply,
+    UpstreamReplyTooLarge,
     UpstreamStreamError,
 )
 from llm_gateway.providers.base import UpstreamTimeout as TransportTimeout
@@ -62,6 +63,8 @@ def upstream_failure(exc: BaseException, stats: CallStats) -> GatewayError:
     """The client-facing error for an upstream failure that outlasted the retries."""
     if isinstance(exc, DeadlineExceeded):
         return UpstreamTimeout("The request's deadline passed before the upstream answered.")
+    if isinstance(exc, UpstreamReplyTooLarge):
+        return UpstreamError(exc.message, code=exc.code)
     if isinstance(exc, UpstreamHTTPError):
         if exc.status == 429:
             if not should_retry(exc):
