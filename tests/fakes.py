@@ -263,6 +263,9 @@ class InMemoryCounterStore:
             for pk, sk, holder in releases:
                 self.items.get((pk, sk), {}).get("holders", set()).discard(holder)
 
+    def settlement_items(self, counters: list[Any], releases: list[tuple[str, str, str]]) -> None:
+        return None  # not DynamoDB: a settlement never rides on a conversation commit, it settles alone
+
     def read(self, pk: str, sk: str) -> dict[str, Any]:
         with self.lock:
             return {k: (set(v) if isinstance(v, set) else v) for k, v in self.items.get((pk, sk), {}).items()}
@@ -506,8 +509,12 @@ class InMemoryConversationStore:
         usage: Any,
         system: tuple[str, int] | None = None,
         turn_id: str | None = None,
+        also: Any = (),
     ) -> list[Any]:
         from llm_gateway.conversations.records import StoredMessage, TurnAlreadyCommitted
+
+        if also:  # DynamoDB writes (a quota settlement) cannot ride on an in-memory commit
+            raise ValueError("the in-memory conversation store cannot carry other writes")
         from llm_gateway.deadline import now_ms
 
         head = self._check_commit(lease)

@@ -25,6 +25,7 @@ TENANT_RE = re.compile(TENANT_PATTERN)
 
 BATCH_GET_MAX = 100  # BatchGetItem keys per call
 BATCH_WRITE_MAX = 25  # BatchWriteItem requests per call
+TRANSACT_MAX_ITEMS = 100  # TransactWriteItems actions per call
 UNPROCESSED_ATTEMPTS = 8  # calls per batch before giving up on what DynamoDB keeps unprocessed
 UNPROCESSED_BACKOFF_BASE = 0.05  # seconds; full-jitter exponential, capped below
 UNPROCESSED_BACKOFF_MAX = 1.0

@@ -54,3 +54,10 @@ def settle(hold: Hold | None, report: TurnReport) -> None:
     """Reconcile to what the turn used (nothing, when the upstream call failed)."""
     if hold is not None:
         hold.settle(report.prompt_tokens, report.completion_tokens, report.cost_usd)
+
+
+def settlement_items(hold: Hold | None, report: TurnReport) -> list[dict[str, Any]] | None:
+    """The settlement as TransactWriteItems entries for the turn's commit (None: settle on its own)."""
+    if hold is None:
+        return None
+    return hold.transaction_items(report.prompt_tokens, report.completion_tokens, report.cost_usd)

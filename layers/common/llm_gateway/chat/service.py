@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from llm_gateway.aws.dynamo import TRANSACT_MAX_ITEMS
 from llm_gateway.chat import metering
 from llm_gateway.chat.metering import prompt_count
 from llm_gateway.chat.models import ChatCompletionRequest
@@ -138,13 +139,21 @@ class ChatService(TurnChecks):
             completion = self._call(
                 tenant, alias, request, turn.upstream_messages, turn.prompt_tokens, deadline, report, cancelled
             )
+            messages = [*turn.new_messages, stored_reply(completion)]
+            # the quota settlement rides on the commit (one round trip, not two) when it fits
+            usage_items = metering.settlement_items(hold, report)
+            if usage_items is not None and len(usage_items) + len(messages) + 2 > TRANSACT_MAX_ITEMS:
+                usage_items = None
             self.store.commit_turn(
                 lease,
-                [*turn.new_messages, stored_reply(completion)],
+                messages,
                 system=turn.system,
                 usage=TurnUsage(report.prompt_tokens, report.completion_tokens, report.cost_usd),
                 turn_id=turn_id,
+                also=usage_items or (),
             )
+            if hold is not None and usage_items is not None:
+                hold.settled_elsewhere()
         except TurnAlreadyCommitted:
             # A redelivered job whose earlier attempt committed while this one ran: that reply stands.
             self.store.release_lease(lease)

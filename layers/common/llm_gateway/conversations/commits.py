@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -34,7 +35,10 @@ class Commits(Table):
         usage: TurnUsage,
         system: tuple[str, int] | None = None,
         turn_id: str | None = None,
+        also: Sequence[dict[str, Any]] = (),
     ) -> list[StoredMessage]:
+        """``also``: unconditional writes of the same table to make in the same transaction (the
+        turn's quota settlement), so they cost no round trip of their own."""
         conv = lease.conversation
         key = self._key(conv.tenant, conv.id)
         now = now_ms()
@@ -79,7 +83,8 @@ class Commits(Table):
         if names:
             update["ExpressionAttributeNames"] = names
         stored: list[StoredMessage] = []
-        items: list[Any] = [{"Update": update}]  # TransactWriteItemTypeDef, built as plain dicts
+        # TransactWriteItemTypeDef, built as plain dicts; the turn marker stays last (see below)
+        items: list[Any] = [{"Update": update}, *also]
         for offset, message in enumerate(messages):
             seq = first + offset
             item = self._message_item(key["PK"], seq, message, now, ttl)

@@ -145,5 +145,6 @@ class ConversationStore(Protocol):
         usage: TurnUsage,
         system: tuple[str, int] | None = None,
         turn_id: str | None = None,
+        also: Sequence[dict[str, Any]] = (),
     ) -> list[StoredMessage]: ...
     def turn_messages(self, tenant: str, conversation_id: str, turn_id: str) -> list[StoredMessage] | None: ...

@@ -81,6 +81,13 @@ class CounterStore(Protocol):
         """Unconditional ADDs and slot releases (pk, sk, holder), idempotent per ``token``."""
         ...
 
+    def settlement_items(
+        self, counters: list[Counter], releases: list[tuple[str, str, str]]
+    ) -> list[dict[str, Any]] | None:
+        """The same writes as TransactWriteItems entries, to ride on another transaction of the same
+        table (a conversation turn's commit); None when this store cannot give them."""
+        ...
+
     def read(self, pk: str, sk: str) -> dict[str, Any]:
         """One counter item as {attribute: int | set}; {} when absent."""
         ...
@@ -167,8 +174,8 @@ class DynamoCounterStore:
                     raise Denied(index, plain(reason["Item"]) if reason.get("Item") else None) from None
             raise  # cancelled for another reason (a conflicting transaction): the caller's error path
 
-    def settle(self, counters: list[Counter], releases: list[tuple[str, str, str]], token: str) -> None:
-        items: list[Any] = [
+    def settlement_items(self, counters: list[Counter], releases: list[tuple[str, str, str]]) -> list[Any]:
+        items: list[Any] = [  # TransactWriteItemTypeDef, built as plain dicts
             {"Update": {"TableName": self.table, **counter_update(c)}} for c in counters if any(c.add.values())
         ]
         for pk, sk, holder in releases:
@@ -183,6 +190,10 @@ class DynamoCounterStore:
                     }
                 }
             )
+        return items
+
+    def settle(self, counters: list[Counter], releases: list[tuple[str, str, str]], token: str) -> None:
+        items = self.settlement_items(counters, releases)
         if not items:
             return
         if len(items) == 1:
