@@ -63,9 +63,9 @@ class Server:
         deadline = time.monotonic() + 60
         while True:
             try:
-                requests.get(self.url + "/__bench", timeout=1).raise_for_status()
+                requests.get(self.url + "/__bench", timeout=30).raise_for_status()
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{args[0]} did not start: {self.proc.stderr.read()}") from None
                 time.sleep(0.05)
@@ -73,7 +73,7 @@ class Server:
         self.server_info = json.loads(self.proc.stderr.readline())
 
     def stats(self) -> dict:
-        return requests.get(self.url + "/__bench", timeout=10).json()
+        return requests.get(self.url + "/__bench", timeout=60).json()  # a tracemalloc snapshot takes a while
 
     def stop(self) -> None:
         self.proc.terminate()
