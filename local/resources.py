@@ -64,6 +64,10 @@ class LocalResources:
     def dead_letter_queue_url(self) -> str:
         return self.queues.get("JobsDeadLetterQueue", "")
 
+    @property
+    def parked_queue_url(self) -> str:
+        return self.queues.get("JobsParkedQueue", "")
+
 
 def _resources(template: dict, kind: str) -> dict[str, dict]:
     return {name: r.get("Properties", {}) for name, r in template["Resources"].items() if r["Type"] == kind}
@@ -113,8 +117,19 @@ def provision(
 
     out = LocalResources(table_name=table_name, kms_key_id=key_id)
     queues = _resources(template, "AWS::SQS::Queue")
-    # Dead-letter queues first: other queues' redrive policies point at them.
-    ordered = sorted(queues, key=lambda n: "RedrivePolicy" in queues[n])
+    # Dead-letter queues before the queues whose redrive policies point at them (a DLQ may have one too).
+    ordered: list[str] = []
+
+    def add(logical: str) -> None:
+        if logical in ordered:
+            return
+        redrive = queues[logical].get("RedrivePolicy")
+        if redrive:
+            add(redrive["deadLetterTargetArn"]["Fn::GetAtt"][0])
+        ordered.append(logical)
+
+    for logical in queues:
+        add(logical)
     for logical in ordered:
         props = queues[logical]
         fifo = bool(props.get("FifoQueue"))

@@ -10,7 +10,8 @@ One process tree, loopback only:
   exactly as a deployment's does;
 * a dev tenant with the API key ``sk-local-dev`` (``GATEWAY_API_KEY`` overrides) and the admin
   key ``sk-local-admin`` (``GATEWAY_ADMIN_KEY`` overrides);
-* the SQS poller feeding the worker handler like the Lambda event source mapping;
+* the SQS pollers feeding the worker handler (jobs queue) and the dead-letter consumer (its DLQ)
+  like the Lambda event source mappings;
 * the FastAPI app under uvicorn on 127.0.0.1:3000 (``PORT`` overrides).
 
 Ctrl-C (or SIGTERM) stops all of it, in order: the API first (streams in flight end with
@@ -157,6 +158,7 @@ def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
             "KMS_KEY_ID": resources.kms_key_id,
             "JOBS_QUEUE_URL": resources.jobs_queue_url,
             "DEAD_LETTER_QUEUE_URL": resources.dead_letter_queue_url,
+            "JOBS_PARKED_QUEUE_URL": resources.parked_queue_url,
             "OPENAI_BASE_URL": base_url,
             "DEFAULT_MODEL": config.default_model,
             "PROVIDER_KEY_CIPHERTEXT": ciphertext,
@@ -178,8 +180,7 @@ def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
         admin_key = os.environ.get("GATEWAY_ADMIN_KEY") or "sk-local-admin"
         if keys.lookup(admin_key) is None:
             keys.create(DEV_TENANT, "make dev admin", key=admin_key, admin=True)
-        poller = start_poller(session, moto.endpoint, resources)
-        if poller is not None:
+        for poller in start_pollers(session, moto.endpoint, resources):
             stack.callback(poller.stop)
         aws = {k: v for k, v in env.items() if k.startswith("AWS_")}
         write_state(
@@ -190,6 +191,7 @@ def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
                 "table_name": resources.table_name,
                 "kms_key_id": resources.kms_key_id,
                 "jobs_queue_url": resources.jobs_queue_url,
+                "jobs_parked_queue_url": resources.parked_queue_url,
                 "aws": aws,
                 "app_env": env,  # what another API process on this stack runs with (local/api.py)
             }
@@ -198,15 +200,22 @@ def local_stack(config: StackConfig) -> Iterator[dict[str, str]]:
         yield env
 
 
-def start_poller(session, endpoint: str, resources):
-    """The SQS poller feeding the worker handler, when the worker is there."""
+def start_pollers(session, endpoint: str, resources) -> list:
+    """The SQS pollers feeding the worker (jobs queue) and the dead-letter consumer (its DLQ), as
+    their event source mappings do, when the functions are there."""
     try:
+        from dead_letters import handler as dead_letter_handler
+
         from local.poller import SqsPoller
         from worker import handler
     except ImportError:
-        return None
+        return []
     sqs = session.client("sqs", endpoint_url=endpoint)
-    return SqsPoller(sqs, resources.jobs_queue_url, handler).start()
+    jobs = SqsPoller(sqs, resources.jobs_queue_url, handler).start()
+    dead = SqsPoller(
+        sqs, resources.dead_letter_queue_url, dead_letter_handler, function_name="DeadLetterFunction"
+    ).start()
+    return [jobs, dead]
 
 
 def json_uvicorn_logs() -> None:

@@ -62,4 +62,5 @@ def admin_environment(env: dict[str, str], path: Path | None = None) -> dict[str
     state = read_state(path)
     if not state or "aws" not in state:
         return None
-    return {**{k: v for k, v in state["aws"].items() if k in AWS_KEYS}, "TABLE_NAME": state["table_name"]}
+    queues = {k: state[k.lower()] for k in ("JOBS_QUEUE_URL", "JOBS_PARKED_QUEUE_URL") if state.get(k.lower())}
+    return {**{k: v for k, v in state["aws"].items() if k in AWS_KEYS}, "TABLE_NAME": state["table_name"], **queues}

@@ -566,6 +566,7 @@ class InMemoryJobStore:
     def __init__(self) -> None:
         self.jobs: dict[tuple[str, str], Any] = {}
         self.keys: dict[tuple[str, str], Any] = {}
+        self.dead_lettered: set[tuple[str, str]] = set()  # failed jobs a redriven message may run again
         self.writes = 0
 
     def get(self, tenant: str, job_id: str) -> Any:
@@ -603,8 +604,10 @@ class InMemoryJobStore:
                 conversation_id=request.conversation_id,
                 source=message.source or "sqs",
             )
-        if job.status not in (QUEUED, RUNNING):
+        if job.status not in (QUEUED, RUNNING) and key not in self.dead_lettered:
             return self.get(*key), False
+        self.dead_lettered.discard(key)
+        job.error = job.completed_at = None
         job.status, job.attempts, job.updated_at = RUNNING, job.attempts + 1, now
         job.started_at = job.started_at or now
         self.writes += 1
@@ -634,11 +637,25 @@ class InMemoryJobStore:
 
         return self._transition(job, status=SUCCEEDED, result=result, completed_at=now_ms(), last_error=None)
 
-    def fail(self, job: Any, error: dict[str, Any]) -> Any:
+    def fail(self, job: Any, error: dict[str, Any], *, dead_lettered: bool = False) -> Any:
         from llm_gateway.deadline import now_ms
         from llm_gateway.jobs.store import FAILED
 
-        return self._transition(job, status=FAILED, error=error, completed_at=now_ms(), last_error=None)
+        done = self._transition(job, status=FAILED, error=error, completed_at=now_ms(), last_error=None)
+        if done is not None and dead_lettered:
+            self.dead_lettered.add((job.tenant, job.id))
+        return done
+
+    def dead_letter(self, tenant: str, job_id: str, error: dict[str, Any]) -> str:
+        from llm_gateway.jobs.store import FAILED, Job
+
+        if self.fail(Job(job_id, tenant, "", 0, 0), error, dead_lettered=True) is not None:
+            return "failed"
+        job = self.jobs.get((tenant, job_id))
+        if job is not None and job.status == FAILED:
+            self.dead_lettered.add((tenant, job_id))
+            return "already_failed"
+        return job.status if job is not None else "unknown"
 
     def status(self, tenant: str, job_id: str) -> str | None:
         job = self.jobs.get((tenant, job_id))

@@ -174,7 +174,22 @@ def check_invariants(sam: dict[str, Any], cfn: dict[str, Any]) -> list[str]:
 
     # 2. SQS event sources: queue visibility timeout >= 6x the consuming function's timeout.
     queues = _resources_of_type(cfn, "AWS::SQS::Queue")
-    for esm_id, esm in _resources_of_type(cfn, "AWS::Lambda::EventSourceMapping").items():
+    mappings = _resources_of_type(cfn, "AWS::Lambda::EventSourceMapping")
+    consumed = {
+        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+        for m in mappings.values()
+        if isinstance(m["Properties"].get("EventSourceArn"), dict) and "Fn::GetAtt" in m["Properties"]["EventSourceArn"]
+    }
+    dead_letter_targets = {
+        (q["Properties"].get("RedrivePolicy") or {}).get("deadLetterTargetArn", {}).get("Fn::GetAtt", [None])[0]
+        for q in queues.values()
+    } - {None}
+    for queue_id in dead_letter_targets & set(queues):
+        if queue_id not in consumed and (queues[queue_id]["Properties"].get("RedrivePolicy") or None) is not None:
+            raise CheckFailed(f"{queue_id}: a dead-letter queue with a redrive policy but no consumer")
+    if not dead_letter_targets & consumed:
+        raise CheckFailed("no dead-letter consumer: a job SQS gave up on would stay queued/running")
+    for esm_id, esm in mappings.items():
         props = esm["Properties"]
         source = props.get("EventSourceArn")
         if not (isinstance(source, dict) and "Fn::GetAtt" in source):
@@ -191,8 +206,22 @@ def check_invariants(sam: dict[str, Any], cfn: dict[str, Any]) -> list[str]:
             raise CheckFailed(f"{esm_id}: FunctionResponseTypes lacks ReportBatchItemFailures")
         notes.append(f"{queue_id}: VisibilityTimeout {visibility} s >= 6 x {fn_id} ({needed} s)")
 
-        # 3. The redrive policy parks a failing job after 3..5 receives, and the worker knows the count.
         redrive = queues[queue_id]["Properties"].get("RedrivePolicy") or {}
+        if not redrive:
+            raise CheckFailed(f"{queue_id}: consumed by {fn_id} but has no RedrivePolicy (a poison message would loop)")
+        if queue_id in dead_letter_targets:
+            # 4. Nothing strands: the jobs DLQ has a consumer, which parks what it handled in the DLQ's
+            #    own dead-letter queue; that one is consumed by nobody (it waits for a redrive).
+            parked = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            if parked in consumed:
+                raise CheckFailed(f"{parked}: the parked queue must not be consumed (messages wait for a redrive)")
+            fn_env = (sam["Resources"][fn_id]["Properties"].get("Environment") or {}).get("Variables") or {}
+            if fn_env.get("JOBS_PARKED_QUEUE_URL") != {"Ref": parked}:
+                raise CheckFailed(f"{fn_id}: JOBS_PARKED_QUEUE_URL is not {parked}")
+            notes.append(f"{queue_id}: dead letters consumed by {fn_id}, parked in {parked} (unconsumed)")
+            continue
+
+        # 3. The redrive policy parks a failing job after 3..5 receives, and the worker knows the count.
         max_receives = int(redrive.get("maxReceiveCount", 0))
         if not 3 <= max_receives <= 5:
             raise CheckFailed(f"{queue_id}: RedrivePolicy maxReceiveCount {max_receives} not in 3..5")

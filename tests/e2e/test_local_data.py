@@ -2,7 +2,8 @@
 
 Two runs of ``python -m local.stack`` (what ``make dev`` runs) on the same ``LOCAL_DATA_DIR``:
 a conversation with its messages, a key made with ``bin/llm-gateway-admin``, a finished job and a
-message waiting in the dead-letter queue, and the KMS key (the provider key's ciphertext made by
+dead-lettered message (the stack's dead-letter consumer parks it) waiting in the parked queue, and
+the KMS key (the provider key's ciphertext made by
 the first run still decrypts: the second run's turns reach the upstream) are all there after
 the restart; a third run with ``RESET=1`` starts empty.
 """
@@ -61,10 +62,19 @@ class Run:
         (name,) = self.aws("dynamodb").list_tables()["TableNames"]
         return name
 
-    def dead_letter_queue(self) -> str:
+    def queue(self, name: str) -> str:
         sqs = self.aws("sqs")
-        (url,) = [u for u in sqs.list_queues()["QueueUrls"] if "DeadLetter" in u]
+        (url,) = [u for u in sqs.list_queues()["QueueUrls"] if name in u]
         return url
+
+    def dead_letter_queue(self) -> str:
+        return self.queue("DeadLetter")
+
+    def parked(self) -> list[str]:
+        got = self.aws("sqs").receive_message(
+            QueueUrl=self.queue("JobsParkedQueue"), WaitTimeSeconds=1, VisibilityTimeout=0
+        )
+        return [m["Body"] for m in got.get("Messages", [])]
 
     def admin(self, *args: str) -> str:
         env = {**self.env, "TABLE_NAME": self.table(), "AWS_ENDPOINT_URL": self.moto}
@@ -94,6 +104,9 @@ def test_data_survives_restart_and_reset_empties_it(tmp_path):
             time.sleep(0.2)
         first.aws("sqs").send_message(QueueUrl=first.dead_letter_queue(), MessageBody="parked", MessageGroupId="g",
                                       MessageDeduplicationId="parked-1")  # fmt: skip
+        deadline = time.monotonic() + 30
+        while first.parked() != ["parked"]:  # the stack's dead-letter consumer moved it on
+            assert time.monotonic() < deadline, "the dead letter was not parked"
         items_before = [i.id for i in client.conversations.items.list(conv_id, order="asc")]
     assert first.proc.returncode == 0
     assert len(items_before) == 4
@@ -105,8 +118,7 @@ def test_data_survives_restart_and_reset_empties_it(tmp_path):
         assert client.get(f"/jobs/{job['id']}", cast_to=object)["status"] == "succeeded"
         assert second.client(acme_key).models.list().data  # the admin-made key still authenticates
         assert "acme" in second.admin("keys", "list", "--tenant", "acme")
-        got = second.aws("sqs").receive_message(QueueUrl=second.dead_letter_queue(), WaitTimeSeconds=1)
-        assert [m["Body"] for m in got.get("Messages", [])] == ["parked"]
+        assert second.parked() == ["parked"]
         # the conversation continues: history from before the restart reaches the upstream
         client.chat.completions.create(
             model="default", messages=[{"role": "user", "content": "again"}], extra_body={"conversation_id": conv_id}

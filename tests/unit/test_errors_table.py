@@ -28,6 +28,7 @@ EXPECTED = {
     errors.QuotaExhausted: (429, "insufficient_quota", "insufficient_quota", True),
     errors.ProviderKeyUnavailable: (500, "server_error", "provider_key_unavailable", False),
     errors.ConfigurationError: (500, "server_error", "configuration_error", False),
+    errors.DeadLettered: (500, "server_error", "dead_lettered", False),
     errors.JobResultTooLarge: (500, "server_error", "result_too_large", True),
     errors.UpstreamError: (502, "upstream_error", "upstream_error", False),
     errors.ReplyTooLargeToStore: (502, "upstream_error", "reply_too_large_to_store", False),

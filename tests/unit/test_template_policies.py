@@ -117,8 +117,11 @@ def test_reserved_concurrency_for_both_functions_and_event_source_maximum_concur
         reserved[name] = default(cfn, ref)
         assert reserved[name] >= 1
 
-    (esm,) = of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
-    assert esm["Properties"]["FunctionName"] == {"Ref": "WorkerFunction"}
+    (esm,) = [
+        m
+        for m in of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": "WorkerFunction"}
+    ]
     maximum = default(cfn, esm["Properties"]["ScalingConfig"]["MaximumConcurrency"])
     assert 2 <= maximum <= reserved["WorkerFunction"]  # above the reservation the mapping is throttled
 
@@ -212,7 +215,43 @@ def test_alarms_cover_in_stream_failures_upstream_errors_throttles_and_dead_lett
     assert '"Throttles"' in throttles and '"ApiFunction"' in throttles and '"WorkerFunction"' in throttles
     dlq_age = alarms["JobsDeadLetterAgeAlarm"]["Properties"]
     assert dlq_age["MetricName"] == "ApproximateAgeOfOldestMessage"
-    assert dlq_age["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]}
+    assert dlq_age["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["JobsParkedQueue", "QueueName"]}
+
+
+def test_dead_letter_consumer_is_subscribed_least_privileged_and_alarmed(expanded):
+    sam, cfn = expanded
+    (esm,) = [
+        m
+        for m in of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": "DeadLetterFunction"}
+    ]
+    assert esm["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]}
+    assert esm["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queues = of_type(cfn, "AWS::SQS::Queue")
+    assert queues["JobsQueue"]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]
+    }
+    assert queues["JobsDeadLetterQueue"]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["JobsParkedQueue", "Arn"]
+    }
+    assert "RedrivePolicy" not in queues["JobsParkedQueue"]["Properties"]  # the last stop: waits for a redrive
+
+    role = of_type(cfn, "AWS::IAM::Role")["DeadLetterFunctionRole"]
+    stmts = statements(role)
+    granted = sorted(a for st in stmts for a in actions(st))
+    # (the SQS event source's receive/delete come with the managed execution policy SAM attaches)
+    assert granted == ["dynamodb:GetItem", "dynamodb:UpdateItem", "sqs:SendMessage"]
+    (ddb,) = dynamodb_statements(role)
+    patterns = leading_key_patterns(ddb)
+    assert covered(job_pk("acme", "job_1"), patterns)
+    for other in (conversation_pk("acme", "conv_1"), response_pk("acme", "resp_1"), "APIKEY#" + "ab" * 32):
+        assert not covered(other, patterns), other
+    (send,) = [st for st in stmts if "sqs:SendMessage" in actions(st)]
+    assert send["Resource"] == {"Fn::GetAtt": ["JobsParkedQueue", "Arn"]}
+
+    alarm = of_type(cfn, "AWS::CloudWatch::Alarm")["DeadLetterFunctionErrorsAlarm"]["Properties"]
+    assert alarm["MetricName"] == "Errors" and alarm["Dimensions"][0]["Value"] == {"Ref": "DeadLetterFunction"}
+    assert expand_template.check_invariants(sam, cfn)  # the expanded-template invariants hold (DLQ consumer included)
 
 
 def test_every_linter_skip_is_justified(expanded):
@@ -229,8 +268,10 @@ def test_every_linter_skip_is_justified(expanded):
     # The stage and event source mapping SAM generates carry their SAM resource's skips.
     (stage,) = of_type(cfn, "AWS::ApiGateway::Stage").values()
     assert {"CKV_AWS_120", "CKV_AWS_73"} <= {s["id"] for s in stage["Metadata"]["checkov"]["skip"]}
-    (esm,) = of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
-    assert "ES1001" in esm["Metadata"]["cfn-lint"]["config"]["ignore_checks"]
+    mappings = of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
+    assert len(mappings) == 2  # the worker's and the dead-letter consumer's
+    for esm in mappings:
+        assert "ES1001" in esm["Metadata"]["cfn-lint"]["config"]["ignore_checks"]
 
 
 def test_gsi1_projects_what_its_queries_read_and_not_the_system_prompt():

@@ -3,6 +3,7 @@
     bin/llm-gateway-admin keys create --tenant acme [--name ci]
     bin/llm-gateway-admin keys list [--tenant acme]
     bin/llm-gateway-admin keys revoke key_0123456789ab
+    bin/llm-gateway-admin jobs redrive [--from <JobsParkedQueueUrl>] [--to <JobsQueueUrl>]
     bin/llm-gateway-admin encrypt-key --kms-key-id <ProviderKeyArn> [--deployment default]
     bin/llm-gateway-admin limits set --tenant acme [--key key_0123456789ab] --rpm 60 --usd-per-day 5
     bin/llm-gateway-admin limits get --tenant acme [--key key_0123456789ab]
@@ -104,6 +105,24 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs_redrive(args: argparse.Namespace) -> int:
+    from llm_gateway.aws import client
+    from llm_gateway.jobs.dead_letters import redrive
+    from llm_gateway.settings import get_settings
+
+    settings = get_settings()
+    source = args.source or settings.jobs_parked_queue_url
+    destination = args.destination or settings.jobs_queue_url
+    if not source or not destination:
+        print("error: name the queues (--from / --to, or JOBS_PARKED_QUEUE_URL / JOBS_QUEUE_URL)", file=sys.stderr)
+        return 2
+    done = redrive(client("sqs"), source, destination, per_second=args.per_second)
+    print(json.dumps({"method": done.method, "task_handle": done.task_handle, "moved": done.moved}))
+    if done.task_handle is None:
+        print("(this endpoint has no StartMessageMoveTask: moved by receive + send + delete)", file=sys.stderr)
+    return 0
+
+
 def cmd_encrypt_key(args: argparse.Namespace) -> int:
     from llm_gateway.aws import client
     from llm_gateway.security.provider_keys import encrypt_key
@@ -158,6 +177,13 @@ def parser() -> argparse.ArgumentParser:
     usage.add_argument("--end", help="YYYY-MM-DD (default: today), inclusive")
     usage.add_argument("--group-by", dest="group_by", choices=("day", "model", "key"), default="day")
     usage.set_defaults(func=cmd_usage)
+
+    jobs = sub.add_parser("jobs", help="async jobs").add_subparsers(dest="jobs_command", required=True)
+    rd = jobs.add_parser("redrive", help="move parked (dead-lettered) job messages back to the jobs queue")
+    rd.add_argument("--from", dest="source", help="the parked queue URL (default: $JOBS_PARKED_QUEUE_URL)")
+    rd.add_argument("--to", dest="destination", help="the jobs queue URL (default: $JOBS_QUEUE_URL)")
+    rd.add_argument("--per-second", dest="per_second", type=int, help="StartMessageMoveTask's rate limit")
+    rd.set_defaults(func=cmd_jobs_redrive)
 
     enc = sub.add_parser("encrypt-key", help="encrypt a provider key (stdin) for the stack's KMS key")
     enc.add_argument("--kms-key-id", required=True, help="the stack's ProviderKeyArn output, or its alias")

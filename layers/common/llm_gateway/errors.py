@@ -187,6 +187,12 @@ class Cancelled(GatewayError):
     permanent = True
 
 
+class DeadLettered(GatewayError):
+    """SQS gave up on a job's message (it reached the dead-letter queue); a redrive may succeed."""
+
+    default_code = "dead_lettered"
+
+
 class ShuttingDown(GatewayError):
     """The server is stopping: a stream in flight is ended rather than cut."""
 
@@ -215,6 +221,7 @@ ERROR_TABLE: dict[type[GatewayError], tuple[int, str]] = {
     ReplyTooLargeToStore: (502, "upstream_error"),
     UpstreamUnavailable: (503, "service_unavailable"),
     QueueUnavailable: (503, "service_unavailable"),
+    DeadLettered: (500, "server_error"),
     StoreUnavailable: (503, "service_unavailable"),
     ShuttingDown: (503, "service_unavailable"),
     UpstreamTimeout: (504, "timeout_error"),

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     # --- AWS resources -------------------------------------------------------------
     table_name: str = "llm-gateway"
     jobs_queue_url: str | None = None
+    jobs_parked_queue_url: str | None = None  # where the dead-letter consumer parks messages for a redrive
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     # boto3 honours AWS_ENDPOINT_URL itself; the local stack points it at moto.
 

@@ -102,9 +102,10 @@ class JobStore(Protocol):
     def begin(self, message: JobMessage, request: ChatCompletionRequest) -> tuple[Job, bool]: ...
     def requeue(self, job: Job, error: dict[str, Any]) -> Job | None: ...
     def succeed(self, job: Job, result: dict[str, Any]) -> Job | None: ...
-    def fail(self, job: Job, error: dict[str, Any]) -> Job | None: ...
+    def fail(self, job: Job, error: dict[str, Any], *, dead_lettered: bool = False) -> Job | None: ...
     def status(self, tenant: str, job_id: str) -> str | None: ...
     def cancel(self, tenant: str, job_id: str) -> tuple[Job | None, bool]: ...
+    def dead_letter(self, tenant: str, job_id: str, error: dict[str, Any]) -> str: ...
     def claim_key(
         self, tenant: str, key: str, body_hash: str, job_ids: list[str], ttl_seconds: int
     ) -> IdempotencyRecord | None: ...
@@ -239,7 +240,8 @@ class DynamoJobStore(IdempotencyKeyItems):
             ":source": s(message.source or "sqs"),
             ":model": s(request.model),
         }
-        names = {"#status": "status", "#source": "source"}
+        values.update({":failed": s(FAILED), ":true": {"BOOL": True}})
+        names = {"#status": "status", "#source": "source", "#error": "error"}
         if request.conversation_id:
             sets.append("conversation_id = if_not_exists(conversation_id, :conv)")
             values[":conv"] = s(request.conversation_id)
@@ -251,8 +253,10 @@ class DynamoJobStore(IdempotencyKeyItems):
             resp = self.client.update_item(
                 TableName=self.table,
                 Key=self._key(message.tenant_id, message.job_id),
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="attribute_not_exists(PK) OR #status IN (:queued, :running)",
+                # A failed job runs again only when its message was dead-lettered and redriven.
+                UpdateExpression="SET " + ", ".join(sets) + " REMOVE dead_lettered, #error, completed_at",
+                ConditionExpression="attribute_not_exists(PK) OR #status IN (:queued, :running) "
+                "OR (#status = :failed AND dead_lettered = :true)",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
@@ -327,6 +331,19 @@ class DynamoJobStore(IdempotencyKeyItems):
             return (self._job(item) if item else self.get(tenant, job_id)), False
         return self._job(resp["Attributes"]), True
 
+    def dead_letter(self, tenant: str, job_id: str, error: dict[str, Any]) -> str:
+        """SQS gave up on the job's message: a queued/running job is failed with ``error``, a job the
+        worker already failed keeps its error; both are flagged ``dead_lettered`` (a redriven message
+        may run them again). Returns "failed", "already_failed", or the status it had ("unknown")."""
+        ref = Job(job_id, tenant, "", 0, 0)
+        if self.fail(ref, error, dead_lettered=True) is not None:
+            return "failed"
+        flag = {":t": {"BOOL": True}, ":failed": s(FAILED)}
+        if self._update(ref, "SET dead_lettered = :t", "#status = :failed", flag) is not None:
+            return "already_failed"
+        job = self.get(tenant, job_id)
+        return job.status if job is not None else "unknown"
+
     def requeue(self, job: Job, error: dict[str, Any]) -> Job | None:
         """A retryable failure: back to queued, the error kept as ``last_error``."""
         return self._update(
@@ -356,10 +373,11 @@ class DynamoJobStore(IdempotencyKeyItems):
             {"#result": "result"},
         )
 
-    def fail(self, job: Job, error: dict[str, Any]) -> Job | None:
+    def fail(self, job: Job, error: dict[str, Any], *, dead_lettered: bool = False) -> Job | None:
+        flag = ", dead_lettered = :t" if dead_lettered else ""
         return self._update(
             job,
-            "SET #status = :failed, #error = :err, completed_at = :now, updated_at = :now REMOVE last_error",
+            f"SET #status = :failed, #error = :err, completed_at = :now, updated_at = :now{flag} REMOVE last_error",
             "#status IN (:queued, :running)",
             {
                 ":failed": s(FAILED),
@@ -367,6 +385,7 @@ class DynamoJobStore(IdempotencyKeyItems):
                 ":now": n(now_ms()),
                 ":queued": s(QUEUED),
                 ":running": s(RUNNING),
+                **({":t": {"BOOL": True}} if dead_lettered else {}),
             },
             {"#error": "error"},
         )
