@@ -244,7 +244,10 @@ def test_client_disconnect_closes_the_anthropic_connection_and_releases_the_turn
                 "messages": [{"role": "user", "content": "Hi"}],
             },
         )
-        first = next(line for line in r.iter_lines() if line.startswith(b"data: "))
+        # keep the line iterator referenced: a dropped generator closes urllib3's stream, and with
+        # it the connection, so the gateway would see the client leave before the lease check
+        lines = r.iter_lines()
+        first = next(line for line in lines if line.startswith(b"data: "))
         assert json.loads(first[6:])["choices"][0]["delta"]["content"] == "Hello"
         assert lease_of(live, conv)  # held while streaming
         r.close()
