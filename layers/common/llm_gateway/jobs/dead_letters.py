@@ -12,6 +12,10 @@ bin/llm-gateway-admin jobs redrive:  JobsParkedQueue ──> JobsQueue   (SQS St
   killed on every delivery never got to say so itself). A job the worker already failed on its
   last delivery keeps that error. Either way the job is flagged ``dead_lettered``: that flag, and
   only it, lets a redriven message run a failed job again.
+* **Background responses** (``kind: "response"``) keep their state on the stored response: the
+  consumer marks it ``failed`` (``BackgroundResponses.abandon``, error ``delivery_failed``) unless it
+  already ended, so ``GET /v1/responses/{id}`` never shows it queued or in progress for ever. A
+  redriven response message does not run it again (a failed response is final).
 * **Parking.** The consumer then sends the message on to ``JobsParkedQueue`` and acknowledges it.
   Consuming the DLQ and keeping its messages there for a redrive cannot both hold — a consumer
   deletes what it handled, and on a FIFO queue a message it left in flight would block every
@@ -36,7 +40,7 @@ from botocore.exceptions import ClientError
 
 from llm_gateway.errors import ConfigurationError, DeadLettered, error_object
 from llm_gateway.jobs.batch import GroupedFifoProcessor
-from llm_gateway.jobs.messages import InvalidJobMessage, parse_job_message
+from llm_gateway.jobs.messages import InvalidJobMessage, parse_job_message, response_message
 from llm_gateway.jobs.store import JobStore
 from llm_gateway.observability import logger
 
@@ -48,6 +52,22 @@ def job_ref(body: str) -> tuple[str, str] | None:
     except InvalidJobMessage as exc:
         return (exc.tenant_id, exc.job_id) if exc.tenant_id and exc.job_id else None
     return message.tenant_id, message.job_id
+
+
+def response_ref(body: str) -> tuple[str, str] | None:
+    """(tenant, response id) of a background response's message (``kind: "response"``); else None."""
+    try:
+        message = response_message(body)
+    except InvalidJobMessage as exc:
+        return None if not (exc.tenant_id and exc.job_id) else (exc.tenant_id, exc.job_id)
+    return None if message is None else (message.tenant_id, message.job_id)
+
+
+def dead_letter_reason(max_receives: int) -> str:
+    return (
+        f"The worker failed on each of its {max_receives} deliveries without reporting a result "
+        "(for example it was killed at its timeout), and the message was moved to the dead-letter queue."
+    )
 
 
 def dead_letter_error(max_receives: int) -> dict[str, Any]:
@@ -67,6 +87,8 @@ class DeadLetterConsumer:
     sqs: Callable[[], Any]
     parked_queue_url: str | None
     max_receives: int
+    # BackgroundResponses.abandon: (tenant, response id, reason) -> whether it was marked failed
+    abandon_response: Callable[[str, str, str], bool] | None = None
 
     def handle(self, event: dict, context: Any) -> PartialItemFailureResponse:
         # The records of one message group in order (a failure hands the rest of its group back).
@@ -76,10 +98,16 @@ class DeadLetterConsumer:
     def record(self, record: Any) -> dict:
         if not self.parked_queue_url:
             raise ConfigurationError("JOBS_PARKED_QUEUE_URL is not set: dead letters cannot be parked.")
-        ref = job_ref(record.body)
-        outcome = "no_job"
-        if ref is not None:
-            outcome = self.jobs.dead_letter(*ref, dead_letter_error(self.max_receives))
+        ref = response_ref(record.body) if self.abandon_response is not None else None
+        if ref is not None and self.abandon_response is not None:
+            # a background response keeps its state on the stored response, not a job item
+            abandoned = self.abandon_response(*ref, dead_letter_reason(self.max_receives))
+            outcome = "response_failed" if abandoned else "response_already_ended"
+        else:
+            ref = job_ref(record.body)
+            outcome = "no_job"
+            if ref is not None:
+                outcome = self.jobs.dead_letter(*ref, dead_letter_error(self.max_receives))
         attrs = record.attributes
         self.sqs().send_message(
             QueueUrl=self.parked_queue_url,
@@ -171,5 +199,9 @@ def move_messages(sqs: Any, source_url: str, destination_url: str) -> int:
 def build_consumer(services: Any) -> DeadLetterConsumer:
     settings = services.settings
     return DeadLetterConsumer(
-        services.jobs.store, services.jobs.sqs, settings.jobs_parked_queue_url, settings.jobs_max_receive_count
+        services.jobs.store,
+        services.jobs.sqs,
+        settings.jobs_parked_queue_url,
+        settings.jobs_max_receive_count,
+        services.background.abandon,
     )
