@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from openai.types.responses import Response
 
 from llm_gateway.jobs.worker import build_worker
 from llm_gateway.upstream.retry import RetryBudget
@@ -103,3 +104,60 @@ def test_twenty_jobs_during_an_outage_all_succeed_after_it_with_bounded_attempts
             # cut a delivery's retries short; a call made while reset ran may be missed, never added).
             calls = sum(1 for r in recorded if r["body"]["messages"][-1]["content"] == text)
             assert 1 <= calls <= job["attempts"] * job_max_attempts, (job, calls)
+
+
+class SimulatedCrash(BaseException):
+    """The worker process dies: no except-Exception handler sees it, nothing is reported."""
+
+
+def test_a_background_response_whose_worker_died_after_the_conversation_commit_completes_on_redelivery(
+    aws, monkeypatch
+):
+    """The crash falls between the turn's commit to the conversation and the response's final write:
+    the redelivery completes the response from the committed reply, with no second upstream call and
+    no second copy of the turn."""
+    with stack(aws, start=False) as s:
+        conversation = s.gw.post("/v1/conversations", {}).json()["id"]
+        body = {"model": "default", "input": "remember me", "background": True, "conversation": conversation}
+        r = s.gw.post("/v1/responses", body)
+        assert r.status_code == 200, r.text
+        response_id = r.json()["id"]
+        store = s.gw.services.background.store
+        real_put, crashed = store.put, []
+
+        def put(record: Any, *, replacing: tuple[str, ...] = ()) -> bool:
+            if record.response.get("status") == "completed" and not crashed:
+                crashed.append(record.response)
+                raise SimulatedCrash("worker died after the conversation commit, before the response write")
+            return real_put(record, replacing=replacing)
+
+        monkeypatch.setattr(store, "put", put)
+        # a short visibility and function timeout: the crashed delivery's message and idempotency record come back soon
+        poller = SqsPoller(
+            aws.client("sqs"),
+            aws.res.jobs_queue_url,
+            s.worker.handle,
+            wait_seconds=1,
+            visibility_timeout=1,
+            function_timeout=3,
+        )
+        assert isinstance(poller.poll_once().error, SimulatedCrash)
+        assert s.gw.get(f"/v1/responses/{response_id}").json()["status"] == "in_progress"
+
+        def settled() -> bool:
+            poller.poll_once(wait_seconds=1)
+            return s.gw.get(f"/v1/responses/{response_id}").json()["status"] not in ("queued", "in_progress")
+
+        assert s.wait(settled, within=40)
+        done = s.gw.get(f"/v1/responses/{response_id}").json()
+        Response.model_validate(done)
+        assert done["status"] == "completed" and done["error"] is None, done
+        texts = [p["text"] for item in done["output"] for p in item["content"]]
+        assert texts == [p["text"] for item in crashed[0]["output"] for p in item["content"]]
+        assert texts == ["Echo: remember me (messages seen: 1)"]
+        assert s.fake.chat_calls == 1  # the committed reply was reused, not regenerated
+        items = s.gw.get(f"/v1/conversations/{conversation}/items?order=asc").json()["data"]
+        assert [(i["role"], i["content"][0]["text"]) for i in items] == [
+            ("user", "remember me"),
+            ("assistant", "Echo: remember me (messages seen: 1)"),
+        ]

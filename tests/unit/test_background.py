@@ -236,8 +236,57 @@ def test_a_redelivery_after_a_crash_between_the_conversation_commit_and_the_resp
     with pytest.raises(SystemExit):
         b.run(queued["id"])
     b.store.put = put  # type: ignore[method-assign]
-    assert b.run(queued["id"]) == "failed"  # the redelivery: its commit finds the turn committed
+    assert b.run(queued["id"]) == "completed"  # the redelivery finds the turn committed: its reply stands
+    assert len(b.provider.bodies) == 1  # and nothing was called again
     stored = b.service.get("t1", queued["id"])
-    assert stored["status"] == "failed" and "added its turn to the conversation" in stored["error"]["message"]
+    Response.model_validate(stored)
+    assert stored["status"] == "completed" and stored["error"] is None
+    assert [p["text"] for i in stored["output"] for p in i["content"]] == ["first reply"]
+    assert stored["usage"]["output_tokens"] > 0
     messages, _ = conversations.messages("t1", conversation.id, limit=100, after=None)
     assert [(m.body["role"], m.body.get("content")) for m in messages] == [("user", "x"), ("assistant", "first reply")]
+    events = b.events(queued["id"])  # the crashed run persisted none (a short reply): all of them now
+    for event in events:
+        EVENTS.validate_python(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert [e["type"] for e in events[:3]] == ["response.created", "response.queued", "response.in_progress"]
+    assert events[-1]["type"] == "response.completed" and events[-1]["response"] == stored
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert deltas == "first reply"
+    assert b.run(queued["id"]) == "completed" and len(b.provider.bodies) == 1
+
+
+def test_a_redelivery_after_the_commit_continues_the_events_the_crashed_run_persisted():
+    from tests.fakes import InMemoryConversationStore
+
+    words = " ".join(f"w{i}" for i in range(30))
+    b = Background([words, "never called"])
+    conversations = InMemoryConversationStore()
+    b.chat.store = conversations
+    conversation = conversations.create("t1")
+    queued = b.submit(input="x", conversation=conversation.id)
+    put = b.store.put
+
+    def crash_on_the_final_write(record: Any, *, replacing: tuple[str, ...] = ()) -> bool:
+        if record.response.get("status") == "completed":
+            raise SystemExit("worker killed")
+        return put(record, replacing=replacing)
+
+    b.store.put = crash_on_the_final_write  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        b.run(queued["id"])
+    b.store.put = put  # type: ignore[method-assign]
+    batches = b.log.batches[("t1", queued["id"])]  # what a follower may have read before the redelivery
+    logged = [e for first in sorted(batches) for e in batches[first].events]
+    assert logged and logged[-1]["type"] != "response.completed"
+    assert b.run(queued["id"]) == "completed" and len(b.provider.bodies) == 1
+    stored = b.service.get("t1", queued["id"])
+    assert [p["text"] for i in stored["output"] for p in i["content"]] == [words]
+    events = b.events(queued["id"])
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[2:-1] == logged  # the persisted ones stand, then the final event
+    assert events[-1]["type"] == "response.completed" and events[-1]["response"] == stored
+    announced = [e["item"]["id"] for e in logged if e["type"] == "response.output_item.added"]
+    assert announced == [i["id"] for i in stored["output"]]
+    messages, _ = conversations.messages("t1", conversation.id, limit=100, after=None)
+    assert [m.body["role"] for m in messages] == ["user", "assistant"]

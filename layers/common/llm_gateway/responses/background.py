@@ -19,7 +19,9 @@ upstream call, after every batch written, and every RESPONSE_CANCEL_POLL_SECONDS
 runs (:class:`CancelWatch`, so a silent upstream is cut too) — a cancelled run closes the upstream
 connection and stores nothing as completed. A retryable failure before the first event is raised for redelivery
 (on the last delivery the response is ``failed``); once events exist a failure is final
-(``response.failed``), since the events a client may have read cannot be produced again.
+(``response.failed``), since the events a client may have read cannot be produced again. A
+delivery that finds the turn already in the conversation (an earlier one committed it, then died
+before storing the response) completes the response from that stored reply, calling nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from llm_gateway.aws.dynamo import CONDITIONAL_CHECK_FAILED, error_code
+from llm_gateway.chat.replies import Completion, stored_reply
 from llm_gateway.chat.service import ChatService, TurnReport
 from llm_gateway.conversations.records import TurnAlreadyCommitted
 from llm_gateway.deadline import Deadline
@@ -43,12 +46,18 @@ from llm_gateway.errors import (
     NotCancellable,
     NotFound,
 )
-from llm_gateway.responses.event_log import EventLog, EventLogConflict, EventWriter
+from llm_gateway.responses.event_log import TERMINAL_EVENTS, EventLog, EventLogConflict, EventWriter
 from llm_gateway.responses.events import EventBuilder, ResponseEventStream
 from llm_gateway.responses.models import CreateResponse
-from llm_gateway.responses.service import ResponseService, StreamCommit, Superseded, conversation_param
+from llm_gateway.responses.service import (
+    PreparedResponse,
+    ResponseService,
+    StreamCommit,
+    Superseded,
+    conversation_param,
+)
 from llm_gateway.responses.store import StoredResponse
-from llm_gateway.responses.translate import response_object
+from llm_gateway.responses.translate import response_object, response_usage
 
 QUEUED, IN_PROGRESS, CANCELLED, FAILED = "queued", "in_progress", "cancelled", "failed"
 RUNNABLE = (QUEUED, IN_PROGRESS)
@@ -219,6 +228,10 @@ class BackgroundResponses:
                 )
                 if self.store.status(tenant, response_id) != IN_PROGRESS:  # checkpoint: before the upstream call
                     return CANCELLED
+                if request.conversation_id is not None:  # committed by an earlier delivery that then died?
+                    committed = self.service.chat.committed_turn(tenant, request.conversation_id, response_id)
+                    if committed is not None:
+                        return self._complete_committed(stored, prepared, builder, writer, committed)
                 commit = StreamCommit(self.service, tenant, prepared, builder, replacing=(IN_PROGRESS,))
                 chat = self.service.chat.stream(
                     tenant, prepared.chat, deadline, report, turn=commit, turn_id=response_id
@@ -284,6 +297,50 @@ class BackgroundResponses:
         final = events.builder.final
         return str(final["status"]) if final else FAILED
 
+    def _complete_committed(
+        self,
+        stored: StoredResponse,
+        prepared: PreparedResponse,
+        builder: EventBuilder,
+        writer: EventWriter,
+        completion: Completion,
+    ) -> str:
+        """An earlier delivery committed the turn to the conversation and died before it stored the
+        response: complete the response from the reply the conversation holds (no upstream call, no
+        second turn). Its events continue the log: all of them when the earlier delivery persisted
+        none; else only the final event (carrying the whole response) after those it persisted, with
+        the output item ids those announced, since a follower may have read them."""
+        tenant, response_id = stored.tenant, stored.id
+        logged = self._logged(tenant, response_id)
+        events = [*builder.start(created=False), *builder.chunk(reply_chunk(completion.message))]
+        announced = {e["output_index"]: e["item"] for e in logged if e["type"] == "response.output_item.added"}
+        for index, item in enumerate(builder.output):
+            if announced.get(index, {}).get("type") == item["type"]:
+                item["id"] = announced[index]["id"]
+        response = builder.finish(response_usage(completion.usage), completion.finish_reason)
+        reply = stored_reply(completion)
+        if not self.service._put(tenant, prepared, response, reply, completion.cost_usd, replacing=(IN_PROGRESS,)):
+            return self.store.status(tenant, response_id) or "deleted"  # cancelled meanwhile
+        events += builder.completed()
+        if logged and logged[-1]["type"] in TERMINAL_EVENTS:
+            return str(response["status"])
+        if logged:
+            writer.next = logged[-1]["sequence_number"] + 1
+            events = [{**events[-1], "sequence_number": writer.next}]
+        with contextlib.suppress(EventLogConflict):  # a reader ends on the stored status anyway
+            writer.add(events)
+        return str(response["status"])
+
+    def _logged(self, tenant: str, response_id: str) -> list[dict[str, Any]]:
+        """The events an earlier delivery persisted for this response (after the opening two)."""
+        events: list[dict[str, Any]] = []
+        first = FIRST_RUN_EVENT
+        while batches := [b for b in self.events.read(tenant, response_id, first, aligned=True) if b.end > first]:
+            for batch in batches:
+                events += [e for e in batch.events if e["sequence_number"] >= first]
+                first = batch.end
+        return events
+
     def _fail(
         self, stored: StoredResponse, builder: EventBuilder, writer: EventWriter | None, exc: GatewayError | None
     ) -> str:
@@ -295,6 +352,15 @@ class BackgroundResponses:
         failed = {**event["response"], "completed_at": None}
         self.store.put(dataclasses.replace(stored, response=failed), replacing=(IN_PROGRESS,))
         return FAILED
+
+
+def reply_chunk(message: dict[str, Any]) -> dict[str, Any]:
+    """A stored assistant message as the one streamed chunk that would have carried all of it."""
+    delta: dict[str, Any] = {k: message[k] for k in ("content", "refusal") if isinstance(message.get(k), str)}
+    calls = message.get("tool_calls") or []
+    if calls:
+        delta["tool_calls"] = [{**call, "index": index} for index, call in enumerate(calls)]
+    return {"choices": [{"index": 0, "delta": delta}]}
 
 
 class CancelWatch:
