@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from openai.types.responses import Response
 
 from llm_gateway.jobs.messages import JobMessage, parse_job_message
 from llm_gateway.quotas.limits import Limits
@@ -94,6 +95,11 @@ def test_a_background_response_counts_against_the_submitting_keys_limits(jobs):
     assert json.loads(message["Body"])["key_id"] == key_id(gw, TENANT_KEY)
     jobs.drain(lambda: gw.get(f"/v1/responses/{r.json()['id']}").json()["status"] not in ("queued", "in_progress"))
     done = gw.get(f"/v1/responses/{r.json()['id']}").json()
-    # the key's day budget (the tenant is unlimited); a Response's error codes are OpenAI's Responses ones
+    # the key's day budget (the tenant is unlimited). A Response's error is OpenAI's ResponseError, whose
+    # codes have no quota one: rate_limit_exceeded, with the type a synchronous request gets for a budget
+    Response.model_validate(done)
     assert done["status"] == "failed" and "usd_per_day" in done["error"]["message"], done
+    assert done["error"]["code"] == "rate_limit_exceeded" and done["error"]["type"] == "insufficient_quota"
+    sync = gw.post("/v1/responses", {"model": "default", "input": "foreground spend"})
+    assert sync.status_code == 429 and sync.json()["error"]["type"] == done["error"]["type"]
     assert jobs.upstream.count("background spend") == 0

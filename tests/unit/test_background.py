@@ -133,7 +133,9 @@ def test_a_permanent_upstream_refusal_fails_it_with_a_response_failed_event():
     queued = b.submit(input="x")
     assert b.run(queued["id"]) == "failed"
     stored = b.service.get("t1", queued["id"])
-    assert stored["status"] == "failed" and stored["error"]["code"]
+    Response.model_validate(stored)
+    assert stored["status"] == "failed" and stored["error"]["code"] == "server_error"
+    assert stored["error"]["type"] == "invalid_request_error"  # the upstream's refusal, as a synchronous 400 says
     events = b.events(queued["id"])
     assert [e["type"] for e in events] == ["response.created", "response.queued", "response.failed"]
     assert events[-1]["response"] == stored
@@ -147,7 +149,10 @@ def test_a_retryable_failure_is_raised_for_redelivery_and_fails_it_on_the_last_d
     assert info.value.retryable
     assert b.service.get("t1", queued["id"])["status"] == "in_progress" and b.log.writes == 0
     assert b.run(queued["id"], last=True) == "failed"
-    assert b.service.get("t1", queued["id"])["status"] == "failed"
+    failed = b.service.get("t1", queued["id"])
+    Response.model_validate(failed)
+    assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+    assert failed["error"]["type"] == "service_unavailable"
 
 
 def test_a_stream_cut_after_events_were_persisted_fails_it_for_good():
@@ -209,7 +214,9 @@ def test_a_response_the_jobs_path_gave_up_on_is_failed_and_its_followers_end():
     queued = b.submit(input="x")
     assert b.background.abandon("t1", queued["id"], "The worker gave up after 4 deliveries.")
     stored = b.service.get("t1", queued["id"])
-    assert stored["status"] == "failed" and stored["error"]["code"] == "delivery_failed"
+    Response.model_validate(stored)  # its error is OpenAI's ResponseError: a code from the Responses list
+    assert stored["status"] == "failed" and stored["error"]["code"] == "server_error"
+    assert stored["error"]["message"] == "The worker gave up after 4 deliveries."
     events = b.events(queued["id"])  # no events persisted: the stored response's end follows the opening
     assert [e["type"] for e in events] == ["response.created", "response.queued", "response.failed"]
     assert [e["sequence_number"] for e in events] == [0, 1, 2] and events[-1]["response"] == stored

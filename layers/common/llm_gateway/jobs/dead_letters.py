@@ -13,7 +13,7 @@ bin/llm-gateway-admin jobs redrive:  JobsParkedQueue ──> JobsQueue   (SQS St
   last delivery keeps that error. Either way the job is flagged ``dead_lettered``: that flag, and
   only it, lets a redriven message run a failed job again.
 * **Background responses** (``kind: "response"``) keep their state on the stored response: the
-  consumer marks it ``failed`` (``BackgroundResponses.abandon``, error ``delivery_failed``) unless it
+  consumer marks it ``failed`` (``BackgroundResponses.abandon``, error ``server_error``) unless it
   already ended, so ``GET /v1/responses/{id}`` never shows it queued or in progress for ever. A
   redriven response message does not run it again (a failed response is final).
 * **Parking.** The consumer then sends the message on to ``JobsParkedQueue`` and acknowledges it.

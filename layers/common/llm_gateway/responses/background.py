@@ -41,6 +41,7 @@ from llm_gateway.conversations.records import TurnAlreadyCommitted
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import (
     ConfigurationError,
+    DeadLettered,
     GatewayError,
     InvalidRequest,
     NotCancellable,
@@ -57,7 +58,7 @@ from llm_gateway.responses.service import (
     conversation_param,
 )
 from llm_gateway.responses.store import StoredResponse
-from llm_gateway.responses.translate import response_object, response_usage
+from llm_gateway.responses.translate import response_error, response_object, response_usage
 
 QUEUED, IN_PROGRESS, CANCELLED, FAILED = "queued", "in_progress", "cancelled", "failed"
 RUNNABLE = (QUEUED, IN_PROGRESS)
@@ -121,7 +122,7 @@ class BackgroundResponses:
             self._send(tenant, response_id, request, body, idempotency_key, key_id)
         except GatewayError as exc:
             if idempotency_key is None or exc.permanent:  # it must not sit 'queued' forever
-                failed = {**response, "status": FAILED, "error": {"code": "enqueue_failed", "message": "Not queued."}}
+                failed = {**response, "status": FAILED, "error": response_error(exc)}
                 self.store.put(dataclasses.replace(record, response=failed), replacing=(QUEUED,))
             raise
         return response, replayed
@@ -182,7 +183,7 @@ class BackgroundResponses:
         stored = self._get(tenant, response_id)
         if stored is None or stored.response.get("status") not in RUNNABLE:
             return False
-        error = {"code": "delivery_failed", "message": reason}
+        error = response_error(DeadLettered(reason))
         failed = {**stored.response, "status": FAILED, "error": error, "completed_at": None}
         return self.store.put(dataclasses.replace(stored, response=failed), replacing=RUNNABLE)
 
@@ -278,10 +279,9 @@ class BackgroundResponses:
         except EventLogConflict:  # an earlier delivery wrote these events: its stream cannot be resumed
             return self._fail(stored, events.builder, None, None)
         except TurnAlreadyCommitted:  # an earlier delivery added its turn to the conversation, then died
-            error = GatewayError(
-                "An earlier run of this background response added its turn to the conversation but did not "
-                "store the response; nothing more was written.",
-                code="turn_already_committed",
+            error = GatewayError(  # rare: another delivery committed while this one ran (its reply stands)
+                "Another run of this background response added its turn to the conversation while this one "
+                "ran; nothing more was written."
             )
             return self._fail(stored, events.builder, writer, error)
         except Exception:

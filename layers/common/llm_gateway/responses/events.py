@@ -19,13 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 from llm_gateway.chat.streaming import ChatStream, StreamReport
-from llm_gateway.errors import GatewayError, RateLimited
+from llm_gateway.errors import GatewayError
 from llm_gateway.responses.translate import (
     function_call_item,
     incomplete_details,
     message_item,
     new_id,
     output_text_part,
+    response_error,
 )
 
 Event = dict[str, Any]
@@ -241,14 +242,10 @@ class EventBuilder:
 
     def failed(self, exc: GatewayError | None) -> list[Event]:
         """The stream broke after its first byte: ``response.failed``; nothing was stored."""
-        code = "rate_limit_exceeded" if isinstance(exc, RateLimited) else "server_error"
-        message = exc.message if exc is not None else "Internal server error."
         for item in self.output:
             if item["status"] == "in_progress":
                 item["status"] = "incomplete"
-        response = self.snapshot(
-            status="failed", output=self.output, usage=None, error={"code": code, "message": message}
-        )
+        response = self.snapshot(status="failed", output=self.output, usage=None, error=response_error(exc))
         return [self._event("response.failed", response=response)]
 
 

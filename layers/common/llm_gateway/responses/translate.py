@@ -24,7 +24,7 @@ from typing import Any
 
 from llm_gateway.chat.models import ChatCompletionRequest
 from llm_gateway.conversations.items import ItemStatus, items_to_messages, message_to_items, parse_items
-from llm_gateway.errors import InvalidRequest
+from llm_gateway.errors import GatewayError, InvalidRequest, RateLimited, error_object
 from llm_gateway.providers.base import Usage
 from llm_gateway.responses.models import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, CreateResponse
 
@@ -159,6 +159,19 @@ def response_usage(usage: Usage | None, raw: dict[str, Any] | None = None) -> di
         "output_tokens_details": {"reasoning_tokens": int(reasoning)},
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
     }
+
+
+def response_error(exc: GatewayError | None) -> dict[str, Any]:
+    """A Response's ``error`` (OpenAI's ``ResponseError``). Its ``code`` must be one of the Responses
+    API's own codes, which have no quota code: ``rate_limit_exceeded`` for every 429 (a used-up
+    budget too), else ``server_error``. ``type`` and ``param`` are those of the synchronous error body
+    for the same exception (``insufficient_quota`` for a budget, ``rate_limit_error`` for a rate
+    limit), so a client tells them apart as it would on a synchronous request."""
+    if exc is None:
+        return {"code": "server_error", "message": "Internal server error.", "type": "server_error", "param": None}
+    body = error_object(exc)
+    code = "rate_limit_exceeded" if isinstance(exc, RateLimited) else "server_error"
+    return {"code": code, "message": exc.message, "type": body["type"], "param": body["param"]}
 
 
 def incomplete_details(finish_reason: str | None) -> dict[str, Any] | None:
