@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import functools
 import http
 import itertools
 import json
@@ -132,9 +133,24 @@ def _encoding():
     return _enc
 
 
+# A conversation's history comes back on every turn: counting each text once per process keeps the
+# fake's own cost (it runs in the local stack, on the turn's path) O(new text) rather than O(history).
+# Only short texts are remembered, which bounds the cache at ~8 MiB.
+_CACHED_TEXT_CHARS = 1024
+
+
+@functools.lru_cache(maxsize=8192)
+def _count_cached(text: str) -> int:
+    return len(_encoding().encode_ordinary(text))
+
+
 def count_tokens(text: str) -> int:
     """cl100k_base tokens in ``text`` (special tokens counted as ordinary text)."""
-    return len(_encoding().encode_ordinary(text)) if text else 0
+    if not text:
+        return 0
+    if len(text) <= _CACHED_TEXT_CHARS:
+        return _count_cached(text)
+    return len(_encoding().encode_ordinary(text))
 
 
 def message_text(content: Any) -> str:
