@@ -140,9 +140,13 @@ def main() -> None:
         small = [seeder.conversation(10) for _ in range(9)]  # ~100 items in the table (a few turns each)
         rss_small, items_small = moto_rss_mib(env["AWS_ENDPOINT_URL"]), seeder.items
         print(f"\n== 1. a turn at message 10: ~{items_small} vs ~100,000 items in the table")
+        def list_page():  # the conversation list: a GSI1 Query (local/moto_gsi.py)
+            services.conversations.list_conversations(TENANT, limit=5, after=None)
+
         with quiet_stdout():
             label = f"10 msgs, {items_small} items"
             before = interleaved({label: turns_on(label, small)}, rounds, per_round, warmup=5)
+            list_before = statistics.median(interleaved({"list": list_page}, rounds, per_round, warmup=5)["list"])
         big_total = 20_000 if QUICK else 100_000
         long_len = 2_000 if QUICK else 10_000
         t = time.perf_counter()
@@ -160,6 +164,7 @@ def main() -> None:
         }
         with quiet_stdout():
             after = interleaved(cases, rounds, per_round, warmup=5)
+            list_after = statistics.median(interleaved({"list": list_page}, rounds, per_round, warmup=5)["list"])
         med = show({**before, **after})
         small_t, big_t, budget_t, long_t = (med[k] for k in (*before, *after))
         ddb = {k: statistics.median(v) for k, v in ddb_per_turn.items()}
@@ -168,6 +173,10 @@ def main() -> None:
         big_p, long_p = parse[big_label], parse[long_label]
         print(f"  table-size ratio  {seeder.items:,} / {items_small} items = {big_t / small_t:.2f}x latency, ", end="")
         print(f"{big_d / small_d:.2f}x DynamoDB time   (target <= 1.2x)")
+        print(
+            f"  conversation list page (5 of the tenant's, GSI1): {list_before * 1000:.2f} ms at {items_small} items, "
+            f"{list_after * 1000:.2f} ms at {seeder.items:,} = {list_after / list_before:.2f}x"
+        )
         print(f"\n== 2. a turn at message {long_len:,} vs message 10 / 400 (same table)")
         print(f"  DynamoDB time ratio {long_len:,} / 10  = {long_d / big_d:.2f}x   (target <= 1.2x)")
         print(

@@ -109,8 +109,6 @@ def partition(table, hash_key) -> SortedDict | None:
 def fast_query(table, hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward,
                projection_expressions, filter_expression=None):  # fmt: skip
     """moto's ``Table.query`` for a table (not index) query, reading O(limit) items."""
-    from moto.dynamodb.models.table import RESULT_SIZE_LIMIT
-
     forward = scan_index_forward is not False
     esk = _start_key(table, hash_key, exclusive_start_key)
     lo, hi, lo_inc, hi_inc = _bounds(range_comparison, range_objs)
@@ -119,24 +117,7 @@ def fast_query(table, hash_key, range_comparison, range_objs, limit, exclusive_s
             lo, lo_inc = esk, False
         elif not forward and (hi is None or not hi < esk):
             hi, hi_inc = esk, False
-    part = partition(table, hash_key)
-    results: list = []
-    size = 0
-    last_evaluated_key = None
-    if part:
-        for key in part.irange(lo, hi, (lo_inc, hi_inc), reverse=not forward):
-            item = part[key]
-            if len(results) == limit:
-                last_evaluated_key = table._get_last_evaluated_key(results[-1], None)
-                break
-            item_size = item.size()  # a walk over the item's values: once per item
-            if size + item_size > RESULT_SIZE_LIMIT:
-                last_evaluated_key = table._get_last_evaluated_key(results[-1], None)
-                break
-            results.append(item)
-            size += item_size
-        else:
-            last_evaluated_key = _trailing_key(table, part, results, size, limit, forward, lo, hi, lo_inc, hi_inc)
+    results, last_evaluated_key = page(table, partition(table, hash_key), None, limit, forward, lo, hi, lo_inc, hi_inc)
     scanned_count = len(results)
     # No copy.deepcopy of the page (moto's own query makes one): nothing downstream mutates it — a
     # filter only reads, a projection builds new items, the handler's result converts to new dicts.
@@ -147,7 +128,28 @@ def fast_query(table, hash_key, range_comparison, range_objs, limit, exclusive_s
     return results, scanned_count, last_evaluated_key
 
 
-def _trailing_key(table, part, results, size, limit, forward, lo, hi, lo_inc, hi_inc):
+def page(table, part, index_name, limit, forward, lo, hi, lo_inc, hi_inc) -> tuple[list, dict | None]:
+    """moto's page of a sorted partition (a table's, or a GSI's in ``local/moto_gsi.py``) between the
+    bounds, and its LastEvaluatedKey: ``Limit`` items or moto's 1 MB of them, whichever comes first."""
+    from moto.dynamodb.models.table import RESULT_SIZE_LIMIT
+
+    results: list = []
+    size = 0
+    if not part:
+        return results, None
+    for key in part.irange(lo, hi, (lo_inc, hi_inc), reverse=not forward):
+        item = part[key]
+        if len(results) == limit:
+            return results, table._get_last_evaluated_key(results[-1], index_name)
+        item_size = item.size()  # a walk over the item's values: once per item
+        if size + item_size > RESULT_SIZE_LIMIT:
+            return results, table._get_last_evaluated_key(results[-1], index_name)
+        results.append(item)
+        size += item_size
+    return results, _trailing_key(table, part, results, size, limit, forward, lo, hi, lo_inc, hi_inc, index_name)
+
+
+def _trailing_key(table, part, results, size, limit, forward, lo, hi, lo_inc, hi_inc, index_name):
     """moto's LastEvaluatedKey when the matching items ran out: moto still meets the partition's
     later items (which fail the key condition) and stops at the first one if the page is full."""
     from moto.dynamodb.models.table import RESULT_SIZE_LIMIT
@@ -167,12 +169,12 @@ def _trailing_key(table, part, results, size, limit, forward, lo, hi, lo_inc, hi
     if not trailing:
         return None
     if len(results) == limit:
-        return table._get_last_evaluated_key(results[-1], None)
+        return table._get_last_evaluated_key(results[-1], index_name)
     if size + _MAX_ITEM_BYTES > RESULT_SIZE_LIMIT:  # near moto's 1 MB page: check like moto does
         keys = part.keys()
         for i in trailing:
             if size + part[keys[i]].size() > RESULT_SIZE_LIMIT:
-                return table._get_last_evaluated_key(results[-1], None)
+                return table._get_last_evaluated_key(results[-1], index_name)
     return None
 
 
@@ -185,10 +187,11 @@ def install() -> None:
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import Table
 
-    from local import moto_serialize
+    from local import moto_gsi, moto_serialize
     from local.moto_txn import transact_write_items
 
     original_init, original_query = Table.__init__, Table.query
+    original_put, original_delete, original_update = Table.put_item, Table.delete_item, DynamoDBBackend.update_item
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
@@ -199,6 +202,16 @@ def install() -> None:
               projection_expressions, index_name=None, consistent_read=False, filter_expression=None,
               **kwargs):  # fmt: skip
         hash_conditions = {k: kwargs.pop(k) for k in ("hash_key_conditions", "range_key_conditions") if k in kwargs}
+        if index_name:
+            planned = moto_gsi.plan(
+                self, index_name, hash_key, range_comparison, range_objs, exclusive_start_key, consistent_read,
+                kwargs, hash_conditions,
+            )  # fmt: skip
+            if planned is not None:
+                return moto_gsi.gsi_query(
+                    self, index_name, planned, hash_key, range_comparison, range_objs, limit, scan_index_forward,
+                    projection_expressions, filter_expression,
+                )  # fmt: skip
         if _fast_path_applies(self, hash_key, range_comparison, range_objs, index_name, kwargs, hash_conditions) and (
             _start_key(self, hash_key, exclusive_start_key) is not False
         ):
@@ -211,10 +224,32 @@ def install() -> None:
             projection_expressions, index_name, consistent_read, filter_expression, **hash_conditions, **kwargs,
         )  # fmt: skip
 
+    # every write reindexes the item it touched in the table's GSI index (a no-op until one is queried)
+    def put_item(self, item_attrs, *args: Any, **kwargs: Any):
+        try:
+            return original_put(self, item_attrs, *args, **kwargs)
+        finally:
+            moto_gsi.touched_key(self, item_attrs)
+
+    def delete_item(self, hash_key, range_key):
+        try:
+            return original_delete(self, hash_key, range_key)
+        finally:
+            moto_gsi.touched(self, hash_key, range_key)
+
+    def update_item(self, table_name, key, *args: Any, **kwargs: Any):
+        try:
+            return original_update(self, table_name, key, *args, **kwargs)
+        finally:
+            if table_name in self.tables:
+                moto_gsi.touched_key(self.tables[table_name], key)
+
     _originals.update(init=original_init, query=original_query, txn=DynamoDBBackend.transact_write_items)
+    _originals.update(put=original_put, delete=original_delete, update=original_update)
     _originals["serializer"] = moto_serialize.install()
     Table.__init__ = __init__
     Table.query = query
+    Table.put_item, Table.delete_item, DynamoDBBackend.update_item = put_item, delete_item, update_item
     DynamoDBBackend.transact_write_items = transact_write_items
 
 
@@ -225,6 +260,8 @@ def uninstall() -> None:
     if _originals:
         Table.__init__, Table.query = _originals["init"], _originals["query"]
         DynamoDBBackend.transact_write_items = _originals["txn"]
+        Table.put_item, Table.delete_item = _originals["put"], _originals["delete"]
+        DynamoDBBackend.update_item = _originals["update"]
         _originals["serializer"]()  # undoes moto_serialize.install()
         _originals.clear()
 

@@ -127,6 +127,8 @@ class Persistence:
     def _apply(self, entry: dict) -> None:
         from moto.dynamodb.models.dynamo_type import DynamoType, Item
 
+        from local.moto_gsi import touched
+
         backend = _backends()["dynamodb"][entry["a"]][entry["r"]]
         table = backend.tables.get(entry["t"])
         if table is None:
@@ -144,6 +146,7 @@ class Persistence:
                 part.pop(range_value, None)
         else:
             table.items[hash_value][range_value] = Item(hash_value, range_value, entry["i"])
+        touched(table, hash_value, range_value)  # the GSI index, if one was built already
 
     def snapshot_dynamodb(self) -> None:
         _write_atomic(self.folder / "dynamodb.pickle", _dump(_backends()["dynamodb"]))

@@ -43,22 +43,29 @@ class UndoLog:
         self.entries.append((table, hash_value, range_value, copy.deepcopy(prior), had_partition))
 
     def rollback(self) -> None:
+        from local.moto_gsi import touched
+
         for table, hash_value, range_value, prior, had_partition in reversed(self.entries):
-            if range_value is None:
-                if prior is None:
-                    table.items.pop(hash_value, None)
-                else:
-                    table.items[hash_value] = prior
-                continue
-            if prior is None:
-                part = table.items.get(hash_value)
-                if part is not None:
-                    part.pop(range_value, None)
-                    if not part and not had_partition:
-                        del table.items[hash_value]
-            else:
-                table.items[hash_value][range_value] = prior
+            self._restore(table, hash_value, range_value, prior, had_partition)
+            touched(table, hash_value, range_value)  # the GSI index follows the restored item
         self.entries.clear()
+
+    @staticmethod
+    def _restore(table, hash_value, range_value, prior, had_partition) -> None:
+        if range_value is None:
+            if prior is None:
+                table.items.pop(hash_value, None)
+            else:
+                table.items[hash_value] = prior
+            return
+        if prior is None:
+            part = table.items.get(hash_value)
+            if part is not None:
+                part.pop(range_value, None)
+                if not part and not had_partition:
+                    del table.items[hash_value]
+        else:
+            table.items[hash_value][range_value] = prior
 
 
 def transact_write_items(self, transact_items: list[dict[str, Any]]) -> None:  # noqa: C901 - moto's own shape
