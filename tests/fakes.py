@@ -45,6 +45,7 @@ class ScriptedProvider:
         self.name = name
         self.script = list(script or [])
         self.bodies: list[dict[str, Any]] = []
+        self.service_tier: str | None = None  # when set, every reply and chunk reports it (as OpenAI does)
 
     def _step(self, body: dict[str, Any]) -> tuple[dict[str, Any], str, int | None]:
         """The next scripted reply: (assistant message, finish_reason, chunks before a cut or None)."""
@@ -68,6 +69,8 @@ class ScriptedProvider:
             "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
             "usage": dict(USAGE),
         }
+        if self.service_tier is not None:
+            data["service_tier"] = self.service_tier
         return UpstreamReply(data, Usage(10, 2))
 
     def stream(self, body: dict[str, Any], timeout: Timeout) -> Iterator[dict[str, Any]]:
@@ -76,13 +79,14 @@ class ScriptedProvider:
         message, finish_reason, cut = self._step(body)
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return {
+            out = {
                 "id": f"chatcmpl-{len(self.bodies)}",
                 "object": "chat.completion.chunk",
                 "created": CREATED,
                 "model": body.get("model", "m"),
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
+            return out if self.service_tier is None else {**out, "service_tier": self.service_tier}
 
         chunks = [chunk({"role": "assistant", "content": ""})]
         text = message.get("content") or ""

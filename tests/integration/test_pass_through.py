@@ -120,3 +120,36 @@ def test_jobs_follow_the_same_policy(jobs):
     jobs.drain(lambda: jobs.job(job["id"])["status"] == "succeeded")
     (sent,) = jobs.gw.upstream_calls()
     assert provider_fields(sent) == {"user": "tenant-a"}
+
+
+def test_a_response_shows_the_tier_the_upstream_reported_when_the_alias_forwards_it(aws):
+    """Through the real OpenAI-compatible provider: the body's and the chunks' ``service_tier``."""
+    from tests.integration.conftest import UPSTREAM, echo_reply, mocked_upstream, set_upstream
+    from tests.integration.test_responses_api import stream_reply
+
+    def flex(request):
+        status, headers, text = (stream_reply if json.loads(request.body).get("stream") else echo_reply)(request)
+        if headers.get("Content-Type") == "text/event-stream":
+            frames = [f[len("data: ") :] for f in text.split("\n\n") if f.startswith("data: {")]
+            text = "".join(f"data: {json.dumps({**json.loads(f), 'service_tier': 'flex'})}\n\n" for f in frames)
+            return status, headers, text + "data: [DONE]\n\n"
+        return status, headers, json.dumps({**json.loads(text), "service_tier": "flex"})
+
+    with mocked_upstream() as mock:
+        gw = make_gateway(aws, routing_config=routing(UPSTREAM))
+        gw.upstream = mock
+        set_upstream(gw, flex)
+        body = {"model": "open", "input": "hi", "service_tier": "auto"}
+        plain = gw.post("/v1/responses", body).json()
+        assert plain["service_tier"] == "flex", plain
+        assert gw.get(f"/v1/responses/{plain['id']}").json()["service_tier"] == "flex"
+        streamed = gw.post("/v1/responses", {**body, "stream": True})
+        assert streamed.status_code == 200, streamed.text
+        final = json.loads(streamed.text.strip().split("\n\n")[-1].split("\n")[1].removeprefix("data: "))
+        assert final["type"] == "response.completed" and final["response"]["service_tier"] == "flex"
+        sent = [json.loads(c.request.body) for c in mock.calls if c.request.url.startswith(UPSTREAM)]
+        assert [s.get("service_tier") for s in sent] == ["auto", "auto"]
+        # an alias that drops the field: still what the upstream says it served the request with
+        assert gw.post("/v1/responses", {**body, "model": "anonymous"}).json()["service_tier"] == "flex"
+        *_, last = (json.loads(c.request.body) for c in mock.calls if c.request.url.startswith(UPSTREAM))
+        assert last["messages"][-1]["content"] == "hi" and "service_tier" not in last

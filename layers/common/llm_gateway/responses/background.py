@@ -59,6 +59,7 @@ from llm_gateway.responses.service import (
 )
 from llm_gateway.responses.store import StoredResponse
 from llm_gateway.responses.translate import response_error, response_object, response_usage
+from llm_gateway.responses.translate import service_tier as translate_tier
 
 QUEUED, IN_PROGRESS, CANCELLED, FAILED = "queued", "in_progress", "cancelled", "failed"
 RUNNABLE = (QUEUED, IN_PROGRESS)
@@ -113,7 +114,7 @@ class BackgroundResponses:
                     if not enqueued and age_ms > RESEND_AFTER_MS:
                         self._send(tenant, response_id, request, body, idempotency_key, key_id)
                     return stored.response, True
-        response = response_object(request, response_id, created_at=prepared.created_at, status=QUEUED, output=[])
+        response = prepared.snapshot(status=QUEUED, output=[])
         record = StoredResponse(tenant, response_id, prepared.created_at, response, prepared.input_items, [])
         if not self._create(record):  # a concurrent replay of the same key created it
             stored = self._get(tenant, response_id)
@@ -208,8 +209,9 @@ class BackgroundResponses:
             return self.store.status(tenant, response_id) or "deleted"
         stored = dataclasses.replace(stored, response=running)
 
-        def snapshot(**fields: Any) -> dict[str, Any]:
-            return response_object(request, response_id, created_at=stored.created_at, **fields)
+        def snapshot(*, service_tier: str | None = None, **fields: Any) -> dict[str, Any]:
+            tier = translate_tier(service_tier, stored.response.get("service_tier"))  # as submitted, if not reported
+            return response_object(request, response_id, created_at=stored.created_at, service_tier=tier, **fields)
 
         builder = EventBuilder(snapshot)
         builder.sequence = FIRST_RUN_EVENT

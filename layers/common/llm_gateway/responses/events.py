@@ -36,7 +36,8 @@ class EventBuilder:
     """Events and output items of one streamed response (see the module docstring)."""
 
     def __init__(self, snapshot: Callable[..., dict[str, Any]]) -> None:
-        # snapshot(status=, output=, usage=, error=, incomplete=) -> the Response object
+        # snapshot(status=, output=, usage=, error=, incomplete=, service_tier=) -> the Response object
+        # (service_tier: what the upstream reported, or None; the snapshot decides what to show)
         self.snapshot = snapshot
         self.sequence = 0
         self.output: list[dict[str, Any]] = []
@@ -46,6 +47,7 @@ class EventBuilder:
         self._refusal: dict[int, list[str]] = {}
         self.final: dict[str, Any] | None = None
         self._closing: list[Event] = []
+        self.service_tier: str | None = None  # the tier the upstream's chunks said it served with
 
     def _event(self, kind: str, **fields: Any) -> Event:
         event = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -55,13 +57,15 @@ class EventBuilder:
     def start(self, *, created: bool = True) -> list[Event]:
         """``response.created`` (unless a background response's submission sent it) and
         ``response.in_progress``."""
-        response = self.snapshot(status="in_progress", output=[], usage=None)
+        response = self.snapshot(status="in_progress", output=[], usage=None, service_tier=self.service_tier)
         opening = [self._event("response.created", response=response)] if created else []
         return [*opening, self._event("response.in_progress", response=response)]
 
     # ---- chunks -------------------------------------------------------------------
     def chunk(self, chunk: dict[str, Any]) -> list[Event]:
         events: list[Event] = []
+        if isinstance(chunk.get("service_tier"), str):
+            self.service_tier = chunk["service_tier"]
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
@@ -223,7 +227,9 @@ class EventBuilder:
             events += self._text_delta_empty()
         events += self._close("incomplete" if incomplete else "completed")
         status = "incomplete" if incomplete else "completed"
-        self.final = self.snapshot(status=status, output=self.output, usage=usage, incomplete=incomplete)
+        self.final = self.snapshot(
+            status=status, output=self.output, usage=usage, incomplete=incomplete, service_tier=self.service_tier
+        )
         self._closing = events
         return self.final
 
@@ -245,7 +251,9 @@ class EventBuilder:
         for item in self.output:
             if item["status"] == "in_progress":
                 item["status"] = "incomplete"
-        response = self.snapshot(status="failed", output=self.output, usage=None, error=response_error(exc))
+        response = self.snapshot(
+            status="failed", output=self.output, usage=None, error=response_error(exc), service_tier=self.service_tier
+        )
         return [self._event("response.failed", response=response)]
 
 

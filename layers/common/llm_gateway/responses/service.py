@@ -40,6 +40,7 @@ from llm_gateway.responses.translate import (
     response_object,
     response_usage,
 )
+from llm_gateway.responses.translate import service_tier as translate_tier
 from llm_gateway.upstream.aliases import ModelAlias
 
 ORDERS = ("asc", "desc")
@@ -57,6 +58,16 @@ class PreparedResponse:
     new_messages: list[TurnMessage]  # this turn's input as chat messages (instructions excluded)
     chat: ChatCompletionRequest  # the chat turn: instructions, history (of a chain), new messages
     ancestors: list[str]  # for the stored record: the chain its budget can reach, newest first
+
+    @property
+    def requested_tier(self) -> str | None:
+        """The ``service_tier`` the request asked for, if the alias forwards it to the provider."""
+        return self.request.service_tier if self.alias.pass_through.service_tier == "forward" else None
+
+    def snapshot(self, *, service_tier: str | None = None, **fields: Any) -> dict[str, Any]:
+        """The Response object of this request now (``service_tier``: what the upstream reported)."""
+        tier = translate_tier(service_tier, self.requested_tier)
+        return response_object(self.request, self.id, created_at=self.created_at, service_tier=tier, **fields)
 
 
 class ResponseService:
@@ -163,14 +174,13 @@ class ResponseService:
         incomplete = incomplete_details(completion.finish_reason)
         output = output_items(message, status="incomplete" if incomplete else "completed")
         usage = Usage(report.prompt_tokens, report.completion_tokens)
-        response = response_object(
-            request,
-            prepared.id,
-            created_at=prepared.created_at,
+        upstream = completion.upstream or {}
+        response = prepared.snapshot(
             status="incomplete" if incomplete else "completed",
             output=output,
-            usage=response_usage(usage, (completion.upstream or {}).get("usage")),
+            usage=response_usage(usage, upstream.get("usage")),
             incomplete=incomplete,
+            service_tier=upstream.get("service_tier"),
         )
         if request.store:
             self._put(tenant, prepared, response, stored_reply(completion), report.cost_usd)
@@ -207,10 +217,7 @@ class ResponseService:
         with conversation_param():
             prepared = self.prepare(tenant, request, report)
 
-        def snapshot(**fields: Any) -> dict[str, Any]:
-            return response_object(request, prepared.id, created_at=prepared.created_at, **fields)
-
-        builder = EventBuilder(snapshot)
+        builder = EventBuilder(prepared.snapshot)
         commit = StreamCommit(self, tenant, prepared, builder)
         with conversation_param():
             chat = self.chat.stream(tenant, prepared.chat, deadline, report, turn=commit)

@@ -161,6 +161,19 @@ def response_usage(usage: Usage | None, raw: dict[str, Any] | None = None) -> di
     }
 
 
+# the values of the Response type's ``service_tier`` (openai.types.responses.ServiceTier)
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")
+
+
+def service_tier(reported: Any, requested: str | None) -> str:
+    """A Response's ``service_tier``: the tier the upstream said it served the request with; else the
+    one requested, when the alias's pass-through policy forwarded it; else ``default``."""
+    for tier in (reported, requested):
+        if isinstance(tier, str) and tier in SERVICE_TIERS:
+            return tier
+    return "default"
+
+
 def response_error(exc: GatewayError | None) -> dict[str, Any]:
     """A Response's ``error`` (OpenAI's ``ResponseError``). Its ``code`` must be one of the Responses
     API's own codes, which have no quota code: ``rate_limit_exceeded`` for every 429 (a used-up
@@ -192,6 +205,7 @@ def response_object(
     usage: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
     incomplete: dict[str, Any] | None = None,
+    service_tier: str = "default",
 ) -> dict[str, Any]:
     """The OpenAI Response object, every field the SDK's types know, with OpenAI's defaults."""
     created = created_at if created_at is not None else int(time.time())
@@ -216,7 +230,7 @@ def response_object(
         "prompt_cache_key": None,
         "reasoning": {"effort": None, "summary": None},
         "safety_identifier": request.safety_identifier,
-        "service_tier": "default",
+        "service_tier": service_tier,
         "store": request.store,
         "temperature": DEFAULT_TEMPERATURE if request.temperature is None else float(request.temperature),
         "text": {"format": request.text_format.public(), "verbosity": "medium"},
