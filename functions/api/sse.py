@@ -14,6 +14,7 @@ from llm_gateway.chat.streaming import ChatStream
 from llm_gateway.errors import GatewayError, ShuttingDown, internal_error, to_http
 from llm_gateway.observability import RequestMetrics, logger
 from llm_gateway.reports import TurnReport
+from pump import Pump, Step
 
 SSE_DONE = b"data: [DONE]\n\n"
 DEPLOYMENT_HEADER = "x-llm-gateway-deployment"  # which deployment of the alias answered
@@ -45,11 +46,14 @@ class ChatStreamResponse(StreamingResponse):
     """SSE for a streamed turn: one event per chunk, then ``[DONE]`` — or, if the turn fails
     after the first byte, a final OpenAI-shaped error event and no ``[DONE]``.
 
-    Each chunk is fetched in a worker thread and sent at once (no buffering). ``__call__``
-    always ends the turn: when the client goes away Starlette cancels the body, and the
-    cleanup here wakes the worker blocked on the upstream (``abort``), then closes the
-    stream (upstream connection, lease) and records the turn's metrics — before the
-    middleware flushes them.
+    The first event is built where the stream was opened (the route's worker thread, where the
+    upstream's first chunk has just arrived), so it follows the headers with no thread hand-off.
+    The rest is read by one :class:`~pump.Pump` thread and sent as it arrives (no buffering
+    beyond what a slow client leaves unread), not one thread-pool hop per chunk. ``__call__``
+    always ends the turn: when the client goes away Starlette cancels the body, and the cleanup
+    here wakes the read blocked on the upstream (``abort``), waits for the stream to be closed
+    (upstream connection, lease, quota) and records the turn's metrics — before the middleware
+    flushes them.
     """
 
     def __init__(self, stream: ChatStream, report: TurnReport, metrics: RequestMetrics) -> None:
@@ -57,6 +61,7 @@ class ChatStreamResponse(StreamingResponse):
         self.report = report
         self.metrics = metrics
         self.shutting_down = False
+        self._pump: Pump | None = None
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         if stream.conversation_id:
             headers["x-conversation-id"] = stream.conversation_id
@@ -64,29 +69,52 @@ class ChatStreamResponse(StreamingResponse):
             headers[DEPLOYMENT_HEADER] = report.deployment
         headers.update(report.rate_headers)
         super().__init__(self._events(), media_type="text/event-stream", headers=headers)
+        self._first = self._opening()
 
+    # ---- the steps (each runs in a worker thread) ---------------------------------------------
+    def _opening(self) -> Step:
+        """What is sent right after the headers (the upstream's first chunk is here already)."""
+        return self._step()
+
+    def _step(self) -> Step:
+        """The next bytes to send, and whether they are the stream's last."""
+        try:
+            chunk = self.stream.next_chunk()
+        except Exception as exc:  # noqa: BLE001 - every failure ends the stream with an error event
+            return self._failure(exc), True
+        if chunk is None:
+            return SSE_DONE, True
+        return sse_event(chunk), False
+
+    def _failure(self, exc: Exception) -> bytes:
+        error = exc
+        if self.shutting_down:
+            error = ShuttingDown("The gateway is shutting down; the reply was not completed or stored.")
+        if not isinstance(error, GatewayError):
+            logger.exception("stream failed", extra={"error_type": type(error).__name__}, exc_info=exc)
+            return sse_event(internal_error().body)
+        logger.warning(
+            "stream failed after the first byte",
+            extra={"error_code": error.code, "outcome": self.stream.stats.outcome},
+        )
+        return sse_event(to_http(error).body)
+
+    def _close(self) -> None:
+        self.stream.close()
+
+    # ---- the event loop's side ------------------------------------------------------------------
     async def _events(self) -> AsyncIterator[bytes]:
+        data, last = self._first
+        yield data
+        if last:
+            return
+        self._pump = pump = Pump(self._step, self._close)
         while True:
-            try:
-                chunk = await anyio.to_thread.run_sync(self.stream.next_chunk, abandon_on_cancel=True)
-            except Exception as exc:
-                error = exc
-                if self.shutting_down:
-                    error = ShuttingDown("The gateway is shutting down; the reply was not completed or stored.")
-                if not isinstance(error, GatewayError):
-                    logger.exception("stream failed", extra={"error_type": type(error).__name__})
-                    yield sse_event(internal_error().body)
-                    return
-                logger.warning(
-                    "stream failed after the first byte",
-                    extra={"error_code": error.code, "outcome": self.stream.stats.outcome},
-                )
-                yield sse_event(to_http(error).body)
+            data, last = await pump.get()
+            if data:
+                yield data
+            if last:
                 return
-            if chunk is None:
-                yield SSE_DONE
-                return
-            yield sse_event(chunk)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         _live.add(self)
@@ -96,7 +124,10 @@ class ChatStreamResponse(StreamingResponse):
             _live.discard(self)
             with anyio.CancelScope(shield=True):
                 self.stream.abort()  # no-op unless the stream is still running (client gone)
-                await anyio.to_thread.run_sync(self.stream.close)
+                if self._pump is not None:
+                    await self._pump.finish()  # its thread closes the stream when its last step is done
+                else:
+                    await anyio.to_thread.run_sync(self._close)
                 stats = self.stream.stats
                 logger.info(
                     "stream",

@@ -29,6 +29,7 @@ from llm_gateway.responses.events import ResponseEventStream
 from llm_gateway.responses.models import CreateResponse
 from llm_gateway.responses.shapes import ResponseDeleted, ResponseInputItems, ResponseObject, ResponseStreamEvent
 from middleware import deadline_for
+from pump import Step
 from routes._turn import run_turn
 from sse import ChatStreamResponse
 
@@ -43,31 +44,33 @@ def sse_frame(event: dict[str, Any]) -> bytes:
 
 
 class ResponseStreamResponse(ChatStreamResponse):
-    """SSE for a streamed response: the chat stream's lifecycle (worker thread per step, abort and
-    close on disconnect, metrics) with Responses events instead of chat chunks."""
+    """SSE for a streamed response: the chat stream's lifecycle (first event from the route's thread,
+    the rest from one pump thread, abort and close on disconnect, metrics) with Responses events
+    instead of chat chunks."""
 
     def __init__(self, stream: ResponseEventStream, report: TurnReport, metrics: Any) -> None:
         self.events = stream
         super().__init__(stream.chat, report, metrics)
         self.headers["x-response-id"] = stream.response_id
 
-    async def _events(self) -> AsyncIterator[bytes]:
-        while True:
-            try:
-                events = await anyio.to_thread.run_sync(self.events.next_events, abandon_on_cancel=True)
-            except Exception as exc:
-                logger.exception("response stream failed", extra={"error_type": type(exc).__name__})
-                events = self.events.fail_internal()
-                for event in events:
-                    yield sse_frame(event)
-                return
-            if events is None:
-                return
-            if events and events[-1]["type"] == "response.failed":
-                outcome = self.stream.stats.outcome
-                logger.warning("response stream failed after the first byte", extra={"outcome": outcome})
-            for event in events:
-                yield sse_frame(event)
+    def _opening(self) -> Step:
+        """``response.created``, ``response.in_progress`` and the first chunk's events (here already), sent together."""
+        data, last = self._step()
+        if last:
+            return data, last
+        more, last = self._step()
+        return data + more, last
+
+    def _step(self) -> Step:
+        try:
+            events = self.events.next_events()
+        except Exception as exc:  # noqa: BLE001 - ends the stream with response.failed
+            logger.exception("response stream failed", extra={"error_type": type(exc).__name__})
+            return b"".join(sse_frame(e) for e in self.events.fail_internal()), True
+        if events and events[-1]["type"] == "response.failed":
+            outcome = self.stream.stats.outcome
+            logger.warning("response stream failed after the first byte", extra={"outcome": outcome})
+        return b"".join(sse_frame(e) for e in events or ()), self.events.done
 
 
 class ReplayStreamResponse(StreamingResponse):

@@ -280,6 +280,11 @@ class ResponseEventStream:
     def stats(self) -> StreamReport:
         return self.chat.stats
 
+    @property
+    def done(self) -> bool:
+        """The terminal event has been returned: :meth:`next_events` has nothing more."""
+        return self._done
+
     def next_events(self) -> list[Event] | None:
         if not self._started:
             self._started = True
