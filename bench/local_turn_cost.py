@@ -140,6 +140,7 @@ def main() -> None:
         small = [seeder.conversation(10) for _ in range(9)]  # ~100 items in the table (a few turns each)
         rss_small, items_small = moto_rss_mib(env["AWS_ENDPOINT_URL"]), seeder.items
         print(f"\n== 1. a turn at message 10: ~{items_small} vs ~100,000 items in the table")
+
         def list_page():  # the conversation list: a GSI1 Query (local/moto_gsi.py)
             services.conversations.list_conversations(TENANT, limit=5, after=None)
 

@@ -128,6 +128,35 @@ def fast_query(table, hash_key, range_comparison, range_objs, limit, exclusive_s
     return results, scanned_count, last_evaluated_key
 
 
+_SIZE = "_local_size"
+
+
+def item_size_of(item) -> int:
+    """``Item.size()`` (a walk over all its values, ~10 us for a message), remembered on the item.
+    Only the Query paths here read it, never in the middle of a write (requests are serialised);
+    ``Table.put_item`` and the undo log store new items, and ``DynamoDBBackend.update_item`` — the one
+    write that changes a stored item in place — forgets it (see ``install``)."""
+    size = item.__dict__.get(_SIZE)
+    if size is None:
+        size = item.__dict__[_SIZE] = item.size()
+    return size
+
+
+def stored_item(table, key):
+    """The item stored under a request's ``key``, or None (also for a malformed key)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    try:
+        hash_value = DynamoType(key[table.hash_key_attr])
+        range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr is not None else None
+    except (KeyError, TypeError, IndexError, AttributeError):
+        return None
+    part = table.items.get(hash_value)
+    if range_value is None or part is None:
+        return part if range_value is None else None
+    return part.get(range_value)
+
+
 def page(table, part, index_name, limit, forward, lo, hi, lo_inc, hi_inc) -> tuple[list, dict | None]:
     """moto's page of a sorted partition (a table's, or a GSI's in ``local/moto_gsi.py``) between the
     bounds, and its LastEvaluatedKey: ``Limit`` items or moto's 1 MB of them, whichever comes first."""
@@ -141,7 +170,7 @@ def page(table, part, index_name, limit, forward, lo, hi, lo_inc, hi_inc) -> tup
         item = part[key]
         if len(results) == limit:
             return results, table._get_last_evaluated_key(results[-1], index_name)
-        item_size = item.size()  # a walk over the item's values: once per item
+        item_size = item_size_of(item)
         if size + item_size > RESULT_SIZE_LIMIT:
             return results, table._get_last_evaluated_key(results[-1], index_name)
         results.append(item)
@@ -173,7 +202,7 @@ def _trailing_key(table, part, results, size, limit, forward, lo, hi, lo_inc, hi
     if size + _MAX_ITEM_BYTES > RESULT_SIZE_LIMIT:  # near moto's 1 MB page: check like moto does
         keys = part.keys()
         for i in trailing:
-            if size + part[keys[i]].size() > RESULT_SIZE_LIMIT:
+            if size + item_size_of(part[keys[i]]) > RESULT_SIZE_LIMIT:
                 return table._get_last_evaluated_key(results[-1], index_name)
     return None
 
@@ -241,8 +270,12 @@ def install() -> None:
         try:
             return original_update(self, table_name, key, *args, **kwargs)
         finally:
-            if table_name in self.tables:
-                moto_gsi.touched_key(self.tables[table_name], key)
+            table = self.tables.get(table_name)
+            if table is not None:
+                item = stored_item(table, key)
+                if item is not None:
+                    item.__dict__.pop(_SIZE, None)  # changed in place: its size is walked again
+                moto_gsi.touched_key(table, key)
 
     _originals.update(init=original_init, query=original_query, txn=DynamoDBBackend.transact_write_items)
     _originals.update(put=original_put, delete=original_delete, update=original_update)
