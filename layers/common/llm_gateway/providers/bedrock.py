@@ -3,9 +3,11 @@
 Authentication is the function's IAM role (no key). The client is passed in, or built
 on first use (so a cold start that never calls Bedrock does not pay for it) with
 botocore's own retries off — the router's policy is the one retry layer — and the
-deployment's timeouts and proxy. botocore fixes timeouts per client, so a Bedrock
-attempt is bounded by the deployment's read timeout, not re-capped to the request's
-deadline per call as the HTTP providers are.
+deployment's timeouts and proxy. The client's transport is fitted (:mod:`.botocore_http`) with
+the HTTP providers' body caps (a reply 8 MiB, an error body 64 KiB, a stream 32 MiB and an event
+8 MiB), the deadline watchdog on the wait for the reply's headers (and a non-streamed body read
+within the time left), a cancelled job's :class:`~.watchdog.CallScope`, and a stream's
+``abort()``; botocore's own per-read timeout is the deployment's read timeout.
 
 Errors map to statuses the router understands: ``ThrottlingException`` → 429 and
 ``ModelNotReadyException`` / ``ServiceUnavailableException`` → 503 (retried);
@@ -20,19 +22,22 @@ https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseStre
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from llm_gateway.errors import InvalidRequest
 from llm_gateway.providers.base import (
     Timeout,
     UpstreamConnectionError,
+    UpstreamFailure,
     UpstreamHTTPError,
     UpstreamReply,
+    UpstreamReplyTooLarge,
     UpstreamStreamError,
     UpstreamTimeout,
     Usage,
 )
+from llm_gateway.providers.botocore_http import Exchange, bounded, last_exchange
 from llm_gateway.providers.json_mode import JsonChunks, json_reply, json_tool
 from llm_gateway.providers.translate import (
     ChunkMaker,
@@ -269,7 +274,7 @@ class BedrockProvider:
     ) -> None:
         self.deployment = deployment
         self.name = deployment.name
-        self._client = client
+        self._client = bounded(client) if hasattr(client, "_endpoint") else client  # botocore_http
         self._region = deployment.region or region
         self._connect_timeout = deployment.connect_timeout or connect_timeout
         self._read_timeout = deployment.read_timeout or read_timeout
@@ -278,7 +283,8 @@ class BedrockProvider:
     @property
     def client(self) -> Any:
         if self._client is None:  # first use: boto3 is not imported on cold start for a Bedrock-less path
-            self._client = self._factory() if self._factory else self._build_client()
+            client = self._factory() if self._factory else self._build_client()
+            self._client = bounded(client) if hasattr(client, "_endpoint") else client
         return self._client
 
     def _build_client(self) -> Any:
@@ -308,18 +314,55 @@ class BedrockProvider:
 
     def stream(self, body: dict[str, Any], timeout: Timeout) -> Iterator[dict[str, Any]]:
         body, json_tool_name = json_tool(body, PROVIDER)
-        chunks = self._stream(body)
+        chunks = BedrockStream(self, body)
         return JsonChunks(chunks) if json_tool_name else chunks
 
-    def _stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        kwargs = to_converse(body, self.deployment)
+
+class BedrockStream:
+    """The chunks of one ConverseStream call. ``abort()`` (thread-safe: a cancelled background
+    response, a client gone) shuts the call's connection down, so a blocked read returns at once
+    and Bedrock sees the close; ``close()`` closes the event stream."""
+
+    def __init__(self, provider: BedrockProvider, body: dict[str, Any]) -> None:
+        self._provider = provider
+        self._body = body
+        self._exchange: Exchange | None = None
+        self._aborted = False
+        self._gen = self._chunks()
+
+    def __iter__(self) -> BedrockStream:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return next(self._gen)
+
+    def abort(self) -> None:
+        self._aborted = True
+        if self._exchange is not None:
+            self._exchange.abort()
+
+    def close(self) -> None:
+        self._gen.close()
+
+    def _chunks(self) -> Generator[dict[str, Any], None, None]:
+        provider, body = self._provider, self._body
+        kwargs = to_converse(body, provider.deployment)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        translator = StreamTranslator(self.deployment.model, include_usage)
+        translator = StreamTranslator(provider.deployment.model, include_usage)
         try:
-            events = self.client.converse_stream(**kwargs)["stream"]
+            events = provider.client.converse_stream(**kwargs)["stream"]
         except _botocore_errors() as exc:
             raise upstream_error(exc) from exc
+        self._exchange = exchange = last_exchange()
+        if self._aborted and exchange is not None:  # aborted while the headers were awaited
+            exchange.abort()
         started = False
+        failures: tuple[type[Exception], ...] = (
+            *_botocore_errors(),
+            UpstreamTimeout,
+            UpstreamConnectionError,
+            UpstreamReplyTooLarge,
+        )
         try:
             for event in events:
                 for chunk in translator.feed(event):
@@ -329,16 +372,18 @@ class BedrockProvider:
                 if started:
                     raise UpstreamStreamError("cut", "The upstream stream ended before the reply was complete.")
                 raise UpstreamHTTPError(502, "The upstream stream ended before it began.")
-        except _botocore_errors() as exc:
-            failure = upstream_error(exc)
-            if started:
-                reason = (
-                    "stall"
-                    if isinstance(failure, UpstreamTimeout)
-                    else ("error" if isinstance(failure, UpstreamHTTPError) else "cut")
-                )
-                raise UpstreamStreamError(reason, "The upstream stream failed.") from exc
-            raise failure from exc
+        except failures as exc:
+            failure = exc if isinstance(exc, UpstreamFailure) else upstream_error(exc)
+            if not started:
+                raise failure from exc
+            message = "The upstream stream failed."
+            if isinstance(failure, UpstreamReplyTooLarge):
+                reason, message = "malformed", failure.message
+            elif isinstance(failure, UpstreamTimeout):
+                reason = "stall"
+            else:
+                reason = "error" if isinstance(failure, UpstreamHTTPError) else "cut"
+            raise UpstreamStreamError(reason, message) from exc
         finally:
             close = getattr(events, "close", None)
             if close is not None:
