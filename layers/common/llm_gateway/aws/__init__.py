@@ -18,6 +18,10 @@ _session: list[Any] = []  # one boto3 session for every client: botocore's loade
 
 def client(service: str) -> Any:
     if service not in _clients:
+        from llm_gateway.aws.loader import SERVICES
+
+        if service not in SERVICES:  # its endpoints.json entry is not kept (llm_gateway.aws.loader)
+            raise ValueError(f"no client for {service!r}: add it to llm_gateway.aws.loader.SERVICES")
         with _lock:
             if service not in _clients:
                 import boto3
@@ -34,7 +38,9 @@ def client(service: str) -> Any:
                 from llm_gateway.aws.bounded import bound
 
                 if not _session:
-                    _session.append(boto3.session.Session())
+                    from llm_gateway.aws.loader import botocore_session
+
+                    _session.append(boto3.session.Session(botocore_session=botocore_session()))
                 session: Any = _session[0]  # any service by name: the stubs' overloads want literals
                 _clients[service] = bound(session.client(service, region_name=get_settings().aws_region, config=config))
     return _clients[service]
