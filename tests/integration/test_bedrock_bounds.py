@@ -4,7 +4,7 @@ the Bedrock wire format (JSON for Converse, the binary event stream for Converse
 The body caps of providers/body.py and providers/sse.py (a reply 8 MiB, an error body 64 KiB, a
 stream 32 MiB, an event 8 MiB); a stream's ``abort()`` (a cancelled background response, a client
 gone) closing the connection under a blocked read; a job's CallScope ending a call still waiting
-for its headers.
+for its headers, and the request's deadline ending that wait.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from llm_gateway.providers.base import UpstreamConnectionError, UpstreamReplyTooLarge, UpstreamStreamError
+from llm_gateway.deadline import Deadline, bounded
+from llm_gateway.providers.base import (
+    UpstreamConnectionError,
+    UpstreamReplyTooLarge,
+    UpstreamStreamError,
+    UpstreamTimeout,
+)
 from llm_gateway.providers.bedrock import BedrockProvider
 from llm_gateway.providers.body import MAX_ERROR_BYTES, MAX_REPLY_BYTES
 from llm_gateway.providers.sse import MAX_STREAM_BYTES
@@ -176,3 +182,14 @@ def test_a_job_cancel_ends_a_call_still_waiting_for_its_headers(bedrock):
     worker.join(15)
     assert server.saw_close.is_set()  # the connection was closed before any byte of the reply
     assert len(outcome) == 1 and isinstance(outcome[0], UpstreamConnectionError), outcome
+
+
+def test_the_wait_for_the_headers_ends_at_the_requests_deadline(bedrock):
+    """The watchdog's pools: a Bedrock that holds its headers is cut at the deadline, not at botocore's
+    30 s read timeout: the call fails then, and Bedrock sees the connection close."""
+    server, provider = bedrock
+    server.body, server.hold_headers = converse("never sent"), True
+    deadline = Deadline.after(0.5)
+    with bounded(deadline), pytest.raises((UpstreamConnectionError, UpstreamTimeout)):
+        provider.complete(dict(BODY), (1, 30))
+    assert deadline.expired() and server.saw_close.wait(5)

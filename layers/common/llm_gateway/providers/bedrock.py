@@ -37,7 +37,7 @@ from llm_gateway.providers.base import (
     UpstreamTimeout,
     Usage,
 )
-from llm_gateway.providers.botocore_http import Exchange, bounded, last_exchange
+from llm_gateway.providers.botocore_http import Exchange, bounded, forget_exchange, last_exchange
 from llm_gateway.providers.json_mode import JsonChunks, json_reply, json_tool
 from llm_gateway.providers.translate import (
     ChunkMaker,
@@ -349,6 +349,7 @@ class BedrockStream:
         kwargs = to_converse(body, provider.deployment)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         translator = StreamTranslator(provider.deployment.model, include_usage)
+        forget_exchange()  # a call that sends nothing (a stubbed client) must not find an older one
         try:
             events = provider.client.converse_stream(**kwargs)["stream"]
         except _botocore_errors() as exc:
@@ -385,6 +386,7 @@ class BedrockStream:
                 reason = "error" if isinstance(failure, UpstreamHTTPError) else "cut"
             raise UpstreamStreamError(reason, message) from exc
         finally:
+            self._exchange = None  # its connection may serve another call once closed: abort no more
             close = getattr(events, "close", None)
             if close is not None:
                 close()

@@ -128,6 +128,11 @@ def last_exchange() -> Exchange | None:
     return getattr(_last, "exchange", None)
 
 
+def forget_exchange() -> None:
+    """Before a call: :func:`last_exchange` then names that call's exchange, or none."""
+    _last.exchange = None
+
+
 class _BoundedSession:
     """botocore's HTTP session, reading each body through an :class:`Exchange`."""
 
