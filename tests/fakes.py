@@ -230,6 +230,8 @@ class InMemoryCounterStore:
         self.lock = threading.Lock()
         self.reserves = 0
         self.settles = 0
+        self.settle_calls: list[tuple[int, str]] = []  # (updates, token) of every settle call, failed or not
+        self.fail_settles = 0  # the next this many settle calls raise, writing nothing
 
     def _fails(self, counter: Any) -> bool:
         item = self.items.get((counter.pk, counter.sk), {})
@@ -261,6 +263,10 @@ class InMemoryCounterStore:
 
     def settle(self, counters: list[Any], releases: list[tuple[str, str, str]], token: str) -> None:
         with self.lock:
+            self.settle_calls.append((len(counters), token))
+            if self.fail_settles:
+                self.fail_settles -= 1
+                raise ConnectionError("counter store unavailable")
             self.settles += 1
             for counter in counters:
                 self._add(counter)

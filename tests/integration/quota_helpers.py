@@ -45,4 +45,5 @@ def limit_tenant(gw: Gateway, tenant: str = "tenant-a", **limits: Any) -> None:
 def day_counter(gw: Gateway, pk: str, clock: Clock) -> dict[str, Any]:
     from llm_gateway.quotas.service import Windows
 
+    assert gw.services.quotas.drain(10)  # unlimited usage is written behind the reply (quotas.writer)
     return gw.services.quotas.counters.read(pk, f"D#{Windows.at(clock.now).day}")

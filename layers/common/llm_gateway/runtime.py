@@ -28,6 +28,7 @@ from llm_gateway.quotas.admin import AdminService
 from llm_gateway.quotas.counters import DynamoCounterStore
 from llm_gateway.quotas.limits import DynamoLimitsStore, parse_limits
 from llm_gateway.quotas.service import QuotaService
+from llm_gateway.quotas.writer import UsageWriter
 from llm_gateway.responses.background import BackgroundResponses
 from llm_gateway.responses.event_log import DynamoEventLog
 from llm_gateway.responses.service import ResponseService
@@ -129,8 +130,9 @@ def build_services(
         settings.auth_cache_seconds,
         negative_cache_seconds=settings.auth_negative_cache_seconds,
     )
+    counters = DynamoCounterStore(settings.table_name, store.client)
     quotas = QuotaService(
-        DynamoCounterStore(settings.table_name, store.client),
+        counters,
         DynamoLimitsStore(
             settings.table_name,
             store.client,
@@ -138,6 +140,7 @@ def build_services(
             cache_seconds=settings.quota_limits_cache_seconds,
         ),
         output_reserve_tokens=settings.quota_output_reserve_tokens,
+        writer=UsageWriter(counters),  # unlimited usage off the reply's path (quotas.writer)
     )
     chat = ChatService(store, routing, router, settings, quotas)
 
@@ -164,7 +167,7 @@ def build_services(
         responses, events, ResponseJobQueue(settings, jobs.store, sqs_client, settings.jobs_queue_url)
     )
     conversation_service = ConversationService(store, chat)
-    admin = AdminService(auth.keys, quotas.limits, quotas.counters)
+    admin = AdminService(auth.keys, quotas.limits, quotas.counters, drain=quotas.drain)
     return Services(
         settings,
         routing,

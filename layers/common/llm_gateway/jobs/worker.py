@@ -176,6 +176,13 @@ class JobWorker:
             return response
         finally:
             metrics.flush()
+            self._drain_usage(context)
+
+    def _drain_usage(self, context: Any) -> None:
+        """Lambda freezes the container once the batch is answered: this batch's usage writes first."""
+        if self.chat.quotas is not None:
+            left = context.get_remaining_time_in_millis() / 1000 - self.settings.deadline_margin_seconds
+            self.chat.quotas.drain(max(0.1, left))
 
     # ---- one record -----------------------------------------------------------------
     def process_record(self, record: Any, deadline: Deadline, metrics: JobMetrics) -> dict:

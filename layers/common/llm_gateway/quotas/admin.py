@@ -56,11 +56,13 @@ class AdminService:
         limits: LimitsStore,
         counters: CounterStore,
         today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date(),
+        drain: Callable[[], object] = lambda: None,
     ) -> None:
         self.keys = keys
         self.limits = limits
         self.counters = counters
         self.today = today
+        self.drain = drain  # waits for this process's pending usage writes (QuotaService.drain)
 
     def create_key(self, who: str, body: CreateKey) -> dict[str, Any]:
         key, record = self.keys.create(body.tenant, body.name, admin=body.admin)
@@ -97,6 +99,7 @@ class AdminService:
         key_ids = [k.key_id for k in self.keys.list(tenant)] if group_by == "key" else None
         if who is not None:
             _log(who, "get_usage", tenant=tenant)
+        self.drain()  # what this instance served is in the report
         return usage_report(self.counters, tenant, first, last, group_by, key_ids)
 
 

@@ -5,7 +5,9 @@ allowance, at the alias's dearest deployment's price) into one reservation acros
 and the key's counters (see :mod:`.counters`) and returns a :class:`Hold`. :meth:`Hold.settle`
 adds the difference between the estimate and the real usage, and frees the concurrency slot; a
 failed call settles with what it used (nothing, for an upstream error; what was generated, for a
-cut or cancelled stream). Windows are fixed UTC minutes, days and months.
+cut or cancelled stream). A hold that enforces nothing (an unlimited tenant and key) hands its
+settlement to the usage writer (:mod:`.writer`), off the reply's path. Windows are fixed UTC
+minutes, days and months.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from llm_gateway.errors import ModelNotAllowed, QuotaExhausted, RateLimited
 from llm_gateway.quotas.counters import NANO, Cap, Counter, CounterStore, Denied, SlotClaim
 from llm_gateway.quotas.limits import Limits, LimitsStore
+from llm_gateway.quotas.writer import UsageWriter
 from llm_gateway.upstream.aliases import ModelAlias
 
 MINUTE_TTL = 3_600  # minute counters are kept an hour (only the current one is ever read)
@@ -139,8 +142,10 @@ class QuotaService:
         *,
         output_reserve_tokens: int = 4_096,
         clock: Callable[[], float] = time.time,
+        writer: UsageWriter | None = None,
     ) -> None:
         self.counters = counters
+        self.writer = writer  # None: every settlement is written before the reply
         self.limits = limits
         self.output_reserve_tokens = output_reserve_tokens
         self.clock = clock
@@ -334,8 +339,17 @@ class QuotaService:
         return headers
 
     # ---- settlement -------------------------------------------------------------
+    def drain(self, timeout: float = 2.0) -> bool:
+        """Wait for this process's usage writes still pending (before a usage read); False on timeout."""
+        return self.writer is None or self.writer.drain(timeout)
+
     def settle(self, hold: Hold, prompt_tokens: int, completion_tokens: int, nano_usd: int) -> None:
+        """Write the settlement. A hold that enforces nothing (no cap, no slot) is handed to the usage
+        writer, off the reply's path; one with a cap or a slot is written now, so limits hold exactly
+        and a sequential client never meets its own slot. Also now when the writer is full."""
         updates, releases = self.settlement(hold, prompt_tokens, completion_tokens, nano_usd)
+        if self.writer is not None and not hold.reserved and not releases and self.writer.submit(updates):
+            return
         try:
             self.counters.settle(updates, releases, uuid.uuid4().hex)
         except Exception as exc:  # the call already happened: never fail the reply over bookkeeping
