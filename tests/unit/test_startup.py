@@ -29,9 +29,11 @@ def test_settle_heap_freezes_the_start_up_heap_and_raises_the_young_threshold():
     assert out == f"True True {GC_THRESHOLDS}"
 
 
-def test_importing_the_app_leaves_the_collector_on_and_nothing_frozen():
-    # the collector pauses only while app.py's imports run; freezing waits for the lifespan
-    assert python("import gc, app; print(gc.isenabled(), gc.get_freeze_count())") == "True 0"
+def test_importing_the_app_leaves_the_collector_on_with_the_import_heap_frozen():
+    # the collector pauses only while app.py's imports run, and their objects are frozen before it
+    # resumes: its first collections (while the services are built) must not walk them (or promote
+    # them, to walk them again in generation 1): 0.1-0.3 s on the cold start's path, measured
+    assert python("import gc, app; print(gc.isenabled(), gc.get_freeze_count() > 10_000)") == "True True"
 
 
 class Keys:
