@@ -127,3 +127,33 @@ def test_deployments_without_a_proxy_keep_the_shared_session(servers, env):
         build_provider(proxied, FakeKeys({}), shared, region="r", connect_timeout=1, read_timeout=1).session
         is not shared
     )
+
+
+def test_the_gateway_session_reads_the_environment_once_per_url_and_still_honours_it(servers, env, monkeypatch):
+    import requests.sessions
+
+    from llm_gateway.providers.http import UpstreamSession
+
+    proxy, upstream = servers
+    env.setenv("HTTP_PROXY", proxy.url)
+    env.setenv("NO_PROXY", "127.0.0.1")
+    reads: list[str] = []
+    real = requests.sessions.get_environ_proxies
+    monkeypatch.setattr(
+        requests.sessions, "get_environ_proxies", lambda url, **kw: reads.append(url) or real(url, **kw)
+    )
+    session = UpstreamSession()
+
+    def call(base_url: str) -> str:
+        deployment = Deployment(name="d", provider="openai_compatible", model="m", base_url=base_url)
+        built = build_provider(deployment, FakeKeys({}), session, region="r", connect_timeout=2, read_timeout=5)
+        return built.complete(BODY, (2, 5)).body["model"]
+
+    for _ in range(3):
+        assert call("http://upstream.example/v1") == "proxy"  # through HTTP_PROXY
+        assert call(upstream.url + "/v1") == "upstream"  # NO_PROXY
+    assert proxy.seen == [("POST", "http://upstream.example/v1/chat/completions")] * 3
+    assert upstream.seen == [("POST", "/v1/chat/completions")] * 3
+    assert sorted(reads) == sorted(
+        ["http://upstream.example/v1/chat/completions", upstream.url + "/v1/chat/completions"]
+    )

@@ -23,6 +23,7 @@ from llm_gateway.jobs.service import JobService
 from llm_gateway.jobs.store import DynamoJobStore
 from llm_gateway.observability import logger
 from llm_gateway.providers import build_provider
+from llm_gateway.providers.http import UpstreamSession
 from llm_gateway.providers.watchdog import watched
 from llm_gateway.quotas.admin import AdminService
 from llm_gateway.quotas.counters import DynamoCounterStore
@@ -95,7 +96,7 @@ def build_services(
         )
         routing.check_keys(kms_keys.refs())
         keys = kms_keys
-    session = session or watched(requests.Session())  # the wait for a reply's headers ends at the deadline
+    session = session or watched(UpstreamSession())  # the wait for a reply's headers ends at the deadline
     providers = {
         name: build_provider(
             deployment,

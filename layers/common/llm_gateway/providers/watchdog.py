@@ -51,7 +51,8 @@ class Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="upstream-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][1] == token:  # the earliest now: wake the thread to wait for it (else it wakes in time)
+                self._cond.notify()
             return token
 
     def unwatch(self, token: int) -> None:
