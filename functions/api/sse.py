@@ -38,8 +38,11 @@ def end_all_streams() -> int:
     return len(live)
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # one encoder (json.dumps with options builds one a call)
+
+
 def sse_event(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + _ENCODE(payload).encode() + b"\n\n"
 
 
 class ChatStreamResponse(StreamingResponse):

@@ -37,9 +37,12 @@ router = APIRouter(tags=["responses"])
 ROUTE = "responses"  # the metrics/log route of every request here
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # one encoder for every event
+
+
 def sse_frame(event: dict[str, Any]) -> bytes:
     """One typed event: ``event: <type>`` + ``data: <json>`` (Responses streams end without [DONE])."""
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    data = _ENCODE(event)
     return f"event: {event['type']}\ndata: {data}\n\n".encode()
 
 

@@ -252,7 +252,9 @@ class SSEChunkStream:
         total = 0
         while True:
             try:
-                read_timeout(sock, base, deadline)
+                # while more time is left than the read timeout, the socket's own timeout (base) stands
+                if base is None or deadline is None or deadline.remaining() <= base:
+                    read_timeout(sock, base, deadline)
             except UpstreamTimeout:
                 raise StreamFailure("deadline", "The stream reached the request's deadline.") from None
             try:
