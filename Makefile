@@ -138,18 +138,16 @@ sam-build: $(SAM_VENV)/.stamp $(VENV)/.stamp ## sam build (python3.11, no contai
 	@if command -v python3.11 >/dev/null; then $(SAM) build; \
 	else echo "python3.11 not on PATH; using $(VENV)/bin"; PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build; fi
 
-test: venv ## everything CI checks: lint + format, mypy, import contracts, locks, audit, pytest, sam validate, cfn-lint + checkov, sam build
-	@$(MAKE) lint
-	@$(MAKE) typecheck
-	@$(MAKE) import-lint
-	@$(MAKE) lock-check
-	@$(MAKE) audit
-	@$(MAKE) pytest
-	@$(MAKE) sam-validate
-	@$(MAKE) cfn-lint-expanded
-	@$(MAKE) checkov
-	@$(MAKE) sam-build
-	@echo "make test: all checks passed"
+# CI's critical path is .venv, then the checks on it and pytest. The SAM and tools venvs (sam,
+# checkov, pip-audit, uv) are needed only by the checks after pytest, so a fresh clone installs them
+# in the background meanwhile (their output: build/venv-background.log; a no-op when up to date).
+test: $(VENV)/.stamp ## everything CI checks: lint + format, mypy, import contracts, pytest, locks, audit, sam validate, cfn-lint + checkov, sam build
+	@mkdir -p build; { $(MAKE) $(SAM_VENV)/.stamp $(TOOLS_VENV)/.stamp > build/venv-background.log 2>&1; } & bg=$$!; \
+	rc=0; for check in lint typecheck import-lint pytest; do $(MAKE) $$check || { rc=$$?; break; }; done; \
+	if ! wait $$bg; then cat build/venv-background.log; echo "make test: installing $(SAM_VENV)/$(TOOLS_VENV) failed"; exit 1; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	for check in lock-check audit sam-validate cfn-lint-expanded checkov sam-build; do $(MAKE) $$check; done; \
+	echo "make test: all checks passed"
 
 # ---- running ------------------------------------------------------------------------------------
 # Local data (table items, keys, jobs, queued messages, the KMS key) is kept in LOCAL_DATA_DIR across
