@@ -97,16 +97,23 @@ def main() -> None:
         def ddb_of(turn: dict[str, float]) -> float:
             return sum(v for k, v in turn.items() if k.startswith("DynamoDB"))
 
-        def turns_on(label: str, conv_ids: list[str]):
+        cache = getattr(services.chat.store, "cache", None)  # conversations.cache (HISTORY_CACHE_BYTES=0: none)
+
+        def turns_on(label: str, conv_ids: list[str], *, miss: bool = False):
             """One turn per call, each on the next conversation of ``conv_ids`` (all of one length): the
-            same model and the same one-line user message; only the conversation's length differs."""
+            same model and the same one-line user message; only the conversation's length differs.
+            ``miss``: the process's history cache forgets the conversation first, as on the first turn a
+            process serves on it (a cold container, or another process served the last turn)."""
             queue = itertools.cycle(conv_ids)
             reports[label], turn_phases[label] = [], []
 
             def run():
                 report, before = TurnReport(), phases.snapshot()
+                conversation_id = next(queue)
+                if miss and cache is not None:
+                    cache.drop(TENANT, conversation_id)
                 req = ChatCompletionRequest(
-                    model="default", messages=[{"role": "user", "content": "next"}], conversation_id=next(queue)
+                    model="default", messages=[{"role": "user", "content": "next"}], conversation_id=conversation_id
                 )
                 t0 = time.perf_counter()
                 services.chat.complete(TENANT, req, Deadline.after(30), report)
@@ -115,14 +122,25 @@ def main() -> None:
 
             return run
 
+        def prime(conv_ids: list[str]) -> None:
+            """One untimed turn on each: the steady state of a conversation this process serves (its last
+            turn was served here, so the history cache holds its window)."""
+            for conversation_id in conv_ids:
+                req = ChatCompletionRequest(
+                    model="default", messages=[{"role": "user", "content": "next"}], conversation_id=conversation_id
+                )
+                services.chat.complete(TENANT, req, Deadline.after(30), TurnReport())
+
         def show(samples: dict) -> dict[str, float]:
             for label, values in samples.items():
                 read = statistics.median(r.history_items_read for r in reports[label])
+                hits = sum(r.history_cache_hit is True for r in reports[label])
+                misses = sum(r.history_cache_hit is False for r in reports[label])
                 ddb = statistics.median(ddb_of(t) for t in turn_phases[label]) * 1000
                 parse = statistics.median(t.get(PARSE, 0.0) for t in turn_phases[label]) * 1000
                 print(
                     f"  {label:28s} {summary(values)}   DynamoDB {ddb:6.2f} ms (botocore parse {parse:5.2f})   "
-                    f"history items read {read:4.0f}"
+                    f"history items read {read:4.0f}   cache hit/miss {hits}/{misses}"
                 )
             return {k: statistics.median(v) for k, v in samples.items()}
 
@@ -135,6 +153,7 @@ def main() -> None:
 
         with quiet_stdout():
             label = f"10 msgs, {items_small} items"
+            prime(small)
             before = interleaved({label: turns_on(label, small)}, rounds, per_round, warmup=5)
             list_before = statistics.median(interleaved({"list": list_page}, rounds, per_round, warmup=5)["list"])
         big_total = 20_000 if QUICK else 100_000
@@ -146,19 +165,24 @@ def main() -> None:
         print(f"  (seeded {seeder.items:,} items in {time.perf_counter() - t:.1f} s)")
         rss_big = moto_rss_mib(env["AWS_ENDPOINT_URL"])
         fresh = [seeder.conversation(10) for _ in range(27)]
+        fresh_miss = [seeder.conversation(10) for _ in range(27)]  # their own: the miss case forgets its conversations
         big_label, long_label = f"10 msgs, {seeder.items:,} items", f"{long_len:,} msgs, same table"
+        big_miss, long_miss = "10 msgs, cache miss", f"{long_len:,} msgs, cache miss"
         cases = {
             big_label: turns_on(big_label, fresh),
             "400 msgs, same table": turns_on("400 msgs, same table", [budget_conv]),
             long_label: turns_on(long_label, [long_conv]),
+            big_miss: turns_on(big_miss, fresh_miss, miss=True),
+            long_miss: turns_on(long_miss, [long_conv], miss=True),
         }
         with quiet_stdout():
+            prime([*fresh, budget_conv, long_conv])
             after = interleaved(cases, rounds, per_round, warmup=5)
             list_after = statistics.median(interleaved({"list": list_page}, rounds, per_round, warmup=5)["list"])
         med = show({**before, **after})
-        small_t, big_t, budget_t, long_t = (med[k] for k in (*before, *after))
+        small_t, big_t, budget_t, long_t, big_miss_t, long_miss_t = (med[k] for k in (*before, *after))
         ddb = {k: statistics.median(ddb_of(t) for t in v) for k, v in turn_phases.items()}
-        small_d, big_d, budget_d, long_d = (ddb[k] for k in (*before, *after))
+        small_d, big_d, budget_d, long_d, _, _ = (ddb[k] for k in (*before, *after))
         print(f"  table-size ratio  {seeder.items:,} / {items_small} items = {big_t / small_t:.2f}x latency, ", end="")
         print(f"{big_d / small_d:.2f}x DynamoDB time   (target <= 1.2x)")
         print(
@@ -176,11 +200,24 @@ def main() -> None:
         )
         print(f"  DynamoDB time ratio {long_len:,} / 10  = {long_d / big_d:.2f}x")
         print(
+            "  (the rows above are the steady state: this process served the conversation's last turn, so its"
+            " history cache answers and no history is read)"
+        )
+        print(
+            f"  cache miss (the first turn a process serves on a conversation): {long_len:,} / 10 = "
+            f"{long_miss_t / big_miss_t:.2f}x (p50 {long_miss_t * 1000:.1f} vs {big_miss_t * 1000:.1f} ms); "
+            f"a miss costs {(long_miss_t - long_t) * 1000:+.1f} ms at message {long_len:,}, "
+            f"{(big_miss_t - big_t) * 1000:+.1f} ms at message 10"
+        )
+        print(
             f"\n  where the difference goes (the long turn reads and sends {reports[long_label][-1].history_messages}"
             f" history messages, the short one {reports[big_label][-1].history_messages}):"
         )
         print_breakdown("message 10", median_phases(turn_phases[big_label]), f"message {long_len:,}",
                         median_phases(turn_phases[long_label]))  # fmt: skip
+        print("\n  the same, both on a cache miss:")
+        print_breakdown("message 10", median_phases(turn_phases[big_miss]), f"message {long_len:,}",
+                        median_phases(turn_phases[long_miss]))  # fmt: skip
         print("\n== 3. moto server memory")
         per_item = (rss_big - rss_small) * 1024 / max(1, seeder.items - items_small)
         print(f"  RSS {rss_small:.0f} MiB at {items_small} items, {rss_big:.0f} MiB at {seeder.items:,} items")

@@ -166,30 +166,40 @@ def load(env: dict[str, str]) -> None:
     upstream = env["OPENAI_BASE_URL"]
     bare = Server("bare", upstream, FAKE_UPSTREAM_KEY)
     gateway = Server("gateway")
+    # the same gateway without its history cache: every conversation turn reads its history, as the first
+    # turn a process serves on a conversation does (a cold container, or another process served the last)
+    uncached = Server("gateway", env={"HISTORY_CACHE_BYTES": "0"})
     try:
         print(f"servers: uvicorn loop={gateway.server_info['loop']} http={gateway.server_info['http']}")
         s = requests.Session()
         rounds, per_round, warmup = (4, 40, 10) if QUICK else (10, 60, 10)
         turns_per_conv = 5  # a few turns each: the upstream's own work stays close to the stateless case's
-        convs = iter(
-            [
-                s.post(gateway.url + "/v1/conversations", json={}, headers=AUTH).json()["id"]
-                for _ in range((warmup + rounds * per_round) // turns_per_conv + 2)
-            ]
-        )
-        current = {"id": next(convs), "turns": 0}
 
-        def conversation_body() -> dict:
-            if current["turns"] == turns_per_conv:  # the pre-made ones (created outside the timed cases), then new
-                made = (
-                    next(convs, None) or s.post(gateway.url + "/v1/conversations", json={}, headers=AUTH).json()["id"]
-                )
-                current.update(id=made, turns=0)
-            current["turns"] += 1
-            return {**BODY, "conversation_id": current["id"]}
+        def conversation_turns(server: Server) -> Callable[[], float]:
+            convs = iter(
+                [
+                    s.post(server.url + "/v1/conversations", json={}, headers=AUTH).json()["id"]
+                    for _ in range((warmup + rounds * per_round) // turns_per_conv + 2)
+                ]
+            )
+            current = {"id": next(convs), "turns": 0}
 
-        def conv_turn() -> float:
-            return post_timer(s, gateway.url + "/v1/chat/completions", conversation_body(), AUTH)()
+            def conversation_body() -> dict:
+                if current["turns"] == turns_per_conv:  # the pre-made ones (made outside the timed cases), then new
+                    made = (
+                        next(convs, None)
+                        or s.post(server.url + "/v1/conversations", json={}, headers=AUTH).json()["id"]
+                    )
+                    current.update(id=made, turns=0)
+                current["turns"] += 1
+                return {**BODY, "conversation_id": current["id"]}
+
+            def conv_turn() -> float:
+                return post_timer(s, server.url + "/v1/chat/completions", conversation_body(), AUTH)()
+
+            return conv_turn
+
+        conv_turn = conversation_turns(gateway)
 
         url = "/v1/chat/completions"
         direct = Case("direct", post_timer(s, upstream + "/chat/completions", BODY, UPSTREAM_AUTH), None)
@@ -198,10 +208,11 @@ def load(env: dict[str, str]) -> None:
             Case("bare pass-through", post_timer(s, bare.url + url, BODY, {}), bare),
             Case("gateway stateless", post_timer(s, gateway.url + url, BODY, AUTH), gateway),
             Case("gateway conversation", conv_turn, gateway),
+            Case("gateway conv. no cache", conversation_turns(uncached), uncached),
         ]
         interleave(cases, rounds, per_round, warmup)
         added = report(cases, direct, f"1. request latency at c=1 ({rounds}x{per_round} per case, fresh servers)")
-        bare_case, stateless, conv = cases[1], cases[2], cases[3]
+        bare_case, stateless, conv, conv_miss = cases[1], cases[2], cases[3], cases[4]
         b, g = added[bare_case.name], added[stateless.name]
         cpu = {c.name: c.cpu / c.count for c in cases[1:]}
         print(f"  gateway p50 added / bare p50 added    = {ratio(g[0], b[0])}   (must: <= 1.5x)")
@@ -211,20 +222,26 @@ def load(env: dict[str, str]) -> None:
             f"  gateway CPU / bare CPU per request    = {ratio(cpu[stateless.name], cpu[bare_case.name])}"
             "   (must: <= 1.5x)"
         )
-        turns = conv.count
-        calls = sum(conv.ddb_calls.values()) / turns
-        client_side = (conv.ddb_seconds - conv.ddb_send) / turns
-        extra = cpu[conv.name] - cpu[stateless.name]
-        print(
-            f"  conversation turn: DynamoDB requests/turn {calls:.2f} "
-            f"({', '.join(f'{op} {n / turns:.2f}' for op, n in sorted(conv.ddb_calls.items()) if n)})"
-        )
-        print(
-            f"                     botocore client-side {client_side * 1000:.3f} ms/turn "
-            f"({client_side / calls * 1000 if calls else 0:.3f} ms/call), HTTP to moto "
-            f"{conv.ddb_send / turns * 1000:.3f} ms/turn"
-        )
-        print(f"                     gateway CPU over stateless {extra * 1000:+.3f} ms/turn   (must: <= +2 ms)")
+        for case, what in (
+            (conv, "conversation turn (5 per conversation, all served by this process: history cache hits)"),
+            (conv_miss, "the same without the history cache (every turn reads its history: a cache miss)"),
+        ):
+            turns = case.count
+            calls = sum(case.ddb_calls.values()) / turns
+            client_side = (case.ddb_seconds - case.ddb_send) / turns
+            extra = cpu[case.name] - cpu[stateless.name]
+            print(f"  {what}:")
+            print(
+                f"                     DynamoDB requests/turn {calls:.2f} "
+                f"({', '.join(f'{op} {n / turns:.2f}' for op, n in sorted(case.ddb_calls.items()) if n)})"
+            )
+            print(
+                f"                     botocore client-side {client_side * 1000:.3f} ms/turn "
+                f"({client_side / calls * 1000 if calls else 0:.3f} ms/call), HTTP to moto "
+                f"{case.ddb_send / turns * 1000:.3f} ms/turn"
+            )
+            must = "   (must: <= +2 ms)" if case is conv else ""
+            print(f"                     gateway CPU over stateless {extra * 1000:+.3f} ms/turn{must}")
 
         stream_cases = [
             Case("direct", ttfb_timer(s, upstream + "/chat/completions", BODY, UPSTREAM_AUTH), None),
@@ -283,6 +300,7 @@ def load(env: dict[str, str]) -> None:
         print(f"  threads in the gateway process: {len(stats['threads'])} ({', '.join(names)})")
     finally:
         gateway.stop()
+        uncached.stop()
         bare.stop()
 
 

@@ -457,6 +457,13 @@ class InMemoryConversationStore:
         kept.reverse()
         return History(kept, read)
 
+    def turn_history(self, conversation: Any, *, max_messages: int, max_tokens: int) -> Any:
+        from llm_gateway.conversations.records import History
+
+        if not conversation.message_count:
+            return History([], 0)
+        return self.read_history(conversation.tenant, conversation.id, max_messages=max_messages, max_tokens=max_tokens)
+
     def turn_messages(self, tenant: str, conversation_id: str, turn_id: str) -> list[Any] | None:
         seqs = self.turns.get((tenant, conversation_id, turn_id))
         if seqs is None:

@@ -131,6 +131,8 @@ class RequestMetrics:
         if report.conversation:
             self.add("HistoryMessages", report.history_messages)
             self.add("HistoryItemsRead", report.history_items_read)
+            if report.history_cache_hit is not None:
+                self.add("HistoryCacheHits" if report.history_cache_hit else "HistoryCacheMisses", 1)
         if report.stream is not None:
             self.stream(report.stream)
 

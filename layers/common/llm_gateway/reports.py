@@ -59,6 +59,7 @@ class TurnReport:
     usage_replaced: bool = False  # an implausible upstream usage counter was replaced by our own count
     history_messages: int = 0
     history_items_read: int = 0
+    history_cache_hit: bool | None = None  # the history came from the process's cache (None: no cache)
     conversation: bool = False
     stream: StreamReport | None = None  # set for streamed turns
     key_id: str | None = None  # input, set by the view: the gateway key the turn counts against

@@ -16,6 +16,8 @@ from llm_gateway.aws.bounded import bound
 from llm_gateway.chat.catalog import ModelCatalog
 from llm_gateway.chat.conversations import ConversationService
 from llm_gateway.chat.service import ChatService
+from llm_gateway.conversations.cache import CachedConversationStore, HistoryCache
+from llm_gateway.conversations.records import ConversationStore
 from llm_gateway.conversations.store import DynamoConversationStore
 from llm_gateway.errors import ConfigurationError
 from llm_gateway.jobs.response_queue import ResponseJobQueue
@@ -143,7 +145,10 @@ def build_services(
         output_reserve_tokens=settings.quota_output_reserve_tokens,
         writer=UsageWriter(counters),  # unlimited usage off the reply's path (quotas.writer)
     )
-    chat = ChatService(store, routing, router, settings, quotas)
+    turns: ConversationStore = store
+    if settings.history_cache_bytes:
+        turns = CachedConversationStore(store, HistoryCache(settings.history_cache_bytes))
+    chat = ChatService(turns, routing, router, settings, quotas)
 
     def sqs_client() -> Any:  # built on the first job submission, not at cold start
         if sqs is not None:
@@ -167,7 +172,7 @@ def build_services(
     background = BackgroundResponses(
         responses, events, ResponseJobQueue(settings, jobs.store, sqs_client, settings.jobs_queue_url)
     )
-    conversation_service = ConversationService(store, chat)
+    conversation_service = ConversationService(turns, chat)
     admin = AdminService(auth.keys, quotas.limits, quotas.counters, drain=quotas.drain)
     return Services(
         settings,

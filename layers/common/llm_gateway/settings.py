@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     history_max_messages: int = Field(200, gt=0, le=1_000)
     completion_reserve_tokens: int = Field(1_024, gt=0)  # reserved when the request names no max_tokens
     conversation_ttl_days: int = Field(0, ge=0)  # 0 = keep forever
+    # A process keeps the newest history window of the conversations it served last (conversations.cache),
+    # so a turn on a conversation whose head has not moved since reads no history from DynamoDB: at most
+    # this many bytes (stored JSON plus overhead per message), least recently used out first; 0 = off.
+    history_cache_bytes: int = Field(4_194_304, ge=0)
     max_messages_per_turn: int = Field(64, gt=0, le=98)  # TransactWriteItems holds 100 items
 
     # --- request limits -------------------------------------------------------------

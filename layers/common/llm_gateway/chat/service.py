@@ -16,7 +16,7 @@ from llm_gateway.chat.tokens import TOKENS_PER_REPLY, count_message
 from llm_gateway.chat.turn import LeasedTurn, PreparedTurn, drop_orphans, leading_system, system_text
 from llm_gateway.chat.usage import believed_reply
 from llm_gateway.chat.validation import TurnChecks
-from llm_gateway.conversations.records import ConversationStore, History, NewMessage, TurnAlreadyCommitted, TurnUsage
+from llm_gateway.conversations.records import ConversationStore, NewMessage, TurnAlreadyCommitted, TurnUsage
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import Cancelled
 from llm_gateway.quotas.service import QuotaService
@@ -187,17 +187,13 @@ class ChatService(TurnChecks):
         instruction_tokens = count_message({"role": "system", "content": instructions}) if instructions else 0
         fixed = (system_prompt[1] if system_prompt else 0) + instruction_tokens + sum(m.tokens for m in new_messages)
         room = self.history_room(alias, request, fixed)
-        history: History = History([], 0)
-        if conversation.message_count:
-            history = self.store.read_history(
-                tenant,
-                conversation.id,
-                max_messages=alias.history_max_messages,
-                max_tokens=min(alias.history_max_tokens, room),
-            )
+        history = self.store.turn_history(
+            conversation, max_messages=alias.history_max_messages, max_tokens=min(alias.history_max_tokens, room)
+        )
         kept = drop_orphans(history.messages)
         report.history_messages = len(kept)
         report.history_items_read = history.items_read
+        report.history_cache_hit = history.cache_hit
         upstream = []
         if instructions:
             upstream.append({"role": "system", "content": instructions})

@@ -93,7 +93,9 @@ class Commits(Table):
             items.append(
                 {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(PK)"}}
             )
-            stored.append(StoredMessage(seq, message.body, message.tokens, now, message.meta))
+            size = len(item["msg"]["S"]) + (len(item["meta"]["S"]) if "meta" in item else 0)
+            expires = int(ttl["N"]) if ttl else 0
+            stored.append(StoredMessage(seq, message.body, message.tokens, now, message.meta, expires, size))
         if turn_id:
             marker = {
                 "PK": key["PK"],

@@ -7,7 +7,14 @@ from typing import Any
 from llm_gateway.aws.dynamo import batch_get
 from llm_gateway.aws.dynamo import num as _num
 from llm_gateway.aws.dynamo import s as _s
-from llm_gateway.conversations.records import MSG_LAST, MSG_PREFIX, TURN_PREFIX, History, StoredMessage
+from llm_gateway.conversations.records import (
+    MSG_LAST,
+    MSG_PREFIX,
+    TURN_PREFIX,
+    Conversation,
+    History,
+    StoredMessage,
+)
 from llm_gateway.conversations.table import Table, message_sk
 
 
@@ -89,6 +96,13 @@ class HistoryReads(Table):
             params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         kept.reverse()
         return History(kept, items_read)
+
+    def turn_history(self, conversation: Conversation, *, max_messages: int, max_tokens: int) -> History:
+        """The history a turn on the leased ``conversation`` sends: read here every time (a process's cache
+        wraps the store, conversations.cache); nothing to read before the first message."""
+        if not conversation.message_count:
+            return History([], 0)
+        return self.read_history(conversation.tenant, conversation.id, max_messages=max_messages, max_tokens=max_tokens)
 
     def turn_messages(self, tenant: str, conversation_id: str, turn_id: str) -> list[StoredMessage] | None:
         key = self._key(tenant, conversation_id)

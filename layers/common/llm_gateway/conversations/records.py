@@ -71,6 +71,8 @@ class StoredMessage:
     tokens: int
     created_at: int
     meta: dict[str, Any] = field(default_factory=dict)
+    expires_at: int = 0  # the item's ``ttl`` (epoch seconds), 0 = never expires
+    size: int = 0  # the stored JSON's length, 0 = not known (what the history cache accounts)
 
     @property
     def role(self) -> str:
@@ -94,7 +96,8 @@ class Lease:
 @dataclass
 class History:
     messages: list[StoredMessage]  # oldest first
-    items_read: int
+    items_read: int  # items the read returned, the one that did not fit the tokens included (conversations.cache)
+    cache_hit: bool | None = None  # from the process's history cache (conversations.cache); None = no cache
 
 
 @dataclass
@@ -137,6 +140,11 @@ class ConversationStore(Protocol):
     def extend_lease(self, lease: Lease, ttl_seconds: float) -> None: ...
     def release_lease(self, lease: Lease) -> None: ...
     def read_history(self, tenant: str, conversation_id: str, *, max_messages: int, max_tokens: int) -> History: ...
+    def turn_history(self, conversation: Conversation, *, max_messages: int, max_tokens: int) -> History:
+        """:meth:`read_history` for a turn holding the lease on ``conversation`` (its head as leased):
+        what a cache keyed by the head's version may answer (conversations.cache)."""
+        ...
+
     def commit_turn(
         self,
         lease: Lease,

@@ -84,12 +84,15 @@ class Table:
     @staticmethod
     def _message(item: dict) -> StoredMessage:
         meta = _str(item, "meta")
+        text = item["msg"]["S"]
         return StoredMessage(
             seq=int(item["SK"]["S"][len(MSG_PREFIX) :]),
-            body=json.loads(item["msg"]["S"]),
+            body=json.loads(text),
             tokens=_num(item, "tokens"),
             created_at=_num(item, "created_at"),
             meta=json.loads(meta) if meta else {},
+            expires_at=_num(item, "ttl"),
+            size=len(text) + (len(meta) if meta else 0),
         )
 
     def _query_page(self, params: dict[str, Any], limit: int) -> tuple[list[dict], bool]:
