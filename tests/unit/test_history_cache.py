@@ -200,3 +200,36 @@ def test_a_failed_commit_or_an_edit_drops_the_entry():
     here.turn_history(lease.conversation, max_messages=10, max_tokens=100)
     here.commit_edit(lease, 0, None)
     assert len(here.cache) == 0
+
+
+@pytest.mark.parametrize("content", [20, 2_000])
+def test_the_bytes_bound_is_the_memory_the_cache_takes(content):
+    """What the cache counts is close to the Python memory its windows take (so HISTORY_CACHE_BYTES bounds RSS)."""
+    import json
+    import tracemalloc
+
+    from llm_gateway.conversations.records import Conversation
+    from llm_gateway.conversations.table import Table
+
+    tracemalloc.start()
+    try:
+        cache = HistoryCache(1 << 18)
+        base = tracemalloc.get_traced_memory()[0]
+        for n in range(100):
+            conv = Conversation(id=f"conv_{n:032x}", tenant=TENANT, created_at=0, updated_at=0, message_count=20)
+            items = [
+                {
+                    "SK": {"S": f"M#{i:010d}"},
+                    "msg": {"S": json.dumps({"role": "user", "content": "x" * content + str(i)})},
+                    "tokens": {"N": "10"},
+                    "created_at": {"N": "1"},
+                }
+                for i in range(20)
+            ]
+            cache.fill(conv, History([Table._message(item) for item in items], 20), 200, 8_000)
+            del items
+        traced = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(cache) < 100  # it evicted
+    assert 0.75 * cache.max_bytes < traced < 1.25 * cache.max_bytes
