@@ -15,7 +15,7 @@ from llm_gateway.conversations.records import (
     History,
     StoredMessage,
 )
-from llm_gateway.conversations.table import Table, message_sk
+from llm_gateway.conversations.table import MESSAGE_PROJECTION, Table, message_sk
 
 
 class HistoryReads(Table):
@@ -50,6 +50,7 @@ class HistoryReads(Table):
             "ExpressionAttributeValues": values,
             "ScanIndexForward": not descending,
             "ConsistentRead": True,
+            **MESSAGE_PROJECTION,
         }
         items, has_more = self._query_page(params, limit)
         return [self._message(item) for item in items], has_more
@@ -78,6 +79,7 @@ class HistoryReads(Table):
             "ExpressionAttributeValues": {":pk": key["PK"], ":m": _s(MSG_PREFIX)},
             "ScanIndexForward": False,
             "ConsistentRead": True,
+            **MESSAGE_PROJECTION,
         }
         while len(kept) < max_messages:
             params["Limit"] = max_messages - len(kept)

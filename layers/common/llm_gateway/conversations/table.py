@@ -28,6 +28,14 @@ if TYPE_CHECKING:  # boto3's stub types (mypy_boto3_*): annotations only
     from mypy_boto3_dynamodb import DynamoDBClient
 
 
+# What a message read asks for: the attributes Table._message decodes (not PK, nor a job turn's turn_id),
+# so botocore parses fewer attributes per item.
+MESSAGE_PROJECTION: dict[str, Any] = {
+    "ProjectionExpression": "SK, msg, tokens, created_at, meta, #ttl",
+    "ExpressionAttributeNames": {"#ttl": "ttl"},
+}
+
+
 def conversation_pk(tenant: str, conversation_id: str) -> str:
     return f"T#{tenant}#C#{conversation_id}"
 
