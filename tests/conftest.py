@@ -41,6 +41,8 @@ def new_aws(moto_server):
 
         @staticmethod
         def client(service: str):
+            """botocore's parameter validation on (its default): every request shape the stores build is
+            checked here, which the deployed DynamoDB client skips (llm_gateway.aws.UNVALIDATED)."""
             from botocore.config import Config
 
             return session.client(
