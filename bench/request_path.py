@@ -370,7 +370,24 @@ def cold_start(env: dict[str, str]) -> None:
             values.append(float(out.stdout.strip().splitlines()[-1]))
         return statistics.median(values)
 
+    def phases() -> tuple[float, float, float]:
+        """Medians of import app, building its services, and its first completion (in-process)."""
+        values: list[list[float]] = [[], [], []]
+        for _ in range(runs):
+            out = subprocess.run(
+                [sys.executable, os.path.join(ROOT, "bench/_cold_phases.py")],
+                env={**os.environ, "PYTHONPATH": PYPATH},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            for column, value in zip(values, json.loads(out.stdout.strip().splitlines()[-1]), strict=True):
+                column.append(value)
+        imported, built, first = (statistics.median(v) for v in values)
+        return imported, built, first
+
     boto, app = measure("import boto3"), measure("import app; app.default_services()")
+    imported, built, first = phases()
     print("\n== 5. cold start, the app alone")
     print(
         f"  process start -> first completion {statistics.median(times) * 1000:7.1f} ms "
@@ -379,6 +396,11 @@ def cold_start(env: dict[str, str]) -> None:
     print(f"  import boto3                      {boto * 1000:7.1f} ms")
     print(
         f"  import app + build its services   {app * 1000:7.1f} ms = {app / boto:.2f}x import boto3   (must: <= 2.5x)"
+    )
+    print(
+        f"  where it goes, one process:       import app {imported * 1000:.0f} ms, "
+        f"build services {built * 1000:.0f} ms, first completion {first * 1000:.0f} ms "
+        "(lifespan + warm-up racing it: KMS, auth read, tokens)"
     )
 
 
