@@ -4,6 +4,7 @@ and which settlements QuotaService hands it (unlimited holds only)."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -181,3 +182,20 @@ def _today() -> Any:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(NOW, dt.UTC).date()
+
+
+def test_a_coalescing_window_holds_later_writes_until_it_ends_or_a_drain(store):
+    store.gate.set()
+    writer = UsageWriter(store, min_interval=60.0)
+    quotas = service(store, writer)
+    quotas.admit("t", "k", ALIAS, 10, 5, 30).settle(10, 5, 0.000001)
+    assert writer.drain(5) and store.writer_calls == 1  # the first cycle starts at once
+    for _ in range(5):
+        quotas.admit("t", "k", ALIAS, 10, 5, 30).settle(10, 5, 0.000001)
+    time.sleep(0.05)
+    assert store.writer_calls == 1 and writer.pending() == 15  # inside the window: coalescing, not writing
+    started = time.monotonic()
+    assert writer.drain(5)  # a drain writes at once, whatever the window
+    assert time.monotonic() - started < 5
+    assert store.writer_calls == 2  # the five settlements in one transaction
+    assert store.read(tenant_pk("t"), f"D#{DAY}")["req"] == 6

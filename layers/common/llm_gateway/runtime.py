@@ -31,7 +31,7 @@ from llm_gateway.quotas.admin import AdminService
 from llm_gateway.quotas.counters import DynamoCounterStore
 from llm_gateway.quotas.limits import DynamoLimitsStore, parse_limits
 from llm_gateway.quotas.service import QuotaService
-from llm_gateway.quotas.writer import UsageWriter
+from llm_gateway.quotas.writer import COALESCE_SECONDS, UsageWriter
 from llm_gateway.responses.background import BackgroundResponses
 from llm_gateway.responses.event_log import DynamoEventLog
 from llm_gateway.responses.service import ResponseService
@@ -143,7 +143,9 @@ def build_services(
             cache_seconds=settings.quota_limits_cache_seconds,
         ),
         output_reserve_tokens=settings.quota_output_reserve_tokens,
-        writer=UsageWriter(counters),  # unlimited usage off the reply's path (quotas.writer)
+        writer=UsageWriter(
+            counters, min_interval=COALESCE_SECONDS
+        ),  # unlimited usage off the reply's path (quotas.writer)
     )
     turns: ConversationStore = store
     if settings.history_cache_bytes:

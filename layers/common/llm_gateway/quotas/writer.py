@@ -37,6 +37,10 @@ from llm_gateway.aws.dynamo import TRANSACT_MAX_ITEMS
 from llm_gateway.quotas.counters import Counter, CounterStore
 
 MAX_PENDING = 10_000  # queued counter updates (3 per unlimited request) before callers write themselves
+# The deployed writer's coalescing window: a write cycle starts at most this long after the previous
+# one began (a drain flushes at once). Writing whenever anything was pending cost a TransactWriteItems
+# every ~3 requests under load — botocore CPU competing for the GIL with the request threads.
+COALESCE_SECONDS = 0.5
 WRITE_ATTEMPTS = 4
 
 
@@ -73,10 +77,13 @@ class UsageWriter:
         backoff_max: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
         on_give_up: Callable[[int, BaseException], None] | None = None,
+        min_interval: float = 0.0,
     ) -> None:
         self.counters = counters
         self.max_pending = max_pending
         self.on_give_up = on_give_up or _report_give_up
+        self.min_interval = min_interval  # seconds between the starts of two write cycles
+        self._flush = 0  # drains waiting: write at once, whatever the interval
         self._retrying = Retrying(
             stop=stop_after_attempt(attempts),
             wait=wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial),
@@ -112,18 +119,28 @@ class UsageWriter:
         """Wait until everything submitted before this call is written or given up; False on timeout."""
         end = time.monotonic() + timeout
         with self._cond:
-            while self._pending or self._writing:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
+            self._flush += 1
+            self._cond.notify_all()
+            try:
+                while self._pending or self._writing:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+            finally:
+                self._flush -= 1
         return True
 
     def _run(self) -> None:
+        last = -self.min_interval
         while True:
             with self._cond:
-                while not self._pending:
-                    self._cond.wait()
+                while True:
+                    wait = last + self.min_interval - time.monotonic()
+                    if self._pending and (wait <= 0 or self._flush):
+                        break
+                    self._cond.wait(wait if self._pending else None)
+                last = time.monotonic()
                 batch, self._pending = self._pending, []
                 self._writing = True
             try:
