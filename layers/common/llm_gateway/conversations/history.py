@@ -50,7 +50,6 @@ class HistoryReads(Table):
             "ExpressionAttributeValues": values,
             "ScanIndexForward": not descending,
             "ConsistentRead": True,
-            **MESSAGE_PROJECTION,
         }
         items, has_more = self._query_page(params, limit)
         return [self._message(item) for item in items], has_more
