@@ -14,6 +14,14 @@ process (``moto_atomic.py`` calls it):
   to moto's own ``Table.query`` unchanged;
 * a transaction keeps an undo log (the prior version of each item it touches) instead of a copy
   of the tables, and a failed transaction restores exactly those items;
+* a projection of top-level attributes (``ProjectionExpression: "SK, msg, tokens"``) copies those
+  attributes (:func:`project`); moto's own ``Item.project`` turns the whole item into plain Python
+  and back (a deep copy, a boto3 deserialise and serialise of every attribute, ~0.3 ms a message
+  item), which was 90% of a 200-message history Query;
+* no model instance is kept for moto's dashboard: moto appends every object it makes (each
+  ``Item`` a write, an update or a projection builds, each SQS message) to a class-level list
+  that is never trimmed, so the server's memory grew with the requests it had served, not
+  with its data (about 200 items a 200-message history read);
 * read responses (Query on a table or an index, Scan, GetItem, BatchGetItem, TransactGetItems)
   write their items with ``json.dumps`` instead of moto's model-driven serializer, ~3 ms per item
   (``local/moto_serialize.py``): the same bytes.
@@ -124,8 +132,67 @@ def fast_query(table, hash_key, range_comparison, range_objs, limit, exclusive_s
     if filter_expression is not None:
         results = [item for item in results if filter_expression.expr(item)]
     if projection_expressions:
-        results = [r.project(projection_expressions) for r in results]
+        results = [project(r, projection_expressions) for r in results]
     return results, scanned_count, last_evaluated_key
+
+
+class _NotPlain(Exception):
+    """A value whose round trip through moto's projection is not a plain copy: moto projects it."""
+
+
+def _number(text: str) -> str:
+    """A number as moto's projection writes it back (boto3's deserialiser, then its serialiser)."""
+    from boto3.dynamodb.types import DYNAMODB_CONTEXT
+
+    return str(DYNAMODB_CONTEXT.create_decimal(text))
+
+
+def _nested(value: Any) -> dict[str, Any]:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    if type(value) is not DynamoType:
+        raise _NotPlain
+    return {value.type: _copied(value.type, value.value)}
+
+
+def _copied(kind: str, value: Any) -> Any:
+    """A stored attribute value (``DynamoType.value``) as moto's projection rebuilds it, or ``_NotPlain``:
+    strings, booleans and null as they are, numbers normalised, maps and lists element by element;
+    sets (rebuilt in another order) and binary (re-encoded) are left to moto."""
+    if kind == "S" and type(value) is str or kind == "BOOL" and type(value) is bool:
+        return value
+    if kind == "NULL":
+        return True
+    if kind == "N" and type(value) is str:
+        return _number(value)
+    if kind == "M" and type(value) is dict:
+        return {k: _nested(v) for k, v in value.items()}
+    if kind == "L" and type(value) is list:
+        return [_nested(v) for v in value]
+    raise _NotPlain
+
+
+def project(item, projection_expressions: list[list[str]]):
+    """``item.project(projection_expressions)``, the same new ``Item``, without the round trip when
+    every expression names a top-level attribute (no ``a.b``, no ``a[0]``) and every attribute
+    copied is a plain value (:func:`_copied`); otherwise moto's own."""
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+
+    if any(len(path) != 1 or "[" in path[0] for path in projection_expressions):
+        return item.project(projection_expressions)
+    attrs = LimitedSizeDict()
+    try:
+        for (name,) in projection_expressions:
+            value = item.attrs.get(name)
+            if value is not None and name not in attrs:
+                # dict's own __setitem__: LimitedSizeDict's re-sums every value set so far, for a size
+                # check a subset of a stored item cannot fail (moto's own Item() spent 75% there)
+                dict.__setitem__(attrs, name, DynamoType({value.type: _copied(value.type, value.value)}))
+    except _NotPlain:
+        return item.project(projection_expressions)
+    projected = Item.__new__(Item)
+    projected.hash_key, projected.range_key, projected.attrs = item.hash_key, item.range_key, attrs
+    return projected
 
 
 _SIZE = "_local_size"
@@ -213,6 +280,7 @@ def install() -> None:
         return
     from collections import defaultdict
 
+    from moto.core.common_models import BaseModel
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import Table
 
@@ -280,17 +348,26 @@ def install() -> None:
     _originals.update(init=original_init, query=original_query, txn=DynamoDBBackend.transact_write_items)
     _originals.update(put=original_put, delete=original_delete, update=original_update)
     _originals["serializer"] = moto_serialize.install()
+    _originals["new"] = BaseModel.__dict__["__new__"]
+    BaseModel.__new__ = _untracked  # type: ignore[method-assign,assignment]
     Table.__init__ = __init__
     Table.query = query
     Table.put_item, Table.delete_item, DynamoDBBackend.update_item = put_item, delete_item, update_item
     DynamoDBBackend.transact_write_items = transact_write_items
 
 
+def _untracked(cls, *args: Any, **kwargs: Any) -> Any:
+    """``BaseModel.__new__`` without appending the instance to ``cls.instances_tracked``."""
+    return object.__new__(cls)
+
+
 def uninstall() -> None:
+    from moto.core.common_models import BaseModel
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import Table
 
     if _originals:
+        BaseModel.__new__ = _originals["new"]
         Table.__init__, Table.query = _originals["init"], _originals["query"]
         DynamoDBBackend.transact_write_items = _originals["txn"]
         Table.put_item, Table.delete_item = _originals["put"], _originals["delete"]

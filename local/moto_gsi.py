@@ -200,7 +200,7 @@ def _start_key(table: Any, index: GsiIndex, hash_key: Any, exclusive_start_key: 
 def gsi_query(table, index_name, planned, hash_key, range_comparison, range_objs, limit, scan_index_forward,
               projection_expressions, filter_expression=None):  # fmt: skip
     """moto's ``Table.query`` on a GSI partition, reading O(limit) items."""
-    from local.moto_fast import _bounds, page
+    from local.moto_fast import _bounds, page, project
 
     index, esk = planned
     forward = scan_index_forward is not False
@@ -220,5 +220,5 @@ def gsi_query(table, index_name, planned, hash_key, range_comparison, range_objs
     if filter_expression is not None:
         results = [item for item in results if filter_expression.expr(item)]
     if projection_expressions:
-        results = [r.project(projection_expressions) for r in results]
+        results = [project(r, projection_expressions) for r in results]
     return results, scanned_count, last_evaluated_key

@@ -51,6 +51,30 @@ def sort_value(rng: random.Random, sort_type: str):
     return {"S": prefix + "".join(rng.choices(string.ascii_letters + string.digits + "#~", k=rng.randint(0, 5)))}
 
 
+def attribute(rng: random.Random, depth: int = 0) -> dict:
+    """A random attribute value of any type: the fast projection copies plain ones and leaves sets
+    and binary to moto; numbers are written in forms moto's projection normalises ("1e2", "0.50")."""
+    kinds = ["S", "N", "BOOL", "NULL", "SS", "NS", "B"] + (["M", "L"] if depth < 2 else [])
+    kind = rng.choice(kinds)
+    if kind == "S":
+        return {"S": rng.choice(["", "a", "naïve ✓", "x" * 40])}
+    if kind == "N":
+        return {"N": rng.choice(["0", "7", "-3", "0.50", "1e2", "12.3400", "-0", "5E-3"])}
+    if kind == "BOOL":
+        return {"BOOL": rng.random() < 0.5}
+    if kind == "NULL":
+        return {"NULL": True}
+    if kind == "SS":
+        return {"SS": rng.sample(["a", "b", "c", "d"], rng.randint(1, 4))}
+    if kind == "NS":
+        return {"NS": rng.sample(["1", "2.5", "30"], rng.randint(1, 3))}
+    if kind == "B":
+        return {"B": bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))}
+    if kind == "M":
+        return {"M": {f"k{i}": attribute(rng, depth + 1) for i in range(rng.randint(0, 3))}}
+    return {"L": [attribute(rng, depth + 1) for _ in range(rng.randint(0, 3))]}
+
+
 def fill(ddb, rng: random.Random, name: str, sort_type: str) -> list[dict]:
     items = {}
     for _ in range(rng.randint(40, 160)):
@@ -62,6 +86,11 @@ def fill(ddb, rng: random.Random, name: str, sort_type: str) -> list[dict]:
             "n": {"N": str(rng.randint(0, 9))},
             "body": {"S": "x" * rng.choice([1, 10, 100, 3000])},
         }
+        if rng.random() < 0.5:
+            items[(pk, str(sk))]["x"] = attribute(rng)
+        if rng.random() < 0.3:  # a document for nested paths (moto's own projection fails on a non-map)
+            doc = {"a": attribute(rng), "l": {"L": [attribute(rng, 1) for _ in range(rng.randint(1, 3))]}}
+            items[(pk, str(sk))]["doc"] = {"M": doc}
     for item in items.values():
         ddb.put_item(TableName=name, Item=item)
     return list(items.values())
@@ -96,8 +125,12 @@ def random_query(rng: random.Random, name: str, items: list[dict], sort_type: st
     if rng.random() < 0.3:
         params["FilterExpression"] = "n > :n"
         values[":n"] = {"N": str(rng.randint(0, 9))}
-    if rng.random() < 0.2:
-        params["ProjectionExpression"] = "SK, n"
+    if rng.random() < 0.4:
+        # top-level names (the fast projection), absent ones, and nested paths (moto's)
+        projection = rng.choice(["SK, n", "x, SK", "n, body, x, doc", "#x, absent", "doc.a, SK", "doc.l[0], n"])
+        params["ProjectionExpression"] = projection
+        if "#x" in projection:
+            params["ExpressionAttributeNames"] = {"#x": "x"}
     if existing and rng.random() < 0.3:
         params["ExclusiveStartKey"] = {"PK": {"S": pk}, "SK": value()}
     return params
@@ -157,6 +190,49 @@ def test_query_reads_only_the_page(ddb):
     assert [i["SK"]["S"] for i in page["Items"]] == [f"M#{i:08d}" for i in range(499, 494, -1)]
     assert len(sized) <= 12
     assert dynamodb_backends["123456789012"]["us-east-1"].tables["t"].items  # the table is really there
+
+
+def test_projection_copies_plain_attributes_and_moto_keeps_no_instances(ddb, monkeypatch):
+    """A history read's projection (top-level names, plain values) never takes moto's round trip
+    through Python values; a set or a nested path does. And the server no longer keeps every
+    ``Item`` it ever built (moto's dashboard list grew with every write and projected read)."""
+    from moto.dynamodb.models.dynamo_type import Item
+
+    make_table(ddb, "t", "S")
+    for i in range(30):
+        item = {"PK": {"S": "c"}, "SK": {"S": f"M#{i:03d}"}, "msg": {"S": "hi"}, "tokens": {"N": "30"}}
+        ddb.put_item(TableName="t", Item={**item, "meta": {"M": {"a": {"L": [{"N": "1.50"}, {"NULL": True}]}}}})
+    ddb.put_item(TableName="t", Item={"PK": {"S": "c"}, "SK": {"S": "M#999"}, "tags": {"SS": ["a", "b"]}})
+    rounds = []
+    original = Item.project
+    monkeypatch.setattr(Item, "project", lambda self, exprs: rounds.append(exprs) or original(self, exprs))
+
+    def query(projection: str) -> list[dict]:
+        return ddb.query(
+            TableName="t",
+            KeyConditionExpression="PK = :p AND begins_with(SK, :m)",
+            ExpressionAttributeValues={":p": {"S": "c"}, ":m": {"S": "M#0"}},
+            ProjectionExpression=projection,
+        )["Items"]
+
+    items = query("SK, msg, meta, absent")  # what read_history asks for, less its ttl
+    assert rounds == [] and len(items) == 30
+    assert items[0] == {
+        "SK": {"S": "M#000"},
+        "msg": {"S": "hi"},
+        "meta": {"M": {"a": {"L": [{"N": "1.50"}, {"NULL": True}]}}},
+    }
+    query("meta.a, SK")
+    assert len(rounds) == 30  # a nested path: moto's own projection
+    rounds.clear()
+    ddb.query(
+        TableName="t",
+        KeyConditionExpression="PK = :p AND SK = :k",
+        ExpressionAttributeValues={":p": {"S": "c"}, ":k": {"S": "M#999"}},
+        ProjectionExpression="tags",
+    )
+    assert len(rounds) == 1  # a set: moto's own
+    assert Item.instances_tracked == []
 
 
 def table_state(backend, name: str) -> list[dict]:
