@@ -199,3 +199,34 @@ def test_a_coalescing_window_holds_later_writes_until_it_ends_or_a_drain(store):
     assert time.monotonic() - started < 5
     assert store.writer_calls == 2  # the five settlements in one transaction
     assert store.read(tenant_pk("t"), f"D#{DAY}")["req"] == 6
+
+
+class CountingCondition(threading.Condition):
+    def __init__(self) -> None:
+        super().__init__()
+        self.notified = 0
+
+    def notify_all(self) -> None:
+        self.notified += 1
+        super().notify_all()
+
+
+def test_submits_inside_the_window_do_not_wake_the_writer_and_still_land_when_it_ends(store):
+    """Only a submit to an idle writer wakes it: one that finds updates pending (the writer waiting
+    out its window, or writing) leaves it alone, and the window's end writes them all the same."""
+    store.gate.set()
+    writer = UsageWriter(store, min_interval=0.3)
+    writer._cond = condition = CountingCondition()
+    quotas = service(store, writer)
+    quotas.admit("t", "k", ALIAS, 10, 5, 30).settle(10, 5, 0.000001)
+    assert writer.drain(5) and store.writer_calls == 1  # the first cycle, done: the writer waits for work
+    woken = condition.notified
+    quotas.admit("t", "k", ALIAS, 10, 5, 30).settle(10, 5, 0.000001)  # pending was empty: wakes it
+    for _ in range(20):
+        quotas.admit("t", "k", ALIAS, 10, 5, 30).settle(10, 5, 0.000001)
+    assert condition.notified == woken + 1
+    deadline = time.monotonic() + 5
+    while store.writer_calls < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert store.writer_calls == 2 and writer.pending() == 0  # the window ended: all 21 in one write
+    assert store.read(tenant_pk("t"), f"D#{DAY}")["req"] == 22

@@ -10,8 +10,8 @@
   local stack's API beside its worker, a container) logs each line with its own request's
   keys. Each ASGI request runs in its own task (its own context, copied into the threads it
   starts); a worker invocation runs in a context of its own (:func:`per_invocation_logging`).
-* Metrics are EMF, one :class:`EphemeralMetrics` per request (no state shared between
-  concurrent requests), flushed when the request ends. Dimensions are bounded: the
+* Metrics are EMF, one metric set per request (no state shared between concurrent requests),
+  printed by Powertools' EMF provider when the request ends (:class:`RequestMetrics`). Dimensions are bounded: the
   service, the model alias only once it has been resolved against configuration, and
   the provider of the deployment that answered. Which deployment answered (a name from
   configuration, so also bounded) is a separate ``DeploymentAnswered`` metric with
@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
-from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.constants import MAX_METRICS
 
 from llm_gateway.reports import StreamReport, TurnReport
 from llm_gateway.settings import get_settings
@@ -69,17 +72,36 @@ def metrics_disabled() -> bool:
     return is_metrics_disabled()
 
 
+@functools.lru_cache(maxsize=1)
+def emf() -> AmazonCloudWatchEMFProvider:
+    """The process's one Powertools EMF provider: it writes every blob (its ``serialize_metric_set``,
+    given each request's own metrics, dimensions and metadata), and holds none of a request's state."""
+    settings = get_settings()
+    return AmazonCloudWatchEMFProvider(
+        namespace=settings.powertools_metrics_namespace, service=settings.powertools_service_name
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _unit(unit: str | MetricUnit) -> str:
+    return MetricUnit(unit).value  # a name chosen by code: a wrong one fails in every test
+
+
 class RequestMetrics:
-    """One request's metrics. Disabled (``POWERTOOLS_METRICS_DISABLED``), every method returns at
-    once: no Powertools object per request, nothing validated or serialised."""
+    """One request's metrics, printed as one EMF blob when it ends (:meth:`flush`).
+
+    The metric set is Powertools' own shape (``{"Name": {"Unit", "StorageResolution", "Value": [..]}}``),
+    kept per request (no state shared between concurrent requests) and written by the shared
+    :func:`emf` provider: a Powertools metrics object per request re-lists the metric units when
+    built, validates every value and formats a debug line for it (~0.4 ms a request here). Metric
+    names, units and dimensions are chosen by code, so each is not validated again per value. As
+    Powertools does, a metric set reaching 100 metrics or 100 values of one is printed at once.
+    Disabled (``POWERTOOLS_METRICS_DISABLED``), every method returns at once."""
 
     def __init__(self, route: str) -> None:
-        self._metrics: EphemeralMetrics | None = None
-        if not metrics_disabled():
-            settings = get_settings()
-            self._metrics = EphemeralMetrics(
-                namespace=settings.powertools_metrics_namespace, service=settings.powertools_service_name
-            )
+        self._metrics: dict[str, dict[str, Any]] | None = None if metrics_disabled() else {}
+        self._dimensions: dict[str, str] = {}
+        self._metadata: dict[str, Any] = {}
         self._route = route  # a dimension, added when flushed (a router may name its route)
         self._deployment: tuple[str, str] | None = None
 
@@ -88,12 +110,19 @@ class RequestMetrics:
         self._route = name
 
     def add(self, name: str, value: float, unit: str | MetricUnit = MetricUnit.Count) -> None:
-        if self._metrics is not None:
-            self._metrics.add_metric(name=name, unit=unit, value=value)
+        if self._metrics is None:
+            return
+        metric = self._metrics.get(name)
+        if metric is None:
+            metric = self._metrics[name] = {"Unit": _unit(unit), "StorageResolution": 60, "Value": []}
+        metric["Value"].append(float(value))
+        if len(self._metrics) == MAX_METRICS or len(metric["Value"]) == MAX_METRICS:
+            self._print(self._metrics, self._dimensions_now(), self._metadata)
+            self._metrics = {}
 
     def model(self, alias: str) -> None:
-        if self._metrics is not None:
-            self._metrics.add_dimension("model", alias)
+        if self._metrics is not None and alias:
+            self._dimensions["model"] = alias
 
     def turn(self, report: TurnReport, *, model_dimension: bool = True) -> None:
         """Everything a chat turn reports, upstream errors by bounded class.
@@ -106,9 +135,9 @@ class RequestMetrics:
         if report.alias and model_dimension:
             self.model(report.alias)
         if report.provider:
-            self._metrics.add_dimension("provider", report.provider)
+            self._dimensions["provider"] = report.provider
         if report.deployment:
-            self._metrics.add_metadata("deployment", report.deployment)
+            self._metadata["deployment"] = report.deployment
             self._deployment = (report.alias, report.deployment)
         stats = report.stats
         if stats.attempts:
@@ -154,14 +183,19 @@ class RequestMetrics:
     def flush(self) -> None:
         if self._metrics is None:
             return
-        self._metrics.add_dimension("route", self._route)
-        self._metrics.flush_metrics()
+        if self._metrics:
+            self._print(self._metrics, self._dimensions_now(), self._metadata)
+        self._metrics = {}
         if self._deployment is not None:
-            settings = get_settings()
-            answered = EphemeralMetrics(
-                namespace=settings.powertools_metrics_namespace, service=settings.powertools_service_name
-            )
-            answered.add_dimension("model", self._deployment[0])
-            answered.add_dimension("deployment", self._deployment[1])
-            answered.add_metric(name="DeploymentAnswered", unit=MetricUnit.Count, value=1)
-            answered.flush_metrics()
+            answered = {"DeploymentAnswered": {"Unit": "Count", "StorageResolution": 60, "Value": [1.0]}}
+            model, deployment = self._deployment
+            self._print(answered, {"model": model, "deployment": deployment, "service": emf().service}, {})
+            self._deployment = None
+
+    def _dimensions_now(self) -> dict[str, str]:
+        return {**self._dimensions, "route": self._route, "service": emf().service}
+
+    @staticmethod
+    def _print(metrics: dict[str, Any], dimensions: dict[str, str], metadata: dict[str, Any]) -> None:
+        blob = emf().serialize_metric_set(metrics=metrics, dimensions=dimensions, metadata=metadata)
+        print(json.dumps(blob, separators=(",", ":")))  # as Powertools' flush_metrics prints it

@@ -103,11 +103,15 @@ class UsageWriter:
         with self._cond:
             if len(self._pending) + len(updates) > self.max_pending:
                 return False
+            idle = not self._pending  # else the writer is waiting out its interval, or writing: it will look
             self._pending.extend(updates)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            if idle:
+                # Woken only when it waits for work: waking it on every submit cost each request a
+                # thread switch (and a GIL hand-off) for a writer that would go back to its wait.
+                self._cond.notify_all()
         return True
 
     def pending(self) -> int:
