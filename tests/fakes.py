@@ -442,20 +442,16 @@ class InMemoryConversationStore:
         return self._stored(tenant, conversation_id).get(seq)
 
     def read_history(self, tenant: str, conversation_id: str, *, max_messages: int, max_tokens: int) -> Any:
-        from llm_gateway.conversations.records import History
+        from llm_gateway.conversations.records import History, HistoryBudget
 
         self.history_reads.append((max_messages, max_tokens))
         stored = self._stored(tenant, conversation_id)
-        kept: list[Any] = []
-        tokens = read = 0
+        budget, read = HistoryBudget(max_messages, max_tokens), 0
         for seq in sorted(stored, reverse=True)[:max_messages]:
             read += 1
-            if tokens + stored[seq].tokens > max_tokens:
+            if not budget.take(stored[seq]):
                 break
-            kept.append(stored[seq])
-            tokens += stored[seq].tokens
-        kept.reverse()
-        return History(kept, read)
+        return History(budget.window(), read)
 
     def turn_history(self, conversation: Any, *, max_messages: int, max_tokens: int) -> Any:
         from llm_gateway.conversations.records import History

@@ -38,6 +38,7 @@ from llm_gateway.conversations.records import (
     Conversation,
     ConversationStore,
     History,
+    HistoryBudget,
     Lease,
     NewMessage,
     StoredMessage,
@@ -57,19 +58,13 @@ ENTRY_OVERHEAD_BYTES = 300
 def newest_window(
     newest_last: Sequence[StoredMessage], max_messages: int, max_tokens: int
 ) -> tuple[list[StoredMessage], bool]:
-    """The newest messages that fit both budgets, oldest first, as ``read_history`` keeps them (newest
-    first until ``max_messages`` are kept or the next one would pass ``max_tokens``); and whether a
-    budget stopped it before ``newest_last`` ran out."""
-    kept: list[StoredMessage] = []
-    tokens = 0
+    """The window of ``newest_last`` that ``read_history`` would answer (:class:`HistoryBudget`), oldest
+    first; and whether the budget stopped it before ``newest_last`` ran out."""
+    budget = HistoryBudget(max_messages, max_tokens)
     for message in reversed(newest_last):
-        if len(kept) >= max_messages or tokens + message.tokens > max_tokens:
-            kept.reverse()
-            return kept, True
-        kept.append(message)
-        tokens += message.tokens
-    kept.reverse()
-    return kept, False
+        if not budget.take(message):
+            return budget.window(), True
+    return budget.window(), False
 
 
 def _cost(message: StoredMessage) -> int:

@@ -13,6 +13,7 @@ from llm_gateway.conversations.records import (
     TURN_PREFIX,
     Conversation,
     History,
+    HistoryBudget,
     StoredMessage,
 )
 from llm_gateway.conversations.table import MESSAGE_PROJECTION, Table, message_sk
@@ -69,8 +70,7 @@ class HistoryReads(Table):
         budget however long the conversation is, in one round trip.
         """
         key = self._key(tenant, conversation_id)
-        kept: list[StoredMessage] = []
-        tokens = 0
+        budget = HistoryBudget(max_messages, max_tokens)
         items_read = 0
         params: dict[str, Any] = {
             "TableName": self.table,
@@ -80,23 +80,19 @@ class HistoryReads(Table):
             "ConsistentRead": True,
             **MESSAGE_PROJECTION,
         }
-        while len(kept) < max_messages:
-            params["Limit"] = max_messages - len(kept)
+        while budget.room() > 0:
+            params["Limit"] = budget.room()
             resp = self.client.query(**params)
             full = False
             for item in resp.get("Items", []):
                 items_read += 1
-                message = self._message(item)
-                if tokens + message.tokens > max_tokens:
+                if not budget.take(self._message(item)):
                     full = True
                     break
-                kept.append(message)
-                tokens += message.tokens
             if full or "LastEvaluatedKey" not in resp:
                 break
             params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        kept.reverse()
-        return History(kept, items_read)
+        return History(budget.window(), items_read)
 
     def turn_history(self, conversation: Conversation, *, max_messages: int, max_tokens: int) -> History:
         """The history a turn on the leased ``conversation`` sends: read here every time (a process's cache

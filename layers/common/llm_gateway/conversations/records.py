@@ -101,6 +101,33 @@ class History:
 
 
 @dataclass
+class HistoryBudget:
+    """What history a turn sends, the one rule for every reader (the store's Query, the process's
+    cache, the tests' fake): the newest messages, taken newest first until ``max_messages`` are kept
+    or the next one would pass ``max_tokens`` (then it and every older one stay out)."""
+
+    max_messages: int
+    max_tokens: int
+    kept: list[StoredMessage] = field(default_factory=list)  # newest first
+    tokens: int = 0
+
+    def room(self) -> int:
+        return self.max_messages - len(self.kept)
+
+    def take(self, message: StoredMessage) -> bool:
+        """Keep ``message``, the next older one, if it fits; False when the budget is full."""
+        if len(self.kept) >= self.max_messages or self.tokens + message.tokens > self.max_tokens:
+            return False
+        self.kept.append(message)
+        self.tokens += message.tokens
+        return True
+
+    def window(self) -> list[StoredMessage]:
+        """The kept messages, oldest first (as a turn sends them)."""
+        return self.kept[::-1]
+
+
+@dataclass
 class TurnUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
