@@ -28,8 +28,22 @@ class Phases:
 
         self.totals: dict[str, float] = defaultdict(float)
         self.chat_seconds = chat_seconds
+        self.watch(services.conversations.client)
+        router = services.chat.router
+        complete = router.complete
+
+        def timed_complete(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return complete(*args, **kwargs)
+            finally:
+                self.totals[UPSTREAM] += time.perf_counter() - t0
+
+        router.complete = timed_complete
+
+    def watch(self, client) -> None:
+        """Time the DynamoDB calls of ``client`` (by operation) and botocore's parsing inside them."""
         started: dict[tuple[int, str], float] = {}
-        client = services.conversations.client
 
         def before_call(model, **_):
             started[(threading.get_ident(), model.name)] = time.perf_counter()
@@ -51,17 +65,6 @@ class Phases:
         client.meta.events.register("after-call.dynamodb.*", after_call)
         client.meta.events.register("before-parse.dynamodb.*", before_parse)
         client.meta.events.register("response-received.dynamodb.*", after_parse)
-        router = services.chat.router
-        complete = router.complete
-
-        def timed_complete(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return complete(*args, **kwargs)
-            finally:
-                self.totals[UPSTREAM] += time.perf_counter() - t0
-
-        router.complete = timed_complete
 
     def snapshot(self) -> dict[str, float]:
         return {**self.totals, FAKE: self.chat_seconds()}
